@@ -1,0 +1,13 @@
+//! The pure core: no sockets, no tokio, no clock reads, no system randomness.
+//! Time and ids are inputs (`time`, `ids`); effects are outputs (`engine::Output`).
+
+pub mod engine;
+pub mod ids;
+pub mod modules;
+pub mod persist;
+pub mod presence;
+pub mod pua;
+pub mod sip;
+pub mod time;
+pub mod timers;
+pub mod xmpp;

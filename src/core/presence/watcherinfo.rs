@@ -1,0 +1,3 @@
+//! watcherinfo (RFC 3858), owner: bodies.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WatcherInfo {}

@@ -1,0 +1,1 @@
+//! SIP URIs (RFC 3261 §19.1), owner: sip-stack.

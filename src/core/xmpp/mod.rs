@@ -1,0 +1,1 @@
+//! XMPP in the core: typed stanzas and address mapping (issue: presence bridge).
