@@ -1,0 +1,1 @@
+//! gateway.toml → validated settings. Owner: io-daemon.

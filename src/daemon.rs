@@ -1,0 +1,1 @@
+//! Wires the drivers to the engine; graceful shutdown. Owner: io-daemon.

@@ -1,0 +1,1 @@
+//! HTTP management API (axum). Owner: io-admin.

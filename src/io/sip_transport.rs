@@ -1,0 +1,1 @@
+//! SIP transports: UDP and TCP sockets. Owner: io-daemon.

@@ -1,0 +1,1 @@
+//! SQLite persistence of the engine StoreOps. Owner: io-admin.
