@@ -146,3 +146,84 @@ pub(crate) fn version_outcome(local: Option<u32>, version: u32, state: DocState)
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PIDF_BODY: &[u8] = b"<?xml version='1.0'?><presence xmlns='urn:ietf:params:xml:ns:pidf' \
+        entity='pres:ben@sip.example'><tuple id='t'><status><basic>open</basic></status></tuple></presence>";
+
+    #[test]
+    fn pidf_content_type_with_charset_parameter_dispatches_to_pidf() {
+        let body =
+            parse_body(Some("Application/PIDF+XML ; charset=UTF-8"), PIDF_BODY).expect("pidf");
+        assert!(matches!(body, Body::Pidf(doc) if doc.tuples.len() == 1));
+    }
+
+    /// standards.md §16 case 53 (an empty NOTIFY keeps the previous document).
+    #[test]
+    fn empty_bytes_are_empty_body_whatever_the_type() {
+        assert_eq!(parse_body(Some(PIDF), b""), Ok(Body::Empty));
+        assert_eq!(parse_body(None, b""), Ok(Body::Empty));
+    }
+
+    #[test]
+    fn whitespace_only_body_is_empty() {
+        assert_eq!(parse_body(Some(PIDF), b"\r\n"), Ok(Body::Empty));
+    }
+
+    #[test]
+    fn watcherinfo_type_dispatches_to_watcherinfo() {
+        let body = parse_body(
+            Some(WATCHERINFO),
+            b"<watcherinfo xmlns='urn:ietf:params:xml:ns:watcherinfo' version='0' state='full'/>",
+        )
+        .expect("winfo");
+        assert!(matches!(body, Body::Watcherinfo(w) if w.version == 0));
+    }
+
+    #[test]
+    fn dialog_info_type_dispatches_to_dialog_info() {
+        let body = parse_body(
+            Some(DIALOG_INFO),
+            b"<dialog-info xmlns='urn:ietf:params:xml:ns:dialog-info' version='2' state='full' entity='sip:a@b'/>",
+        )
+        .expect("dialog-info");
+        assert!(matches!(body, Body::DialogInfo(d) if d.version == 2));
+    }
+
+    #[test]
+    fn unknown_type_is_kept_raw() {
+        let body = parse_body(Some("text/plain"), b"hello").expect("other");
+        assert_eq!(
+            body,
+            Body::Other {
+                content_type: "text/plain".into(),
+                bytes: b"hello".to_vec()
+            }
+        );
+    }
+
+    #[test]
+    fn pidf_type_with_a_watcherinfo_document_is_wrong_document() {
+        let err = parse_body(
+            Some(PIDF),
+            b"<watcherinfo xmlns='urn:ietf:params:xml:ns:watcherinfo' version='0' state='full'/>",
+        )
+        .unwrap_err();
+        assert!(matches!(
+            err,
+            BodyError::WrongDocument {
+                expected: "PIDF",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn pidf_type_with_broken_xml_is_malformed() {
+        let err = parse_body(Some(PIDF), b"<presence").unwrap_err();
+        assert!(matches!(err, BodyError::Malformed(_)));
+    }
+}
