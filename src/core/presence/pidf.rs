@@ -454,6 +454,98 @@ mod tests {
         assert_eq!(Contact::format_priority(1001), None);
     }
 
+    /// standards.md §16 case 45 (body part): the X2S tuple of an away resource.
+    #[test]
+    fn case45_tuple_has_basic_show_note_and_priority_0_039() {
+        let doc = PresenceDoc {
+            entity: "pres:anna@xmpp.example".into(),
+            tuples: vec![Tuple {
+                id: "ID-desk".into(),
+                basic: Some(Basic::Open),
+                show: Some(Show::Away),
+                contact: Some(Contact {
+                    uri: "sip:anna@xmpp.example;gr=desk".into(),
+                    priority_milli: Contact::priority_milli_from_xmpp(5),
+                }),
+                notes: vec![Note::new(Some("en"), "Lunch")],
+                ..Tuple::default()
+            }],
+            ..PresenceDoc::default()
+        };
+        let xml = build_pidf(&doc);
+        assert!(xml.contains("<tuple id='ID-desk'>"), "{xml}");
+        assert!(
+            xml.contains("<basic>open</basic><show xmlns='jabber:client'>away</show></status>"),
+            "{xml}"
+        );
+        assert!(xml.contains("<note xml:lang='en'>Lunch</note>"), "{xml}");
+        assert!(xml.contains("<contact priority='0.039'>"), "{xml}");
+    }
+
+    /// standards.md §16 case 46.
+    #[test]
+    fn negative_xmpp_priority_writes_no_priority_attribute() {
+        let doc = PresenceDoc {
+            tuples: vec![Tuple {
+                id: "t".into(),
+                contact: Some(Contact {
+                    uri: "sip:a@b".into(),
+                    priority_milli: Contact::priority_milli_from_xmpp(-1),
+                }),
+                ..Tuple::default()
+            }],
+            ..PresenceDoc::default()
+        };
+        let xml = build_pidf(&doc);
+        assert!(xml.contains("<contact>sip:a@b</contact>"), "{xml}");
+    }
+
+    /// standards.md §16 case 46.
+    #[test]
+    fn xmpp_priority_127_is_written_as_1() {
+        let milli = Contact::priority_milli_from_xmpp(127).expect("mapped");
+        assert_eq!(Contact::format_priority(milli).as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn xmpp_priority_mapping_matches_the_rfc_examples() {
+        // RFC 8048 §5.1: 1 → 0.007, 2 → 0.015, 126 → 0.992.
+        assert_eq!(Contact::priority_milli_from_xmpp(0), Some(0));
+        assert_eq!(Contact::priority_milli_from_xmpp(1), Some(7));
+        assert_eq!(Contact::priority_milli_from_xmpp(2), Some(15));
+        assert_eq!(Contact::priority_milli_from_xmpp(126), Some(992));
+    }
+
+    /// standards.md §16 case 55: `0.5` → `<priority>64</priority>`.
+    #[test]
+    fn pidf_priority_half_maps_to_xmpp_64() {
+        assert_eq!(Contact::xmpp_priority_from_milli(500), 64);
+        assert_eq!(Contact::xmpp_priority_from_milli(1000), 127);
+        assert_eq!(Contact::xmpp_priority_from_milli(0), 0);
+    }
+
+    #[test]
+    fn xmpp_priorities_survive_the_round_trip_through_pidf() {
+        for p in 0..=127i8 {
+            let milli = Contact::priority_milli_from_xmpp(p).expect("non-negative");
+            assert_eq!(Contact::xmpp_priority_from_milli(milli), p, "priority {p}");
+        }
+    }
+
+    /// standards.md §16 case 48 (body part).
+    #[test]
+    fn closed_tuple_is_written_as_basic_closed() {
+        let doc = PresenceDoc {
+            tuples: vec![Tuple {
+                id: "ID-desk".into(),
+                basic: Some(Basic::Closed),
+                ..Tuple::default()
+            }],
+            ..PresenceDoc::default()
+        };
+        assert!(build_pidf(&doc).contains("<status><basic>closed</basic></status>"));
+    }
+
     #[test]
     fn namespaces_are_matched_by_uri_not_prefix() {
         let doc = parse(
