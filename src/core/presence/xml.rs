@@ -11,6 +11,8 @@
 //! "billion laughs" style bodies. Names are compared by namespace URI, never by prefix
 //! (Namespaces in XML 1.0 §4).
 
+use std::borrow::Cow;
+
 use quick_xml::escape::resolve_predefined_entity;
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::ResolveResult;
@@ -80,22 +82,26 @@ impl Ns {
 #[derive(Clone, Debug)]
 pub struct Attr {
     pub ns: Ns,
-    pub name: String,
+    /// Local name (interned when it is one the parsers know).
+    pub name: Cow<'static, str>,
     pub value: String,
 }
 
 /// One element of a parsed body: its resolved name, attributes, child elements and the
-/// concatenation of its own character data (entity and character references resolved).
+/// concatenation of its own character data (entity and character references resolved,
+/// leading white space dropped: every reader trims it). Text borrows from the input when
+/// it came in one piece.
 #[derive(Clone, Debug)]
-pub struct Element {
+pub struct Element<'a> {
     pub ns: Ns,
-    pub name: String,
+    /// Local name (interned when it is one the parsers know).
+    pub name: Cow<'static, str>,
     pub attrs: Vec<Attr>,
-    pub children: Vec<Element>,
-    pub text: String,
+    pub children: Vec<Element<'a>>,
+    pub text: Cow<'a, str>,
 }
 
-impl Element {
+impl Element<'_> {
     /// Whether this element is `{ns}name`.
     pub fn is(&self, ns: Ns, name: &str) -> bool {
         self.ns == ns && self.name == name
@@ -153,7 +159,7 @@ fn malformed(e: impl std::fmt::Display) -> BodyError {
 ///
 /// Errors: [`BodyError::TooLarge`] past a limit, [`BodyError::Malformed`] for anything that
 /// is not a single well-formed UTF-8 element tree.
-pub fn parse_document(bytes: &[u8]) -> Result<Element, BodyError> {
+pub fn parse_document(bytes: &[u8]) -> Result<Element<'_>, BodyError> {
     if bytes.len() > MAX_DOCUMENT_BYTES {
         return Err(BodyError::TooLarge(format!(
             "{} bytes, limit {MAX_DOCUMENT_BYTES}",
@@ -206,21 +212,15 @@ pub fn parse_document(bytes: &[u8]) -> Result<Element, BodyError> {
                     .ok_or_else(|| malformed("end tag without a start tag"))?;
                 attach(&mut stack, &mut root, el);
             }
-            Event::Text(t) => {
-                let content = t.xml10_content();
-                push_text(&mut stack, &content)?;
-            }
-            Event::CData(c) => {
-                let content = c.xml10_content();
-                push_text(&mut stack, &content)?;
-            }
+            Event::Text(t) => push_text(&mut stack, t.xml10_content())?,
+            Event::CData(c) => push_text(&mut stack, c.xml10_content())?,
             Event::GeneralRef(r) => {
                 let resolved = match r.resolve_char_ref().map_err(malformed)? {
-                    Some(c) => Some(c.to_string()),
-                    None => resolve_predefined_entity(&r).map(str::to_string),
+                    Some(c) => Some(Cow::Owned(c.to_string())),
+                    None => resolve_predefined_entity(&r).map(Cow::Borrowed),
                 };
                 match resolved {
-                    Some(s) => push_text(&mut stack, &s)?,
+                    Some(s) => push_text(&mut stack, s)?,
                     None => {
                         // Never expanded (no DTD processing); dropping keeps the rest usable.
                         tracing::debug!(entity = %&*r, "dropping reference to an undeclared entity");
@@ -237,26 +237,37 @@ pub fn parse_document(bytes: &[u8]) -> Result<Element, BodyError> {
     root.ok_or_else(|| malformed("no root element"))
 }
 
-fn attach(stack: &mut [Element], root: &mut Option<Element>, el: Element) {
+fn attach<'a>(stack: &mut [Element<'a>], root: &mut Option<Element<'a>>, el: Element<'a>) {
     match stack.last_mut() {
         Some(parent) => parent.children.push(el),
         None => *root = Some(el),
     }
 }
 
-fn push_text(stack: &mut [Element], s: &str) -> Result<(), BodyError> {
+fn push_text<'a>(stack: &mut [Element<'a>], s: Cow<'a, str>) -> Result<(), BodyError> {
     match stack.last_mut() {
-        Some(top) => {
-            top.text.push_str(s);
+        // Leading white space is trimmed by every reader: skipping it here saves the
+        // allocation for the indentation between child elements.
+        Some(top) if top.text.is_empty() && trim_xml(&s).is_empty() => Ok(()),
+        Some(top) if top.text.is_empty() => {
+            top.text = s;
             Ok(())
         }
-        None if trim_xml(s).is_empty() => Ok(()),
+        Some(top) => {
+            top.text.to_mut().push_str(&s);
+            Ok(())
+        }
+        None if trim_xml(&s).is_empty() => Ok(()),
         None => Err(malformed("character data outside the root element")),
     }
 }
 
-fn element(reader: &NsReader<&[u8]>, ns: Ns, start: &BytesStart<'_>) -> Result<Element, BodyError> {
-    let name = start.local_name().into_inner().to_string();
+fn element<'a>(
+    reader: &NsReader<&[u8]>,
+    ns: Ns,
+    start: &BytesStart<'_>,
+) -> Result<Element<'a>, BodyError> {
+    let name = intern(start.local_name().into_inner());
     let mut attrs = Vec::new();
     for (n, attr) in start.attributes().enumerate() {
         if n >= MAX_ATTRIBUTES {
@@ -280,7 +291,7 @@ fn element(reader: &NsReader<&[u8]>, ns: Ns, start: &BytesStart<'_>) -> Result<E
             .into_owned();
         attrs.push(Attr {
             ns: attr_ns,
-            name: local.into_inner().to_string(),
+            name: intern(local.into_inner()),
             value,
         });
     }
@@ -289,8 +300,83 @@ fn element(reader: &NsReader<&[u8]>, ns: Ns, start: &BytesStart<'_>) -> Result<E
         name,
         attrs,
         children: Vec::new(),
-        text: String::new(),
+        text: Cow::Borrowed(""),
     })
+}
+
+/// Names the parsers look at, shared instead of allocated per element.
+fn intern(name: &str) -> Cow<'static, str> {
+    const KNOWN: &[&str] = &[
+        // PIDF, data model, RPID
+        "presence",
+        "tuple",
+        "status",
+        "basic",
+        "show",
+        "contact",
+        "note",
+        "timestamp",
+        "deviceID",
+        "person",
+        "device",
+        "activities",
+        "user-input",
+        "other",
+        "entity",
+        "id",
+        "priority",
+        "lang",
+        "mustUnderstand",
+        "idle-threshold",
+        "last-input",
+        "from",
+        "until",
+        "away",
+        "busy",
+        "meeting",
+        "on-the-phone",
+        "meal",
+        "vacation",
+        "holiday",
+        "unknown",
+        // watcherinfo
+        "watcherinfo",
+        "watcher-list",
+        "watcher",
+        "version",
+        "state",
+        "resource",
+        "package",
+        "event",
+        "display-name",
+        "expiration",
+        "duration-subscribed",
+        // dialog-info
+        "dialog-info",
+        "dialog",
+        "call-id",
+        "local-tag",
+        "remote-tag",
+        "direction",
+        "code",
+        "duration",
+        "local",
+        "remote",
+        "identity",
+        "display",
+        "target",
+        "uri",
+        "param",
+        "pname",
+        "pval",
+        "pvalue",
+        "notify-state",
+        "reason",
+    ];
+    match KNOWN.iter().find(|k| **k == name) {
+        Some(k) => Cow::Borrowed(k),
+        None => Cow::Owned(name.to_string()),
+    }
 }
 
 /// Whether `c` may appear in an XML 1.0 document (Char production, §2.2).
