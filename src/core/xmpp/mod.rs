@@ -1,1 +1,3 @@
 //! XMPP in the core: typed stanzas and address mapping (issue: presence bridge).
+
+pub mod address;
