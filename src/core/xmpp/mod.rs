@@ -1,3 +1,4 @@
 //! XMPP in the core: typed stanzas and address mapping (issue: presence bridge).
 
 pub mod address;
+pub mod presence_map;
