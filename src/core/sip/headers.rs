@@ -36,7 +36,11 @@ impl Params {
     }
 
     pub fn set(&mut self, name: &str, value: Option<&str>) {
-        match self.0.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
+        match self
+            .0
+            .iter_mut()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        {
             Some(slot) => slot.1 = value.map(str::to_string),
             None => self.0.push((name.to_string(), value.map(str::to_string))),
         }
@@ -54,7 +58,11 @@ pub struct NameAddr {
 
 impl NameAddr {
     pub fn new(uri: impl Into<String>) -> Self {
-        NameAddr { display: None, uri: uri.into(), params: Params::default() }
+        NameAddr {
+            display: None,
+            uri: uri.into(),
+            params: Params::default(),
+        }
     }
 
     pub fn parse(header: &'static str, value: &str) -> Result<Self, HeaderError> {
@@ -173,9 +181,16 @@ pub enum TerminationReason {
 /// RFC 3265 notifiers may omit it (§4.1.3).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SubState {
-    Active { expires: Option<u32> },
-    Pending { expires: Option<u32> },
-    Terminated { reason: Option<TerminationReason>, retry_after: Option<u32> },
+    Active {
+        expires: Option<u32>,
+    },
+    Pending {
+        expires: Option<u32>,
+    },
+    Terminated {
+        reason: Option<TerminationReason>,
+        retry_after: Option<u32>,
+    },
 }
 
 impl SubState {
@@ -212,5 +227,10 @@ pub fn parse_accept(value: &str) -> Result<Vec<String>, HeaderError> {
 
 /// The media type of a Content-Type, lowercased, without parameters.
 pub fn media_type(content_type: &str) -> String {
-    content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
 }
