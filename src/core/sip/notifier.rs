@@ -71,6 +71,9 @@ pub struct NotifierConfig {
     /// Least time between two state-update NOTIFYs of one dialog; zero turns the throttle
     /// off (product.md: default 0).
     pub min_notify_interval: Duration,
+    /// Most live subscriptions one watcher (From URI) may hold; more get 403
+    /// (product.md, Security: every input is bounded). Zero: no bound.
+    pub max_dialogs_per_watcher: usize,
     /// Sent as `User-Agent` in NOTIFYs and `Server` in responses.
     pub user_agent: String,
 }
@@ -83,6 +86,7 @@ impl Default for NotifierConfig {
             default_expires: 3600,
             contact_uri: "sip:gateway@127.0.0.1:5060".into(),
             min_notify_interval: Duration::ZERO,
+            max_dialogs_per_watcher: 1000,
             user_agent: concat!("xmpp-sip-gateway/", env!("CARGO_PKG_VERSION")).into(),
         }
     }
@@ -185,6 +189,14 @@ pub trait NotifierPolicy {
     /// Interval granted when the SUBSCRIBE has no Expires (RFC 6665 §7.2, package defined).
     /// `None` uses [`NotifierConfig::default_expires`].
     fn default_expires(&self, package: &str) -> Option<u32> {
+        let _ = package;
+        None
+    }
+
+    /// Least time between state-update NOTIFYs for this package, overriding
+    /// [`NotifierConfig::min_notify_interval`] (e.g. 5 s for `presence.winfo`, RFC 3857
+    /// §5.2 / standards.md §11). `None` uses the configured value.
+    fn min_notify_interval(&self, package: &str) -> Option<Duration> {
         let _ = package;
         None
     }
@@ -353,6 +365,8 @@ struct Dialog {
     /// The latest full state the module pushed.
     body: Option<Body>,
     subscriber: Peer,
+    /// Least time between state-update NOTIFYs (zero: no throttle).
+    min_interval: Duration,
     /// Polls are answered on a transient dialog that is never stored.
     durable: bool,
     // Transient sending state (not persisted).
@@ -603,6 +617,17 @@ impl Notifier {
         };
 
         let is_poll = granted == 0;
+        let limit = self.config.max_dialogs_per_watcher;
+        if !is_poll && limit > 0 && self.live_dialogs_of(&b.from.uri) >= limit {
+            tracing::warn!(call_id, watcher = %b.from.uri, limit, "watcher has too many subscriptions");
+            out.push(NotifierAction::Respond(self.reply(
+                req,
+                403,
+                "Too Many Subscriptions",
+                ids,
+            )));
+            return;
+        }
         let info = SubscribeInfo {
             watcher: &b.from.uri,
             presentity: &req.uri,
@@ -663,6 +688,9 @@ impl Notifier {
             content_type,
             body,
             subscriber: from,
+            min_interval: policy
+                .min_notify_interval(&event.package)
+                .unwrap_or(self.config.min_notify_interval),
             durable: !is_poll,
             outstanding: false,
             needs_notify: false,
@@ -1085,7 +1113,7 @@ impl Notifier {
                     continue;
                 }
             };
-            match record.into_dialog(id) {
+            match record.into_dialog(id, self.config.min_notify_interval) {
                 Some(dialog) => {
                     self.timers.set(TimerKey::Expiry(id), dialog.expires_at);
                     self.insert(dialog);
@@ -1160,6 +1188,15 @@ impl Notifier {
 
     fn reply(&self, req: &Request, status: u16, reason: &str, ids: &mut IdGenerator) -> Response {
         reply_tagged(req, status, reason, || ids.tag(), &self.config.user_agent)
+    }
+
+    fn live_dialogs_of(&self, watcher: &str) -> usize {
+        self.dialogs
+            .values()
+            .filter(|d| {
+                d.durable && !matches!(d.phase, Phase::Terminating { .. }) && d.watcher == watcher
+            })
+            .count()
     }
 
     fn fresh_id(&self, ids: &mut IdGenerator) -> NotifierDialogId {
@@ -1258,10 +1295,10 @@ impl Notifier {
 
     /// Sends the queued NOTIFY unless one is outstanding or the throttle holds it back.
     fn flush(&mut self, now: Timestamp, id: NotifierDialogId, out: &mut Vec<NotifierAction>) {
-        let interval = self.config.min_notify_interval;
         let Some(d) = self.dialogs.get_mut(&id) else {
             return;
         };
+        let interval = d.min_interval;
         if !d.needs_notify || d.outstanding {
             return;
         }
@@ -1619,6 +1656,9 @@ struct DialogRecord {
     body_hex: Option<String>,
     subscriber_transport: String,
     subscriber_addr: String,
+    /// Absent in rows written before it existed: the configured interval applies.
+    #[serde(default)]
+    min_interval_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -1688,10 +1728,11 @@ impl DialogRecord {
             body_hex,
             subscriber_transport: d.subscriber.transport.as_str().to_string(),
             subscriber_addr: d.subscriber.addr.to_string(),
+            min_interval_ms: Some(d.min_interval.as_millis().min(u128::from(u64::MAX)) as u64),
         }
     }
 
-    fn into_dialog(self, id: NotifierDialogId) -> Option<Dialog> {
+    fn into_dialog(self, id: NotifierDialogId, default_interval: Duration) -> Option<Dialog> {
         if self.version != RECORD_VERSION {
             return None;
         }
@@ -1735,6 +1776,10 @@ impl DialogRecord {
             content_type: self.content_type,
             body,
             subscriber: Peer { transport, addr },
+            min_interval: self
+                .min_interval_ms
+                .map(Duration::from_millis)
+                .unwrap_or(default_interval),
             durable: true,
             outstanding: false,
             needs_notify: false,
