@@ -359,3 +359,24 @@ fn package_interval_from_policy_throttles_winfo_updates() {
         Some(now + Duration::from_secs(5))
     );
 }
+
+/// The module may name the resource (a proxy may have rewritten the Request-URI); the
+/// dialog is then found under that name.
+#[test]
+fn policy_named_resource_is_the_dialog_presentity() {
+    let mut h = Harness::new();
+    let mut policy = TestPolicy::pending();
+    policy.decision = policy
+        .decision
+        .clone()
+        .for_resource("sip:anna@xmpp.example");
+    let sub = Sub::initial();
+    let mut sub = sub;
+    sub.req.uri = "sip:anna@198.51.100.1:5060".into();
+    let (id, _) = h.established(&sub, &policy);
+    assert_eq!(
+        h.notifier
+            .dialogs_between("presence", WATCHER, "sip:anna@xmpp.example"),
+        vec![id]
+    );
+}

@@ -50,6 +50,7 @@ impl TestPolicy {
             decision: Decision {
                 authorization,
                 body,
+                resource: None,
             },
             closed: None,
             seen: RefCell::new(Vec::new()),

@@ -148,9 +148,45 @@ pub enum Authorization {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
     pub authorization: Authorization,
-    /// The current state for the first NOTIFY; `None` = no state yet (a NOTIFY without a
-    /// body). Ignored unless the authorization is `Active`.
+    /// The current state, cached for the dialog; `None` = no state yet (a NOTIFY without
+    /// a body). Sent only while the dialog is active.
     pub body: Option<Body>,
+    /// The resource as the module names it, used as the dialog's presentity (views,
+    /// [`Notifier::dialogs_for`]). `None` keeps the Request-URI. Lets a module normalise
+    /// when a proxy rewrote the Request-URI (the To URI still names the resource).
+    pub resource: Option<String>,
+}
+
+impl Decision {
+    pub fn pending() -> Self {
+        Decision {
+            authorization: Authorization::Pending,
+            body: None,
+            resource: None,
+        }
+    }
+
+    pub fn active(body: Option<Body>) -> Self {
+        Decision {
+            authorization: Authorization::Active,
+            body,
+            resource: None,
+        }
+    }
+
+    pub fn reject(code: u16) -> Self {
+        Decision {
+            authorization: Authorization::Reject(code),
+            body: None,
+            resource: None,
+        }
+    }
+
+    /// Names the resource (see [`Decision::resource`]).
+    pub fn for_resource(mut self, resource: impl Into<String>) -> Self {
+        self.resource = Some(resource.into());
+        self
+    }
 }
 
 /// What the policy is told about a SUBSCRIBE it must decide.
@@ -160,6 +196,8 @@ pub struct SubscribeInfo<'a> {
     pub watcher: &'a str,
     /// The resource: the Request-URI (RFC 6665 §4.2.1).
     pub presentity: &'a str,
+    /// The To URI (the resource as the subscriber addressed it).
+    pub to_uri: &'a str,
     pub event: &'a EventHeader,
     /// The negotiated NOTIFY body type, `None` when the package produces no bodies.
     pub content_type: Option<&'a str>,
@@ -631,6 +669,7 @@ impl Notifier {
         let info = SubscribeInfo {
             watcher: &b.from.uri,
             presentity: &req.uri,
+            to_uri: &b.to.uri,
             event: &event,
             content_type: content_type.as_deref(),
             expires: granted,
@@ -639,6 +678,7 @@ impl Notifier {
             from,
         };
         let decision = policy.authorize(&info);
+        let presentity = decision.resource.clone().unwrap_or_else(|| req.uri.clone());
         let phase = match decision.authorization {
             Authorization::Reject(code) => {
                 let code = if (400..700).contains(&code) {
@@ -678,7 +718,7 @@ impl Notifier {
             remote_target: contact,
             route_set,
             event: event.clone(),
-            presentity: req.uri.clone(),
+            presentity: presentity.clone(),
             watcher: b.from.uri.clone(),
             phase,
             expires_at: now + Duration::from_secs(u64::from(granted)),
@@ -736,7 +776,7 @@ impl Notifier {
             self.queue(now, id, true, out);
             out.push(NotifierAction::Event(NotifierEvent::Polled {
                 watcher: b.from.uri.clone(),
-                presentity: req.uri.clone(),
+                presentity: presentity.clone(),
                 event,
                 authorization,
                 had_state,
@@ -1137,6 +1177,20 @@ impl Notifier {
                     && d.presentity == presentity
             })
             .map(|d| d.id)
+            .collect()
+    }
+
+    /// Live dialogs of `package` from `watcher` (From URI) to `presentity`, in id order:
+    /// what an XMPP `subscribed`/`unsubscribed` between one pair acts on.
+    pub fn dialogs_between(
+        &self,
+        package: &str,
+        watcher: &str,
+        presentity: &str,
+    ) -> Vec<NotifierDialogId> {
+        self.dialogs_for(package, presentity)
+            .into_iter()
+            .filter(|id| self.dialogs.get(id).is_some_and(|d| d.watcher == watcher))
             .collect()
     }
 
