@@ -144,7 +144,12 @@ fn execute(args: &CtlArgs, out: &mut dyn Write) -> Result<i32, CtlError> {
                 etag: p.etag.clone(),
                 extra_headers: p.extra_headers.clone(),
             };
-            ("POST", "/publish", Some(to_json(&command)?), Expect::SipOutcome)
+            (
+                "POST",
+                "/publish",
+                Some(to_json(&command)?),
+                Expect::SipOutcome,
+            )
         }
         CtlCommand::Subscribe(s) => {
             let command = SubscribeCommand {
@@ -291,7 +296,9 @@ impl AdminUrl {
             return Err(bad("missing host"));
         }
         let (host, port) = if let Some(after) = authority.strip_prefix('[') {
-            let end = after.find(']').ok_or_else(|| bad("unclosed IPv6 bracket"))?;
+            let end = after
+                .find(']')
+                .ok_or_else(|| bad("unclosed IPv6 bracket"))?;
             let host = &authority[..end + 2];
             match &after[end + 1..] {
                 "" => (host, None),

@@ -111,13 +111,27 @@ fn args(list: &[&str]) -> Vec<String> {
 async fn publish_success_prints_pretty_json_and_exits_0() {
     let (url, _, _s) = start(true).await;
     let r = run(args(&[
-        "--admin", &url, "publish", "--presentity", "sip:a@example.com", "--event", "presence",
-        "--expires", "60", "--content-type", "application/pidf+xml", "--body", "<presence/>",
+        "--admin",
+        &url,
+        "publish",
+        "--presentity",
+        "sip:a@example.com",
+        "--event",
+        "presence",
+        "--expires",
+        "60",
+        "--content-type",
+        "application/pidf+xml",
+        "--body",
+        "<presence/>",
     ]))
     .await;
     assert_eq!(r.code, 0, "stderr: {}", r.err);
     let v: Value = serde_json::from_str(&r.out).unwrap();
-    assert_eq!(v, json!({"code": 200, "reason": "OK", "etag": "e.7", "expires": 60}));
+    assert_eq!(
+        v,
+        json!({"code": 200, "reason": "OK", "etag": "e.7", "expires": 60})
+    );
     assert!(r.out.contains("\n  \"code\""), "pretty printed: {}", r.out);
 }
 
@@ -125,8 +139,15 @@ async fn publish_success_prints_pretty_json_and_exits_0() {
 async fn publish_sip_error_prints_reply_and_exits_1() {
     let (url, _, _s) = start(true).await;
     let r = run(args(&[
-        "--admin", &url, "publish", "--presentity", "sip:a@example.com", "--event", "",
-        "--expires", "60",
+        "--admin",
+        &url,
+        "publish",
+        "--presentity",
+        "sip:a@example.com",
+        "--event",
+        "",
+        "--expires",
+        "60",
     ]))
     .await;
     assert_eq!(r.code, 1);
@@ -141,9 +162,23 @@ async fn publish_body_file_is_sent_as_the_body() {
     let file = dir.path().join("doc.xml");
     std::fs::write(&file, "<presence entity='sip:a@example.com'/>").unwrap();
     let r = run(args(&[
-        "--admin", &url, "publish", "--presentity", "sip:a@example.com", "--event", "presence",
-        "--expires", "-1", "--content-type", "application/pidf+xml",
-        "--body-file", file.to_str().unwrap(), "--etag", "e.6", "--extra-headers", "X-A: 1",
+        "--admin",
+        &url,
+        "publish",
+        "--presentity",
+        "sip:a@example.com",
+        "--event",
+        "presence",
+        "--expires",
+        "-1",
+        "--content-type",
+        "application/pidf+xml",
+        "--body-file",
+        file.to_str().unwrap(),
+        "--etag",
+        "e.6",
+        "--extra-headers",
+        "X-A: 1",
     ]))
     .await;
     assert_eq!(r.code, 0, "stderr: {}", r.err);
@@ -151,7 +186,10 @@ async fn publish_body_file_is_sent_as_the_body() {
     let AdminCommand::Publish(p) = &seen[0] else {
         panic!("expected a publish, got {:?}", seen[0]);
     };
-    assert_eq!(p.body.as_deref(), Some("<presence entity='sip:a@example.com'/>"));
+    assert_eq!(
+        p.body.as_deref(),
+        Some("<presence entity='sip:a@example.com'/>")
+    );
     assert_eq!(p.expires, -1);
     assert_eq!(p.etag.as_deref(), Some("e.6"));
     assert_eq!(p.extra_headers.as_deref(), Some("X-A: 1"));
@@ -161,8 +199,19 @@ async fn publish_body_file_is_sent_as_the_body() {
 async fn missing_body_file_exits_2_without_sending() {
     let (url, seen, _s) = start(true).await;
     let r = run(args(&[
-        "--admin", &url, "publish", "--presentity", "sip:a@example.com", "--event", "presence",
-        "--expires", "60", "--content-type", "text/plain", "--body-file", "/no/such/file",
+        "--admin",
+        &url,
+        "publish",
+        "--presentity",
+        "sip:a@example.com",
+        "--event",
+        "presence",
+        "--expires",
+        "60",
+        "--content-type",
+        "text/plain",
+        "--body-file",
+        "/no/such/file",
     ]))
     .await;
     assert_eq!(r.code, 2);
@@ -174,14 +223,26 @@ async fn missing_body_file_exits_2_without_sending() {
 async fn subscribe_success_exits_0() {
     let (url, seen, _s) = start(true).await;
     let r = run(args(&[
-        "--admin", &url, "subscribe", "--presentity", "sip:b@example.com", "--watcher",
-        "sip:w@example.com", "--event", "presence", "--expires", "600",
+        "--admin",
+        &url,
+        "subscribe",
+        "--presentity",
+        "sip:b@example.com",
+        "--watcher",
+        "sip:w@example.com",
+        "--event",
+        "presence",
+        "--expires",
+        "600",
     ]))
     .await;
     assert_eq!(r.code, 0, "stderr: {}", r.err);
     let v: Value = serde_json::from_str(&r.out).unwrap();
     assert_eq!(v["id"], "sub-9");
-    assert!(matches!(seen.lock().unwrap()[0], AdminCommand::Subscribe(_)));
+    assert!(matches!(
+        seen.lock().unwrap()[0],
+        AdminCommand::Subscribe(_)
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -190,7 +251,10 @@ async fn list_publications_prints_the_array_and_exits_0() {
     let r = run(args(&["--admin", &url, "list", "publications"])).await;
     assert_eq!(r.code, 0);
     assert_eq!(serde_json::from_str::<Value>(&r.out).unwrap(), json!([]));
-    assert_eq!(seen.lock().unwrap().as_slice(), &[AdminCommand::ListPublications]);
+    assert_eq!(
+        seen.lock().unwrap().as_slice(),
+        &[AdminCommand::ListPublications]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -198,7 +262,10 @@ async fn list_subscriptions_asks_for_subscriptions() {
     let (url, seen, _s) = start(true).await;
     let r = run(args(&["--admin", &url, "list", "subscriptions"])).await;
     assert_eq!(r.code, 0);
-    assert_eq!(seen.lock().unwrap().as_slice(), &[AdminCommand::ListSubscriptions]);
+    assert_eq!(
+        seen.lock().unwrap().as_slice(),
+        &[AdminCommand::ListSubscriptions]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,7 +273,10 @@ async fn health_exits_0_with_status() {
     let (url, _, _s) = start(true).await;
     let r = run(args(&["--admin", &url, "health"])).await;
     assert_eq!(r.code, 0);
-    assert_eq!(serde_json::from_str::<Value>(&r.out).unwrap()["status"], "ok");
+    assert_eq!(
+        serde_json::from_str::<Value>(&r.out).unwrap()["status"],
+        "ok"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -227,7 +297,12 @@ async fn connection_refused_exits_2() {
         .local_addr()
         .unwrap()
         .port();
-    let r = run(args(&["--admin", &format!("http://127.0.0.1:{port}"), "health"])).await;
+    let r = run(args(&[
+        "--admin",
+        &format!("http://127.0.0.1:{port}"),
+        "health",
+    ]))
+    .await;
     assert_eq!(r.code, 2);
     assert!(r.err.contains("cannot connect"), "{}", r.err);
 }
@@ -243,8 +318,17 @@ fn https_url_is_refused_with_exit_2() {
 #[test]
 fn body_and_body_file_together_are_a_usage_error() {
     let e = parse(&[
-        "publish", "--presentity", "sip:a@example.com", "--event", "presence", "--expires", "1",
-        "--body", "x", "--body-file", "f",
+        "publish",
+        "--presentity",
+        "sip:a@example.com",
+        "--event",
+        "presence",
+        "--expires",
+        "1",
+        "--body",
+        "x",
+        "--body-file",
+        "f",
     ])
     .unwrap_err();
     assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict);

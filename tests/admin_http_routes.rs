@@ -65,11 +65,22 @@ async fn start(behaviour: Behaviour, reply_timeout: Duration) -> Harness {
     }
 }
 
-async fn http(h: &Harness, method: &'static str, path: &'static str, body: Option<&str>) -> HttpResponse {
+async fn http(
+    h: &Harness,
+    method: &'static str,
+    path: &'static str,
+    body: Option<&str>,
+) -> HttpResponse {
     let base = h.base.clone();
     let body = body.map(|b| b.as_bytes().to_vec());
     tokio::task::spawn_blocking(move || {
-        ctl::request(&base, method, path, body.as_deref(), Duration::from_secs(10))
+        ctl::request(
+            &base,
+            method,
+            path,
+            body.as_deref(),
+            Duration::from_secs(10),
+        )
     })
     .await
     .unwrap()
@@ -163,7 +174,8 @@ async fn publish_hands_the_command_to_the_engine_and_returns_its_outcome() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_sip_error_is_http_200_with_the_code_inside() {
     let h = start(Behaviour::Answer(answer_all), Duration::from_secs(10)).await;
-    let body = r#"{"presentity":"sip:alice@example.com","expires":60,"event":"presence","etag":"nope"}"#;
+    let body =
+        r#"{"presentity":"sip:alice@example.com","expires":60,"event":"presence","etag":"nope"}"#;
     let r = http(&h, "POST", "/publish", Some(body)).await;
     assert_eq!(r.status, 200);
     assert_eq!(
@@ -246,7 +258,8 @@ async fn invalid_json_is_400_with_an_error_message_and_reaches_no_engine() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_field_is_400_naming_the_field() {
     let h = start(Behaviour::Answer(answer_all), Duration::from_secs(10)).await;
-    let body = r#"{"presentity":"sip:a@example.com","expires":60,"event":"presence","colour":"red"}"#;
+    let body =
+        r#"{"presentity":"sip:a@example.com","expires":60,"event":"presence","colour":"red"}"#;
     let r = http(&h, "POST", "/publish", Some(body)).await;
     assert_eq!(r.status, 400);
     let msg = json_body(&r)["error"].as_str().unwrap().to_string();
@@ -265,7 +278,13 @@ async fn wrong_type_is_400() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_required_field_is_400() {
     let h = start(Behaviour::Answer(answer_all), Duration::from_secs(10)).await;
-    let r = http(&h, "POST", "/publish", Some(r#"{"presentity":"sip:a@example.com"}"#)).await;
+    let r = http(
+        &h,
+        "POST",
+        "/publish",
+        Some(r#"{"presentity":"sip:a@example.com"}"#),
+    )
+    .await;
     assert_eq!(r.status, 400);
     let msg = json_body(&r)["error"].as_str().unwrap().to_string();
     assert!(msg.contains("expires"), "{msg}");
@@ -330,7 +349,11 @@ async fn wrong_reply_kind_is_500() {
             notifier_dialogs: 0,
         })
     }
-    let h = start(Behaviour::Answer(health_for_everything), Duration::from_secs(10)).await;
+    let h = start(
+        Behaviour::Answer(health_for_everything),
+        Duration::from_secs(10),
+    )
+    .await;
     let r = http(&h, "POST", "/publish", Some(PUBLISH)).await;
     assert_eq!(r.status, 500);
 }

@@ -30,7 +30,11 @@ fn put_survives_reopen() {
     {
         let mut store = Store::open(&path).unwrap();
         store
-            .apply(&put(StoreTable::Publications, "alice", json!({"etag": "e1"})))
+            .apply(&put(
+                StoreTable::Publications,
+                "alice",
+                json!({"etag": "e1"}),
+            ))
             .unwrap();
     }
     let store = Store::open(&path).unwrap();

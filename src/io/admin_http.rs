@@ -150,7 +150,10 @@ impl IntoResponse for ApiError {
 fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
         tracing::debug!(error = %e, "admin request rejected");
-        ApiError::new(StatusCode::BAD_REQUEST, format!("invalid request body: {e}"))
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("invalid request body: {e}"),
+        )
     })
 }
 
@@ -177,14 +180,20 @@ async fn call(state: &AppState, command: AdminCommand) -> Result<AdminReply, Api
             tracing::warn!(?timeout, "admin command got no reply in time");
             Err(ApiError::new(
                 StatusCode::GATEWAY_TIMEOUT,
-                format!("no reply from the engine within {} s", timeout.as_secs_f64()),
+                format!(
+                    "no reply from the engine within {} s",
+                    timeout.as_secs_f64()
+                ),
             ))
         }
     }
 }
 
 fn unexpected(reply: &AdminReply) -> ApiError {
-    tracing::error!(?reply, "engine answered an admin command with the wrong reply kind");
+    tracing::error!(
+        ?reply,
+        "engine answered an admin command with the wrong reply kind"
+    );
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
         "engine answered with the wrong reply kind",
