@@ -20,6 +20,7 @@
 //! Semantic checks (empty event, body without content type, bad URI, unknown ETag) belong
 //! to the admin module in the core, which answers them with SIP-style codes inside a 200.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +35,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::core::engine::{AdminRequestId, Input};
 use crate::core::modules::admin::{AdminCommand, AdminReply, PublishCommand, SubscribeCommand};
 
 /// Default address of the management API (loopback only by default: it has no auth).
@@ -49,6 +51,65 @@ pub const DEFAULT_REPLY_TIMEOUT: Duration = Duration::from_secs(40);
 pub struct AdminCall {
     pub command: AdminCommand,
     pub reply: oneshot::Sender<AdminReply>,
+}
+
+/// The daemon's side of admin calls: assigns each [`AdminCall`] an [`AdminRequestId`], turns
+/// it into `Input::Admin`, and routes `Output::AdminReply` back to the waiting request.
+///
+/// ```text
+/// Some(call) = admin_rx.recv()          => engine.handle_input(now, pending.register(call))
+/// Output::AdminReply { id, reply }      => pending.complete(id, reply)
+/// ```
+#[derive(Debug, Default)]
+pub struct PendingAdmin {
+    next_id: u64,
+    waiting: HashMap<AdminRequestId, oneshot::Sender<AdminReply>>,
+}
+
+impl PendingAdmin {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Keeps `call.reply` under a fresh id and returns the input to hand to the engine.
+    /// Also forgets calls whose HTTP request has already given up (timed out).
+    pub fn register(&mut self, call: AdminCall) -> Input {
+        self.waiting.retain(|_, reply| !reply.is_closed());
+        self.next_id = self.next_id.wrapping_add(1);
+        let id = AdminRequestId(self.next_id);
+        self.waiting.insert(id, call.reply);
+        Input::Admin {
+            id,
+            command: call.command,
+        }
+    }
+
+    /// Delivers the engine's reply. Returns false when nobody waits for `id` any more (the
+    /// HTTP request timed out, or the id is unknown); the reply is then dropped with a log.
+    pub fn complete(&mut self, id: AdminRequestId, reply: AdminReply) -> bool {
+        match self.waiting.remove(&id) {
+            Some(tx) => {
+                let delivered = tx.send(reply).is_ok();
+                if !delivered {
+                    tracing::debug!(id = id.0, "admin reply after the HTTP request gave up");
+                }
+                delivered
+            }
+            None => {
+                tracing::warn!(id = id.0, "admin reply for an unknown request");
+                false
+            }
+        }
+    }
+
+    /// How many calls wait for a reply.
+    pub fn len(&self) -> usize {
+        self.waiting.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.waiting.is_empty()
+    }
 }
 
 /// Settings of the HTTP driver.
