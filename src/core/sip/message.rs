@@ -124,6 +124,29 @@ pub fn canonical_header_name(name: &str) -> String {
     canon.to_string()
 }
 
+/// Headers whose rows are comma-separated lists that [`Headers::get_all`] splits
+/// (canonical names; RFC 3261 §7.3.1 allows combining these).
+pub fn is_list_header(canonical: &str) -> bool {
+    matches!(
+        canonical,
+        "Via"
+            | "Route"
+            | "Record-Route"
+            | "Contact"
+            | "Accept"
+            | "Allow"
+            | "Allow-Events"
+            | "Supported"
+            | "Require"
+            | "Unsupported"
+            | "Proxy-Require"
+            | "Content-Encoding"
+            | "Content-Language"
+            | "Path"
+            | "Service-Route"
+    )
+}
+
 /// An ordered header list. Names compare case-insensitively; order is kept because Via,
 /// Route and Record-Route order is meaningful (RFC 3261 §7.3.1).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -179,13 +202,54 @@ impl Headers {
 
     /// Every value of a header, in order; comma-joined header rows are split into
     /// their elements except for headers whose values may contain commas themselves.
+    /// Splitting (for the list headers in [`is_list_header`]) respects quoted strings
+    /// and `<...>` (RFC 3261 §7.3.1), and elements are trimmed.
     pub fn get_all(&self, name: &str) -> Vec<&str> {
         let canon = canonical_header_name(name);
-        self.0
+        let split = is_list_header(&canon);
+        let mut out = Vec::new();
+        for (_, v) in self
+            .0
             .iter()
             .filter(|(n, _)| n.eq_ignore_ascii_case(&canon))
-            .map(|(_, v)| v.as_str())
-            .collect()
+        {
+            if split {
+                out.extend(
+                    super::headers::split_unquoted(v, ',')
+                        .into_iter()
+                        .map(str::trim)
+                        .filter(|e| !e.is_empty()),
+                );
+            } else {
+                out.push(v.as_str());
+            }
+        }
+        out
+    }
+
+    /// Inserts a header before every other one (a new top Via, RFC 3261 §8.1.1.7).
+    pub fn prepend(&mut self, name: &str, value: impl Into<String>) {
+        self.0
+            .insert(0, (canonical_header_name(name), value.into()));
+    }
+
+    /// Removes the first element of a header: the first comma-separated element when
+    /// the first row holds several (a proxy popping its Via), else the whole first row.
+    pub fn remove_first(&mut self, name: &str) {
+        let canon = canonical_header_name(name);
+        if let Some(i) = self
+            .0
+            .iter()
+            .position(|(n, _)| n.eq_ignore_ascii_case(&canon))
+        {
+            let parts = super::headers::split_unquoted(&self.0[i].1, ',');
+            if is_list_header(&canon) && parts.len() > 1 {
+                let rest = parts[1..].join(",").trim().to_string();
+                self.0[i].1 = rest;
+            } else {
+                self.0.remove(i);
+            }
+        }
     }
 
     pub fn count(&self, name: &str) -> usize {
@@ -268,6 +332,20 @@ impl Response {
     pub fn is_success(&self) -> bool {
         (200..300).contains(&self.status)
     }
+}
+
+/// Starts a response to `request` for the TU (RFC 3261 §8.2.6.2): copies every Via (in
+/// order, with the `received`/`rport` the transport added), From, To, Call-ID and CSeq.
+/// The TU adds a To tag when the request's To has none (and the status is not 100),
+/// plus any other header; the transaction layer's `respond` copies nothing itself.
+pub fn response_to(request: &Request, status: u16, reason: &str) -> Response {
+    let mut resp = Response::new(status, reason);
+    for (name, value) in request.headers.iter() {
+        if matches!(name, "Via" | "From" | "To" | "Call-ID" | "CSeq") {
+            resp.headers.push(name, value);
+        }
+    }
+    resp
 }
 
 impl SipMessage {
@@ -360,6 +438,55 @@ impl fmt::Display for Peer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn get_all_splits_list_headers_but_not_others() {
+        let mut h = Headers::new();
+        h.push(
+            "Via",
+            "SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/UDP b;branch=z9hG4bK2",
+        );
+        h.push("v", "SIP/2.0/UDP c;branch=z9hG4bK3");
+        h.push("Contact", r#""Doe, J" <sip:a@b>, <sip:c@d>"#);
+        h.push("WWW-Authenticate", r#"Digest realm="r", nonce="n""#);
+        assert_eq!(h.get_all("Via").len(), 3);
+        assert_eq!(h.get_all("Via")[1], "SIP/2.0/UDP b;branch=z9hG4bK2");
+        assert_eq!(
+            h.get_all("Contact"),
+            vec![r#""Doe, J" <sip:a@b>"#, "<sip:c@d>"]
+        );
+        assert_eq!(h.count("WWW-Authenticate"), 1);
+    }
+
+    #[test]
+    fn prepend_puts_the_header_first_and_remove_first_pops_one_element() {
+        let mut h = Headers::new();
+        h.push("Via", "SIP/2.0/UDP b, SIP/2.0/UDP c");
+        h.prepend("Via", "SIP/2.0/UDP a");
+        assert_eq!(h.get("Via"), Some("SIP/2.0/UDP a"));
+        h.remove_first("Via");
+        h.remove_first("Via");
+        assert_eq!(h.get_all("Via"), vec!["SIP/2.0/UDP c"]);
+    }
+
+    #[test]
+    fn response_to_copies_the_dialog_headers_only() {
+        let mut r = Request::new(Method::Notify, "sip:a@b");
+        r.headers
+            .push("Via", "SIP/2.0/UDP x;branch=z9hG4bK1;received=1.2.3.4");
+        r.headers.push("Via", "SIP/2.0/UDP y;branch=z9hG4bK2");
+        r.headers.push("From", "<sip:b@c>;tag=1");
+        r.headers.push("To", "<sip:a@b>;tag=2");
+        r.headers.push("Call-ID", "id");
+        r.headers.push("CSeq", "7 NOTIFY");
+        r.headers.push("Event", "presence");
+        r.headers.push("Contact", "<sip:b@c>");
+        let resp = response_to(&r, 200, "OK");
+        assert_eq!(resp.status, 200);
+        let names: Vec<&str> = resp.headers.iter().map(|(n, _)| n).collect();
+        assert_eq!(names, vec!["Via", "Via", "From", "To", "Call-ID", "CSeq"]);
+        assert_eq!(resp.headers.get("To"), Some("<sip:a@b>;tag=2"));
+    }
 
     #[test]
     fn compact_names_equal_long_names() {
