@@ -75,8 +75,8 @@ impl SipSockets {
     }
 
     /// Starts the receive loops and the sender task. Received messages go to `inputs`;
-    /// everything stops when `cancel` fires.
-    pub fn start(self, inputs: InputTx, cancel: CancellationToken) -> SipSender {
+    /// the sockets close when `cancel` fires (see [`SipTransport::close`]).
+    pub fn start(self, inputs: InputTx, cancel: CancellationToken) -> SipTransport {
         let shared = Arc::new(Shared {
             inputs,
             cancel,
@@ -93,8 +93,36 @@ impl SipSockets {
             tokio::spawn(tcp_accept_loop(listener, shared.clone()));
         }
         let (tx, rx) = mpsc::channel(SEND_QUEUE);
-        tokio::spawn(send_loop(rx, udp, shared.clone()));
-        SipSender { tx, shared }
+        let send_task = tokio::spawn(send_loop(rx, udp, shared.clone()));
+        SipTransport {
+            sender: SipSender { tx, shared },
+            send_task,
+        }
+    }
+}
+
+/// The running transport.
+pub struct SipTransport {
+    sender: SipSender,
+    send_task: tokio::task::JoinHandle<()>,
+}
+
+impl SipTransport {
+    /// A handle to queue outgoing messages.
+    pub fn sender(&self) -> SipSender {
+        self.sender.clone()
+    }
+
+    /// Sends what is queued, then closes the sockets and waits for every TCP connection to
+    /// write its queue and close. Other `SipSender` clones must be dropped first.
+    pub async fn close(self, cancel: CancellationToken) {
+        let SipTransport { sender, send_task } = self;
+        let shared = sender.shared.clone();
+        drop(sender);
+        let _ = send_task.await;
+        cancel.cancel();
+        // Every connection task holds a slot until it has flushed and closed.
+        let _ = shared.conn_slots.acquire_many(MAX_TCP_CONNECTIONS as u32).await;
     }
 }
 
@@ -407,9 +435,9 @@ async fn run_connection(
 /// from these lines).
 pub fn log_bound(sockets: &SipSockets) {
     if let Some(a) = sockets.udp_addr() {
-        info!(transport = "udp", addr = %a, "sip listening");
+        info!(transport = %"udp", addr = %a, "sip listening");
     }
     if let Some(a) = sockets.tcp_addr() {
-        info!(transport = "tcp", addr = %a, "sip listening");
+        info!(transport = %"tcp", addr = %a, "sip listening");
     }
 }
