@@ -26,6 +26,7 @@ use crate::config::Config;
 use crate::core::engine::{AdminRequestId, EngineConfig, Input, Output};
 use crate::core::modules::admin::AdminReply;
 use crate::core::persist::{StoreOp, StoredRow};
+use crate::core::sip::Peer;
 use crate::core::time::Timestamp;
 use crate::io::sip_transport::{self, SipSender, SipSockets};
 use crate::io::store::Store;
@@ -191,7 +192,7 @@ where
     let transport_cancel = CancellationToken::new();
     let (input_tx, mut input_rx) = mpsc::channel::<Stamped>(INPUT_QUEUE);
     let transport = sockets.start(input_tx, transport_cancel.clone());
-    loop_state.sip = Some(transport.sender());
+    loop_state.sip = Some(Box::new(transport.sender()));
     // Outputs of the restore (e.g. refreshes due) go out once the transport exists.
     loop_state.drain(&mut engine, &mut store)?;
 
@@ -258,7 +259,18 @@ struct Loop {
     /// HTTP requests waiting for their `AdminReply`.
     pending_admin: HashMap<AdminRequestId, oneshot::Sender<AdminReply>>,
     next_admin_id: u64,
-    sip: Option<SipSender>,
+    sip: Option<Box<dyn SipOut>>,
+}
+
+/// Where `SendSip` outputs go (the SIP transport; a recorder in tests).
+pub trait SipOut: Send {
+    fn send(&self, to: Peer, bytes: Vec<u8>);
+}
+
+impl SipOut for SipSender {
+    fn send(&self, to: Peer, bytes: Vec<u8>) {
+        SipSender::send(self, to, bytes)
+    }
 }
 
 impl Loop {
@@ -310,5 +322,284 @@ fn apply_blocking<S: StoreDriver>(store: &mut S, op: &StoreOp) -> Result<(), Str
     match Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(|| store.apply(op)),
         _ => store.apply(op),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::modules::admin::HealthView;
+    use crate::core::persist::StoreTable;
+    use crate::core::sip::{Request, SipMessage, Transport};
+    use std::sync::{Arc, Mutex};
+
+    /// Everything the fakes saw, in order.
+    type Journal = Arc<Mutex<Vec<String>>>;
+
+    struct FakeEngine {
+        inputs: Arc<Mutex<Vec<Input>>>,
+        /// Outputs to emit after the next input.
+        script: Vec<Output>,
+        deadline: Option<Timestamp>,
+        seen: mpsc::UnboundedSender<&'static str>,
+    }
+
+    impl EngineDriver for FakeEngine {
+        fn handle_input(&mut self, now: Timestamp, input: Input) {
+            let kind = match &input {
+                Input::Restore(_) => "restore",
+                Input::Tick => "tick",
+                Input::Shutdown => "shutdown",
+                _ => "other",
+            };
+            if kind == "restore" {
+                // Ask to be woken shortly after start.
+                self.deadline = Some(now + Duration::from_millis(20));
+            } else if kind == "tick" {
+                self.deadline = None;
+            }
+            self.inputs.lock().unwrap().push(input);
+            let _ = self.seen.send(kind);
+        }
+        fn poll_output(&mut self) -> Option<Output> {
+            if self.script.is_empty() {
+                None
+            } else {
+                Some(self.script.remove(0))
+            }
+        }
+        fn poll_timeout(&self) -> Option<Timestamp> {
+            self.deadline
+        }
+    }
+
+    struct FakeStore {
+        rows: Vec<StoredRow>,
+        journal: Journal,
+        fail_on: Option<String>,
+    }
+
+    impl StoreDriver for FakeStore {
+        fn load_all(&mut self) -> Result<Vec<StoredRow>, String> {
+            Ok(self.rows.clone())
+        }
+        fn apply(&mut self, op: &StoreOp) -> Result<(), String> {
+            let key = match op {
+                StoreOp::Put { key, .. } | StoreOp::Delete { key, .. } => key.clone(),
+            };
+            if self.fail_on.as_ref() == Some(&key) {
+                return Err("disk full".into());
+            }
+            self.journal.lock().unwrap().push(format!("store {key}"));
+            Ok(())
+        }
+    }
+
+    struct RecordingSip(Journal);
+
+    impl SipOut for RecordingSip {
+        fn send(&self, to: Peer, _bytes: Vec<u8>) {
+            self.0.lock().unwrap().push(format!("send {}", to.addr));
+        }
+    }
+
+    fn put(key: &str) -> Output {
+        Output::Store(StoreOp::Delete {
+            table: StoreTable::Subscriptions,
+            key: key.into(),
+        })
+    }
+
+    fn send(port: u16) -> Output {
+        Output::SendSip {
+            to: Peer {
+                transport: Transport::Udp,
+                addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            },
+            message: SipMessage::Request(Request::new(
+                crate::core::sip::Method::Options,
+                "sip:x@127.0.0.1",
+            )),
+        }
+    }
+
+    fn row(key: &str) -> StoredRow {
+        StoredRow {
+            table: StoreTable::Subscriptions,
+            key: key.into(),
+            owner: "pua".into(),
+            data: serde_json::Value::Null,
+        }
+    }
+
+    fn test_config() -> Config {
+        crate::config::load_str(
+            "[sip]\nudp_listen = \"127.0.0.1:0\"\n[admin]\nenabled = false\n",
+            Some(Default::default()),
+        )
+        .unwrap()
+    }
+
+    fn fake_engine(
+        script: Vec<Output>,
+    ) -> (
+        FakeEngine,
+        Arc<Mutex<Vec<Input>>>,
+        mpsc::UnboundedReceiver<&'static str>,
+    ) {
+        let inputs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let engine = FakeEngine {
+            inputs: inputs.clone(),
+            script,
+            deadline: None,
+            seen: tx,
+        };
+        (engine, inputs, rx)
+    }
+
+    async fn wait_for(rx: &mut mpsc::UnboundedReceiver<&'static str>, kind: &str) {
+        let found = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(k) = rx.recv().await {
+                if k == kind {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(found.is_ok(), "engine never saw {kind}");
+    }
+
+    #[tokio::test]
+    async fn restore_is_the_first_input_and_shutdown_the_last() {
+        let (engine, inputs, mut seen) = fake_engine(Vec::new());
+        let store = FakeStore {
+            rows: vec![row("a"), row("b")],
+            journal: Default::default(),
+            fail_on: None,
+        };
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(run_with(test_config(), store, cancel.clone(), move |_| {
+            engine
+        }));
+        wait_for(&mut seen, "restore").await;
+        cancel.cancel();
+        task.await.unwrap().unwrap();
+        let inputs = inputs.lock().unwrap();
+        assert_eq!(
+            inputs.first(),
+            Some(&Input::Restore(vec![row("a"), row("b")]))
+        );
+        assert_eq!(inputs.last(), Some(&Input::Shutdown));
+    }
+
+    #[tokio::test]
+    async fn tick_is_fed_when_the_engine_deadline_passes() {
+        let (engine, _inputs, mut seen) = fake_engine(Vec::new());
+        let store = FakeStore {
+            rows: Vec::new(),
+            journal: Default::default(),
+            fail_on: None,
+        };
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(run_with(test_config(), store, cancel.clone(), move |_| {
+            engine
+        }));
+        wait_for(&mut seen, "tick").await;
+        cancel.cancel();
+        task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn engine_config_carries_the_bound_port() {
+        let (engine, _inputs, mut seen) = fake_engine(Vec::new());
+        let store = FakeStore {
+            rows: Vec::new(),
+            journal: Default::default(),
+            fail_on: None,
+        };
+        let (cfg_tx, cfg_rx) = oneshot::channel();
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(run_with(test_config(), store, cancel.clone(), move |c| {
+            let _ = cfg_tx.send(c);
+            engine
+        }));
+        wait_for(&mut seen, "restore").await;
+        cancel.cancel();
+        task.await.unwrap().unwrap();
+        let cfg = cfg_rx.await.unwrap();
+        assert!(!cfg.tx.via_udp.ends_with(":0"), "{}", cfg.tx.via_udp);
+        assert!(cfg.contact_uri.starts_with("sip:gateway@127.0.0.1:"));
+    }
+
+    #[test]
+    fn outputs_are_performed_in_order_store_before_later_sends() {
+        let journal: Journal = Default::default();
+        let (mut engine, _, _rx) = fake_engine(vec![put("a"), send(1), put("b"), send(2)]);
+        let mut store = FakeStore {
+            rows: Vec::new(),
+            journal: journal.clone(),
+            fail_on: None,
+        };
+        let mut l = Loop {
+            pending_admin: HashMap::new(),
+            next_admin_id: 0,
+            sip: Some(Box::new(RecordingSip(journal.clone()))),
+        };
+        l.drain(&mut engine, &mut store).unwrap();
+        assert_eq!(
+            *journal.lock().unwrap(),
+            ["store a", "send 127.0.0.1:1", "store b", "send 127.0.0.1:2"]
+        );
+    }
+
+    #[test]
+    fn failed_store_write_stops_before_later_outputs() {
+        let journal: Journal = Default::default();
+        let (mut engine, _, _rx) = fake_engine(vec![put("a"), send(1)]);
+        let mut store = FakeStore {
+            rows: Vec::new(),
+            journal: journal.clone(),
+            fail_on: Some("a".into()),
+        };
+        let mut l = Loop {
+            pending_admin: HashMap::new(),
+            next_admin_id: 0,
+            sip: Some(Box::new(RecordingSip(journal.clone()))),
+        };
+        assert!(matches!(
+            l.drain(&mut engine, &mut store),
+            Err(DaemonError::Store(_))
+        ));
+        assert!(journal.lock().unwrap().is_empty(), "nothing acknowledged");
+    }
+
+    #[test]
+    fn admin_reply_reaches_the_waiting_request() {
+        let health = AdminReply::Health(HealthView {
+            status: "ok".into(),
+            publications: 0,
+            subscriptions: 0,
+            notifier_dialogs: 0,
+        });
+        let mut l = Loop {
+            pending_admin: HashMap::new(),
+            next_admin_id: 0,
+            sip: None,
+        };
+        let (tx, mut rx) = oneshot::channel();
+        let id = l.admit(tx);
+        let (mut engine, _, _seen) = fake_engine(vec![Output::AdminReply {
+            id,
+            reply: health.clone(),
+        }]);
+        let mut store = FakeStore {
+            rows: Vec::new(),
+            journal: Default::default(),
+            fail_on: None,
+        };
+        l.drain(&mut engine, &mut store).unwrap();
+        assert_eq!(rx.try_recv().ok(), Some(health));
+        assert!(l.pending_admin.is_empty());
     }
 }

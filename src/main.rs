@@ -64,7 +64,10 @@ fn main() -> ExitCode {
         eprintln!("cannot set up logging: {e}");
         return ExitCode::from(EXIT_CONFIG);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             error!("cannot start the runtime: {e}");
@@ -82,35 +85,71 @@ fn main() -> ExitCode {
 
 async fn run(config: Config) -> Result<(), daemon::DaemonError> {
     let cancel = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(cancel.clone()));
-    info!(version = env!("CARGO_PKG_VERSION"), "xmpp-sip-gateway starting");
+    // Installed before anything is bound, so a signal that arrives once the daemon reports
+    // running is never handled by the default action (which would not shut down cleanly).
+    let signals = Signals::install();
+    let token = cancel.clone();
+    tokio::spawn(async move {
+        signals.recv().await;
+        token.cancel();
+    });
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        "xmpp-sip-gateway starting"
+    );
     daemon::run(config, cancel).await
 }
 
-/// Cancels `cancel` on the first SIGTERM or SIGINT (Ctrl-C).
-async fn cancel_on_signal(cancel: CancellationToken) {
+/// SIGTERM and SIGINT (Ctrl-C).
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) =
-            (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-        else {
-            error!("cannot install signal handlers; stop with SIGKILL");
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => info!(signal = "SIGTERM", "shutdown requested"),
-            _ = int.recv() => info!(signal = "SIGINT", "shutdown requested"),
+    handlers: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            match (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) {
+                (Ok(term), Ok(int)) => Signals {
+                    handlers: Some((term, int)),
+                },
+                _ => {
+                    error!("cannot install signal handlers; stop with SIGKILL");
+                    Signals { handlers: None }
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            Signals {}
         }
     }
-    #[cfg(not(unix))]
-    {
-        if tokio::signal::ctrl_c().await.is_err() {
-            return;
+
+    /// Resolves on the first signal (never, when no handler could be installed).
+    async fn recv(self) {
+        #[cfg(unix)]
+        {
+            let Some((mut term, mut int)) = self.handlers else {
+                return std::future::pending().await;
+            };
+            tokio::select! {
+                _ = term.recv() => info!(signal = "SIGTERM", "shutdown requested"),
+                _ = int.recv() => info!(signal = "SIGINT", "shutdown requested"),
+            }
         }
-        info!(signal = "ctrl-c", "shutdown requested");
+        #[cfg(not(unix))]
+        {
+            if tokio::signal::ctrl_c().await.is_err() {
+                return std::future::pending().await;
+            }
+            info!(signal = "ctrl-c", "shutdown requested");
+        }
     }
-    cancel.cancel();
 }
 
 /// Logs to stderr, as text or JSON lines. `RUST_LOG`, when set, replaces `log.level`.

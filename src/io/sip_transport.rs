@@ -52,11 +52,19 @@ impl SipSockets {
     /// Binds the configured UDP socket and TCP listener.
     pub async fn bind(cfg: &SipDriverConfig) -> io::Result<SipSockets> {
         let udp = match cfg.udp_listen {
-            Some(a) => Some(UdpSocket::bind(a).await.map_err(|e| with_addr(e, "udp", a))?),
+            Some(a) => Some(
+                UdpSocket::bind(a)
+                    .await
+                    .map_err(|e| with_addr(e, "udp", a))?,
+            ),
             None => None,
         };
         let tcp = match cfg.tcp_listen {
-            Some(a) => Some(TcpListener::bind(a).await.map_err(|e| with_addr(e, "tcp", a))?),
+            Some(a) => Some(
+                TcpListener::bind(a)
+                    .await
+                    .map_err(|e| with_addr(e, "tcp", a))?,
+            ),
             None => None,
         };
         Ok(SipSockets {
@@ -122,7 +130,10 @@ impl SipTransport {
         let _ = send_task.await;
         cancel.cancel();
         // Every connection task holds a slot until it has flushed and closed.
-        let _ = shared.conn_slots.acquire_many(MAX_TCP_CONNECTIONS as u32).await;
+        let _ = shared
+            .conn_slots
+            .acquire_many(MAX_TCP_CONNECTIONS as u32)
+            .await;
     }
 }
 
@@ -148,13 +159,16 @@ impl SipSender {
     }
 }
 
+/// A connection's id and its write queue.
+type ConnEntry = (u64, mpsc::Sender<Vec<u8>>);
+
 /// State shared by the transport's tasks.
 struct Shared {
     inputs: InputTx,
     cancel: CancellationToken,
     /// Open (or opening) TCP connections by remote address, with the connection's id so a
     /// closing connection removes only its own entry.
-    conns: Mutex<HashMap<SocketAddr, (u64, mpsc::Sender<Vec<u8>>)>>,
+    conns: Mutex<HashMap<SocketAddr, ConnEntry>>,
     next_conn_id: Mutex<u64>,
     conn_slots: Arc<Semaphore>,
     max_message_size: usize,
@@ -172,9 +186,7 @@ impl Shared {
     fn report_error(&self, to: Peer) {
         let inputs = self.inputs.clone();
         let input = Input::SipTransportError { to };
-        if let Err(mpsc::error::TrySendError::Full((at, input))) =
-            inputs.try_send((now(), input))
-        {
+        if let Err(mpsc::error::TrySendError::Full((at, input))) = inputs.try_send((now(), input)) {
             // Must not be lost (a transaction waits for it): wait for room off this task.
             tokio::spawn(async move {
                 let _ = inputs.send((at, input)).await;
