@@ -35,7 +35,7 @@ def gateway_binary() -> Path:
     """
     env_bin = os.environ.get("XSG_BIN")
     if env_bin:
-        return Path(env_bin)
+        return Path(env_bin).resolve()
     target = os.environ.get("CARGO_TARGET_DIR")
     if not target and shutil.which("cargo"):
         try:

@@ -184,3 +184,15 @@ def stop_all_leftovers() -> list[str]:
         names.append(f"{mp.name}(pid {pid})")
         mp.stop(grace=3.0)
     return names
+
+
+def sleep_until(wall_time: float, max_wait: float) -> None:
+    """Waits until time.time() >= wall_time, never longer than `max_wait` seconds.
+
+    Interop tests run against real peers on a real clock: some behaviours (a subscription
+    outliving its first interval) can only be observed by letting that time pass.
+    """
+    delay = wall_time - time.time()
+    assert delay <= max_wait, f"refusing to wait {delay:.1f}s (> {max_wait:.1f}s)"
+    if delay > 0:
+        time.sleep(delay)
