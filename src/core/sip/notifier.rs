@@ -47,7 +47,7 @@ use super::headers::{
     media_type, parse_accept, parse_delta_seconds, CSeq, EventHeader, NameAddr, Params, SubState,
     TerminationReason,
 };
-use super::message::{Method, Peer, Request, Response, Transport};
+use super::message::{response_to, Method, Peer, Request, Response, Transport};
 
 /// Max-Forwards of the NOTIFYs we originate (RFC 3261 §8.1.1.6 recommends 70).
 const MAX_FORWARDS: &str = "70";
@@ -1644,22 +1644,7 @@ fn strip_uri_params_for_ruri(uri: &str) -> String {
     out
 }
 
-/// A response to `req` (RFC 3261 §8.2.6): Via, From, To, Call-ID, CSeq copied.
-/// Private stand-in for `message::response_to` until that lands.
-fn response_to(req: &Request, status: u16, reason: &str) -> Response {
-    let mut resp = Response::new(status, reason);
-    for via in req.headers.get_all("Via") {
-        resp.headers.push("Via", via);
-    }
-    for name in ["From", "To", "Call-ID", "CSeq"] {
-        if let Some(v) = req.headers.get(name) {
-            resp.headers.push(name, v);
-        }
-    }
-    resp
-}
-
-/// Our answer to a SUBSCRIBE: [`response_to`] plus a To-tag when the request had none
+/// Our answer to a SUBSCRIBE: [`response_to`] (RFC 3261 §8.2.6) plus a To-tag when the request had none
 /// (RFC 3261 §8.2.6.2; `tag` is drawn only then) and a Server header.
 fn reply_tagged(
     req: &Request,
