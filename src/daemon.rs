@@ -169,7 +169,7 @@ where
     // Drivers start only now: their inputs queue behind the restore.
     let transport_cancel = CancellationToken::new();
     let (input_tx, mut input_rx) = mpsc::channel::<Stamped>(INPUT_QUEUE);
-    let transport = sockets.start(input_tx, transport_cancel.clone());
+    let transport = sockets.start(input_tx, transport_cancel);
     loop_state.sip = Some(Box::new(transport.sender()));
     // Outputs of the restore (e.g. refreshes due) go out once the transport exists.
     loop_state.drain(&mut engine, &mut store)?;
@@ -216,7 +216,7 @@ where
     // Unanswered admin requests get a 503 from the HTTP driver when their sender drops.
     loop_state.pending_admin = PendingAdmin::new();
     loop_state.sip = None;
-    if tokio::time::timeout(FLUSH_TIMEOUT, transport.close(transport_cancel))
+    if tokio::time::timeout(FLUSH_TIMEOUT, transport.close())
         .await
         .is_err()
     {
