@@ -186,8 +186,13 @@ where
     });
 
     info!("gateway running");
+    let mut last_tick: Option<Timestamp> = None;
     let result = loop {
         let sleep = match engine.poll_timeout() {
+            // A deadline the last Tick did not clear would spin the task: back off a little.
+            Some(deadline) if last_tick.is_some_and(|t| deadline <= t) => {
+                now().until(deadline).max(Duration::from_millis(1))
+            }
             Some(deadline) => now().until(deadline),
             // Nothing scheduled: wake rarely, only to re-check.
             None => Duration::from_secs(3600),
@@ -203,6 +208,7 @@ where
             _ = tokio::time::sleep(sleep) => None,
         };
         let (at, input) = input.unwrap_or_else(|| (now(), Input::Tick));
+        last_tick = matches!(input, Input::Tick).then_some(at);
         engine.handle_input(at, input);
         if let Err(e) = loop_state.drain(&mut engine, &mut store) {
             break Err(e);
