@@ -112,7 +112,6 @@ impl XmppLinkConfig {
 // save space only on the rare control events.
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
-#[allow(clippy::large_enum_variant)] // stanzas move by value from link to engine; boxing buys nothing
 pub enum LinkEvent {
     /// Handshake accepted; stanzas flow (queued ones are sent first).
     Up,
