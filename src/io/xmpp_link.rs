@@ -108,8 +108,10 @@ impl XmppLinkConfig {
 }
 
 /// What the link reports to the daemon.
+// Nearly every event is a `Stanza`; boxing it would add an allocation per stanza to
+// save space only on the rare control events.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
-#[allow(clippy::large_enum_variant)] // stanzas move by value from link to engine; boxing buys nothing
 pub enum LinkEvent {
     /// Handshake accepted; stanzas flow (queued ones are sent first).
     Up,
@@ -123,6 +125,13 @@ pub enum LinkEvent {
         condition: Condition,
         reason: String,
         bounced: bool,
+    },
+    /// A connection attempt failed (TCP, timeout, or a refusal after the link had been
+    /// up); the next one follows after `retry_in` (the jittered back-off).
+    ConnectFailed {
+        attempt: u32,
+        reason: String,
+        retry_in: Duration,
     },
     /// The first handshake of the process was refused; [`run`] returns an error next.
     FirstHandshakeRefused { reason: String },
@@ -175,6 +184,8 @@ pub async fn run(
             _ = shutdown.cancelled() => return Ok(()),
             r = tokio::time::timeout(cfg.handshake_timeout, connect(&cfg)) => r,
         };
+        // Why this attempt failed; `None` after a session that was up and then lost.
+        let mut failure = None;
         match connected {
             Ok(Ok(stream)) => {
                 ever_up = true;
@@ -217,12 +228,15 @@ pub async fn run(
             }
             Ok(Err(Attempt::Refused(reason))) => {
                 error!(component = %cfg.component_jid, %reason, attempt, "component handshake refused; retrying");
+                failure = Some(reason);
             }
             Ok(Err(Attempt::Failed(reason))) => {
                 warn!(server = %cfg.server, %reason, attempt, "XMPP connection failed");
+                failure = Some(reason);
             }
             Err(_) => {
                 warn!(server = %cfg.server, attempt, "XMPP connect/handshake timed out");
+                failure = Some("connect/handshake timed out".into());
             }
         }
         let delay = backoff_delay(
@@ -231,6 +245,16 @@ pub async fn run(
             cfg.backoff_max,
             rand::random::<f64>(),
         );
+        if let Some(reason) = failure {
+            let event = LinkEvent::ConnectFailed {
+                attempt,
+                reason,
+                retry_in: delay,
+            };
+            if events.send(event).await.is_err() {
+                return Ok(());
+            }
+        }
         attempt = attempt.saturating_add(1);
         debug!(?delay, attempt, "XMPP reconnect back-off");
         let deadline = Instant::now() + delay;
@@ -295,34 +319,33 @@ async fn connect(cfg: &XmppLinkConfig) -> Result<Xml, Attempt> {
             "unexpected <{}/> instead of <handshake/>",
             el.name()
         ))),
-        Err(Some(e)) => Err(Attempt::Failed(format!("waiting for <handshake/>: {e}"))),
-        Err(None) => Err(Attempt::Refused(
-            "stream closed before the handshake succeeded".into(),
-        )),
+        Err(Some(reason)) => Err(Attempt::Refused(format!(
+            "{reason} before the handshake succeeded"
+        ))),
+        Err(None) => Err(Attempt::Failed("timed out waiting for <handshake/>".into())),
     }
 }
 
-/// The next element during setup; `Err(None)` when the stream or connection closed.
+/// The next element during setup; `Err(Some(reason))` when the stream or connection
+/// ended, `Err(None)` on a read timeout.
+///
+/// Servers end the connection after a bad handshake (XEP-0114 §3) with or without a
+/// footer, and tokio-xmpp reports a bare EOF as `InvalidData`, so every hard end but a
+/// timeout counts as "closed".
 async fn next_element(stream: &mut Xml) -> Result<minidom::Element, Option<String>> {
     loop {
         match stream.next().await {
             Some(Ok(el)) => return Ok(el),
             Some(Err(ReadError::SoftTimeout)) => continue,
-            Some(Err(ReadError::StreamFooterReceived)) | None => return Err(None),
-            Some(Err(ReadError::HardError(e))) if is_closed(&e) => return Err(None),
+            Some(Err(ReadError::StreamFooterReceived)) | None => {
+                return Err(Some("stream closed".into()))
+            }
+            Some(Err(ReadError::HardError(e))) if e.kind() == io::ErrorKind::TimedOut => {
+                return Err(None)
+            }
             Some(Err(e)) => return Err(Some(e.to_string())),
         }
     }
-}
-
-fn is_closed(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::UnexpectedEof
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::BrokenPipe
-    )
 }
 
 fn is_stream_error(el: &minidom::Element) -> bool {
