@@ -219,6 +219,15 @@ class XmppServer:
     def jid(self, user: str) -> str:
         return f"{user}@{self.domain}"
 
+    def gateway_xmpp_section(self) -> str:
+        """The gateway's `[xmpp]` table (gateway.toml) for this server's component listener."""
+        return (
+            "[xmpp]\n"
+            f'component_jid = "{self.component_domain}"\n'
+            f'secret = "{self.component_secret}"\n'
+            f'server = "{LOOPBACK}:{self.component_port}"\n'
+        )
+
     @property
     def pid(self) -> Optional[int]:
         return self.process.pid if self.process else None
@@ -267,15 +276,22 @@ class XmppServer:
         if self.process is not None:
             self.process.stop(timeout=5, hard=True)
 
-    def restart(self, timeout: float = 30.0, hard: bool = False) -> "XmppServer":
-        """Stops (SIGTERM, or SIGKILL if `hard`) and starts again on the same ports with the same
-        data (accounts and rosters survive), then waits until the ports accept connections."""
+    def restart(self, timeout: float = 30.0, hard: bool = False, down_for: float = 0.0) -> "XmppServer":
+        """Stops (SIGTERM, or SIGKILL if `hard`), stays down `down_for` seconds (so a
+        reconnecting component meets refused connections), and starts again on the same ports
+        with the same data (accounts and rosters survive); returns once the ports accept
+        connections. Interop test (f) measures from this return.
+
+        ejabberd: `hard=True` seconds after a write (account, roster) loses that write: its
+        mnesia disc_only (dets) tables are not synced yet. Use a soft restart there."""
         if hard:
             self.kill()
         else:
             self.stop()
         # The ports must be free again before the new instance binds them.
         wait_until(lambda: not any(port_open(p) for p in self._ports()), 10, f"{self.kind} ports to close")
+        if down_for > 0:
+            time.sleep(down_for)
         return self.start(timeout=timeout)
 
     def register(self, user: str, password: str) -> str:

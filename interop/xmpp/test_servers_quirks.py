@@ -54,13 +54,28 @@ def test_probe_of_offline_authorizing_user(xmpp_server, make_xmpp_client, make_s
 
 
 @BOTH_SERVERS
-def test_user_stanzas_reach_component_stamped_with_xml_lang(xmpp_server, make_xmpp_client, make_stub_component):
-    """Both servers stamp the client stream's xml:lang ('en' from slixmpp) on the stanzas
-    they route to the component: the gateway's parser sees xml:lang on every user stanza."""
+def test_user_stanza_without_xml_lang_reaches_component_stamped_with_stream_lang(xmpp_server, make_xmpp_client, make_stub_component):
+    """Both servers stamp the client stream's xml:lang (slixmpp opens with 'en') on a user
+    stanza that has none: the gateway's parser sees xml:lang on user stanzas."""
     comp = make_stub_component(xmpp_server)
     alice = make_xmpp_client(xmpp_server, "alice")
-    alice.subscribe(BOB)
+    alice.send_raw(f"<presence to='{BOB}' type='subscribe' id='nolang'/>")
     assert comp.wait_presence(to=BOB, type="subscribe").lang == "en"
+
+
+# Prosody stamps its default language on component stanzas without xml:lang; ejabberd
+# passes them through unchanged. An explicit xml:lang is kept by both.
+COMPONENT_STANZA_LANG = {"prosody": "en", "ejabberd": None}
+
+
+@BOTH_SERVERS
+def test_component_stanza_xml_lang_as_delivered_to_user(xmpp_server, make_xmpp_client, make_stub_component):
+    comp = make_stub_component(xmpp_server)
+    alice = make_xmpp_client(xmpp_server, "alice")
+    comp.send_raw(f"<presence from='{BOB}' to='{alice.bare}' id='nolang'><show>away</show></presence>")
+    assert alice.wait_presence(from_=BOB, show="away").lang == COMPONENT_STANZA_LANG[kind(xmpp_server)]
+    comp.send_raw(f"<presence from='{BOB}' to='{alice.bare}' id='de' xml:lang='de'><show>xa</show></presence>")
+    assert alice.wait_presence(from_=BOB, show="xa").lang == "de"
 
 
 @BOTH_SERVERS

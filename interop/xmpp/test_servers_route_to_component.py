@@ -121,3 +121,17 @@ def test_component_reconnects_after_server_restart_and_roster_survives(xmpp_serv
     comp.wait_presence(from_=alice.bare, to=BOB, type="probe")
     comp.available(f"{BOB}/sip", alice.bare, show="chat")
     assert alice.wait_presence(from_=BOB, type="available").show == "chat"
+
+
+def test_prosody_killed_and_restarted_after_downtime_keeps_roster(prosody_server, make_xmpp_client, make_stub_component):
+    """restart(hard=True, down_for=...): a crash (SIGKILL by PID) and some downtime; the
+    persisted subscription is still there when everyone reconnects. (Prosody only: ejabberd
+    killed seconds after a write loses it — mnesia's dets tables were not synced.)"""
+    xmpp_server = prosody_server
+    alice, comp = alice_subscribed_to_bob(xmpp_server, make_xmpp_client, make_stub_component)
+    xmpp_server.restart(hard=True, down_for=0.5)
+    comp.wait_disconnected()
+    alice.wait_disconnected()
+    comp.reconnect()
+    alice.reconnect()
+    assert alice.roster()[BOB].subscription == "to"
