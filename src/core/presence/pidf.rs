@@ -473,7 +473,8 @@ mod tests {
                 show: Some(Show::Away),
                 contact: Some(Contact {
                     uri: "sip:anna@xmpp.example;gr=desk".into(),
-                    priority_milli: Contact::priority_milli_from_xmpp(5),
+                    // XMPP priority 5 → floor(5*1000/127) (the bridge's mapping).
+                    priority_milli: Some(39),
                 }),
                 notes: vec![Note::new(Some("en"), "Lunch")],
                 ..Tuple::default()
@@ -492,13 +493,14 @@ mod tests {
 
     /// standards.md §16 case 46.
     #[test]
-    fn negative_xmpp_priority_writes_no_priority_attribute() {
+    fn contact_without_priority_writes_no_priority_attribute() {
         let doc = PresenceDoc {
             tuples: vec![Tuple {
                 id: "t".into(),
                 contact: Some(Contact {
                     uri: "sip:a@b".into(),
-                    priority_milli: Contact::priority_milli_from_xmpp(-1),
+                    // XMPP priority -1 is not mapped (the bridge's mapping).
+                    priority_milli: None,
                 }),
                 ..Tuple::default()
             }],
@@ -510,34 +512,9 @@ mod tests {
 
     /// standards.md §16 case 46.
     #[test]
-    fn xmpp_priority_127_is_written_as_1() {
-        let milli = Contact::priority_milli_from_xmpp(127).expect("mapped");
-        assert_eq!(Contact::format_priority(milli).as_deref(), Some("1"));
-    }
-
-    #[test]
-    fn xmpp_priority_mapping_matches_the_rfc_examples() {
-        // RFC 8048 §5.1: 1 → 0.007, 2 → 0.015, 126 → 0.992.
-        assert_eq!(Contact::priority_milli_from_xmpp(0), Some(0));
-        assert_eq!(Contact::priority_milli_from_xmpp(1), Some(7));
-        assert_eq!(Contact::priority_milli_from_xmpp(2), Some(15));
-        assert_eq!(Contact::priority_milli_from_xmpp(126), Some(992));
-    }
-
-    /// standards.md §16 case 55: `0.5` → `<priority>64</priority>`.
-    #[test]
-    fn pidf_priority_half_maps_to_xmpp_64() {
-        assert_eq!(Contact::xmpp_priority_from_milli(500), 64);
-        assert_eq!(Contact::xmpp_priority_from_milli(1000), 127);
-        assert_eq!(Contact::xmpp_priority_from_milli(0), 0);
-    }
-
-    #[test]
-    fn xmpp_priorities_survive_the_round_trip_through_pidf() {
-        for p in 0..=127i8 {
-            let milli = Contact::priority_milli_from_xmpp(p).expect("non-negative");
-            assert_eq!(Contact::xmpp_priority_from_milli(milli), p, "priority {p}");
-        }
+    fn priority_1000_milli_is_written_as_1() {
+        // XMPP priority 127 → 1000 thousandths (the bridge's mapping).
+        assert_eq!(Contact::format_priority(1000).as_deref(), Some("1"));
     }
 
     /// standards.md §16 case 48 (body part).
