@@ -104,3 +104,622 @@ impl Default for EngineConfig {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// The engine proper.
+// ---------------------------------------------------------------------------------------
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+
+use super::ids::IdGenerator;
+use super::modules::admin::AdminModule;
+use super::modules::{Module, ModuleCtx, ModuleId};
+use super::pua::{PuaService, PuaTimer, PublicationId, SubscriptionId};
+use super::sip::digest;
+use super::sip::headers::{CSeq, EventHeader, NameAddr};
+use super::sip::message::{Method, Request, Response, Transport};
+use super::sip::transaction::{ClientTxId, RequestDisposition, ServerTxId, TransactionLayer, TxEvent};
+use super::time::Timestamp;
+use super::timers::TimerTable;
+
+/// Methods this gateway answers (RFC 3261 §20.5 `Allow`).
+pub const ALLOW: &str = "SUBSCRIBE, NOTIFY, OPTIONS, CANCEL, ACK";
+
+/// Who a client transaction belongs to: its final response goes back there.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TxOwner {
+    Publication(PublicationId),
+    Subscription(SubscriptionId),
+    /// A NOTIFY sent by the notifier side (key chosen by it).
+    Notifier(u64),
+}
+
+/// Every timer of the core, keyed by its owner (one timer per key).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TimerKey {
+    Pua(PuaTimer),
+    /// A notifier-side timer (key chosen by it).
+    Notifier(u64),
+    /// A module's own timer, identified by a token of its choice.
+    Module(ModuleId, u64),
+}
+
+/// Why an outgoing request could not be sent at all.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// No outbound proxy, and the target URI has no numeric host (no DNS in the core).
+    #[error("no route to {0}")]
+    Unroutable(String),
+}
+
+/// A request in flight, kept to answer a digest challenge with a copy of it.
+#[derive(Clone, Debug)]
+struct Outgoing {
+    owner: TxOwner,
+    peer: Peer,
+    /// The request as built by its owner (before the transaction layer's Via).
+    request: Request,
+    /// How many times it was re-sent with credentials.
+    auth_rounds: u8,
+}
+
+/// The shared services a module and the PUA act through: transactions, timers, ids,
+/// outputs. Owned by the engine; handed out by `&mut` for the duration of one hook.
+#[derive(Debug)]
+pub struct Services {
+    pub config: EngineConfig,
+    pub ids: IdGenerator,
+    pub tx: TransactionLayer,
+    pub timers: TimerTable<TimerKey>,
+    out: VecDeque<Output>,
+    outgoing: HashMap<ClientTxId, Outgoing>,
+}
+
+impl Services {
+    fn new(config: EngineConfig, seed: u64) -> Self {
+        Services {
+            tx: TransactionLayer::new(config.tx.clone()),
+            config,
+            ids: IdGenerator::seeded(seed),
+            timers: TimerTable::new(),
+            out: VecDeque::new(),
+            outgoing: HashMap::new(),
+        }
+    }
+
+    /// Moves what the transaction layer queued to the output queue, keeping the order of
+    /// outputs equal to the order of decisions (a store write before the message that
+    /// acknowledges it).
+    fn flush_tx(&mut self) {
+        while let Some((to, message)) = self.tx.poll_transmit() {
+            self.out.push_back(Output::SendSip { to, message });
+        }
+    }
+
+    /// Queues a store write; it is performed before any later output.
+    pub fn store(&mut self, op: StoreOp) {
+        self.flush_tx();
+        self.out.push_back(Output::Store(op));
+    }
+
+    pub fn admin_reply(&mut self, id: AdminRequestId, reply: AdminReply) {
+        self.flush_tx();
+        self.out.push_back(Output::AdminReply { id, reply });
+    }
+
+    pub fn set_timer(&mut self, key: TimerKey, at: Timestamp) {
+        self.timers.set(key, at);
+    }
+
+    pub fn cancel_timer(&mut self, key: TimerKey) {
+        self.timers.cancel(&key);
+    }
+
+    /// The next hop of a request: the first Route of `route_set` (loose routing, RFC 3261
+    /// §12.2.1.1), else the outbound proxy, else the numeric host of `target`.
+    pub fn next_hop(&self, route_set: &[String], target: &str) -> Result<Peer, SendError> {
+        if let Some(first) = route_set.first() {
+            let uri = NameAddr::parse("Route", first).map(|n| n.uri).unwrap_or_else(|_| first.clone());
+            return uri_peer(&uri).ok_or(SendError::Unroutable(uri));
+        }
+        if let Some(proxy) = self.config.outbound_proxy {
+            return Ok(proxy);
+        }
+        uri_peer(target).ok_or_else(|| SendError::Unroutable(target.to_string()))
+    }
+
+    /// Starts a client transaction for `request` (built by its owner, without Via) towards
+    /// the hop chosen by [`Self::next_hop`].
+    pub fn send_request(
+        &mut self,
+        now: Timestamp,
+        owner: TxOwner,
+        route_set: &[String],
+        request: Request,
+    ) -> Result<ClientTxId, SendError> {
+        let peer = match self.next_hop(route_set, &request.uri) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(method = %request.method, uri = %request.uri, error = %e, "request not sent");
+                return Err(e);
+            }
+        };
+        let tx = self.tx.send_request(now, &mut self.ids, peer, request.clone());
+        self.outgoing.insert(tx, Outgoing { owner, peer, request, auth_rounds: 0 });
+        self.flush_tx();
+        Ok(tx)
+    }
+
+    /// Answers request `req` on server transaction `stx` with `status`, letting `edit` add
+    /// headers or a body. A To-tag is added when the request had none (RFC 3261 §8.2.6.2).
+    pub fn reply(
+        &mut self,
+        now: Timestamp,
+        stx: ServerTxId,
+        req: &Request,
+        status: u16,
+        reason: &str,
+        edit: impl FnOnce(&mut Response),
+    ) {
+        let mut resp = build_response(req, status, reason, &mut self.ids);
+        edit(&mut resp);
+        self.tx.respond(now, stx, resp);
+        self.flush_tx();
+    }
+
+    /// Answers a 401/407 by re-sending the request once with credentials (new CSeq, same
+    /// Call-ID and tags). A further challenge is answered only when it says `stale=true`
+    /// (RFC 7616 §3.4); then the challenge is the final answer.
+    fn retry_with_credentials(&mut self, now: Timestamp, out: &Outgoing, resp: &Response) -> Option<(ClientTxId, u32)> {
+        const MAX_ROUNDS: u8 = 3;
+        let (challenge_header, auth_header) = match resp.status {
+            401 => ("WWW-Authenticate", "Authorization"),
+            407 => ("Proxy-Authenticate", "Proxy-Authorization"),
+            _ => return None,
+        };
+        if out.auth_rounds >= MAX_ROUNDS {
+            return None;
+        }
+        for value in resp.headers.get_all(challenge_header) {
+            let ch = match digest::DigestChallenge::parse(value) {
+                Ok(ch) => ch,
+                Err(e) => {
+                    tracing::warn!(status = resp.status, error = %e, "unusable digest challenge");
+                    continue;
+                }
+            };
+            if out.auth_rounds > 0 && !ch.stale {
+                tracing::warn!(status = resp.status, realm = %ch.realm, "credentials refused");
+                return None;
+            }
+            let Some(cred) = self
+                .config
+                .credentials
+                .iter()
+                .find(|c| c.realm.as_deref().is_none_or(|r| r == ch.realm))
+                .cloned()
+            else {
+                tracing::warn!(realm = %ch.realm, "challenged for a realm we have no credentials for");
+                return None;
+            };
+            let mut req = out.request.clone();
+            let cseq = req
+                .headers
+                .get("CSeq")
+                .and_then(|v| CSeq::parse(v).ok())
+                .map(|c| c.seq.saturating_add(1))
+                .unwrap_or(1);
+            req.headers.set("CSeq", format!("{} {}", cseq, req.method));
+            let cnonce = self.ids.token(16);
+            let auth = digest::authorization(&ch, req.method.as_str(), &req.uri, &cred.username, &cred.password, &cnonce, 1);
+            req.headers.set(auth_header, auth);
+            let tx = self.tx.send_request(now, &mut self.ids, out.peer, req.clone());
+            self.outgoing.insert(
+                tx,
+                Outgoing { owner: out.owner, peer: out.peer, request: req, auth_rounds: out.auth_rounds + 1 },
+            );
+            self.flush_tx();
+            return Some((tx, cseq));
+        }
+        None
+    }
+}
+
+/// A response to `req` copying Via, From, To, Call-ID and CSeq (RFC 3261 §8.2.6.2).
+pub fn build_response(req: &Request, status: u16, reason: &str, ids: &mut IdGenerator) -> Response {
+    let mut resp = Response::new(status, reason);
+    for via in req.headers.get_all("Via") {
+        resp.headers.push("Via", via);
+    }
+    if let Some(v) = req.headers.get("From") {
+        resp.headers.push("From", v);
+    }
+    if let Some(v) = req.headers.get("To") {
+        let has_tag = NameAddr::parse("To", v).map(|n| n.tag().is_some()).unwrap_or(true);
+        if has_tag || status == 100 {
+            resp.headers.push("To", v);
+        } else {
+            resp.headers.push("To", format!("{};tag={}", v.trim(), ids.tag()));
+        }
+    }
+    for name in ["Call-ID", "CSeq"] {
+        if let Some(v) = req.headers.get(name) {
+            resp.headers.push(name, v);
+        }
+    }
+    resp
+}
+
+/// The numeric host, port and transport of a SIP URI (RFC 3263 §4.1–4.2 for numeric
+/// hosts: UDP unless `transport=tcp`; default port 5060). `None` for names (no DNS here).
+pub fn uri_peer(uri: &str) -> Option<Peer> {
+    let uri = uri.trim().trim_start_matches('<');
+    let uri = uri.split('>').next().unwrap_or(uri);
+    let rest = uri.strip_prefix("sip:").or_else(|| uri.strip_prefix("sips:"))?;
+    let (hostpart, params) = match rest.find([';', '?']) {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    let hostport = hostpart.rsplit('@').next()?;
+    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+        let end = v6.find(']')?;
+        let port = v6[end + 1..].strip_prefix(':');
+        (&v6[..end], port)
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (hostport, None),
+        }
+    };
+    let ip: IpAddr = host.parse().ok()?;
+    let port: u16 = match port {
+        Some(p) => p.parse().ok()?,
+        None => 5060,
+    };
+    let tcp = params
+        .split(';')
+        .any(|p| p.trim().eq_ignore_ascii_case("transport=tcp"));
+    Some(Peer {
+        transport: if tcp { Transport::Tcp } else { Transport::Udp },
+        addr: SocketAddr::new(ip, port),
+    })
+}
+
+/// Makes arbitrary text usable as a reason phrase (one line, bounded).
+fn reason_text(s: &str) -> String {
+    let clean: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    clean.chars().take(120).collect()
+}
+
+/// The gateway's core: see the module doc for the drive contract.
+pub struct Engine {
+    svc: Services,
+    pua: PuaService,
+    modules: Vec<Box<dyn Module>>,
+    shutting_down: bool,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("publications", &self.pua.publication_count())
+            .field("subscriptions", &self.pua.subscription_count())
+            .finish()
+    }
+}
+
+impl Engine {
+    /// An engine with the built-in modules (admin). `seed` seeds every id and jitter.
+    pub fn new(config: EngineConfig, seed: u64) -> Self {
+        Self::with_modules(config, seed, vec![Box::new(AdminModule::new())])
+    }
+
+    /// An engine with the given modules (each `ModuleId` at most once).
+    pub fn with_modules(config: EngineConfig, seed: u64, modules: Vec<Box<dyn Module>>) -> Self {
+        Engine { svc: Services::new(config, seed), pua: PuaService::new(), modules, shutting_down: false }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.svc.config
+    }
+
+    pub fn pua(&self) -> &PuaService {
+        &self.pua
+    }
+
+    /// Feeds one input stamped with its time of receipt.
+    pub fn handle_input(&mut self, now: Timestamp, input: Input) {
+        match input {
+            Input::Tick => self.on_tick(now),
+            Input::Sip { from, message: SipMessage::Request(req) } => self.on_request(now, from, req),
+            Input::Sip { from, message: SipMessage::Response(resp) } => {
+                if let Some(ev) = self.svc.tx.on_response(now, from, resp) {
+                    self.on_tx_event(now, ev);
+                }
+            }
+            Input::SipMalformed { from, raw, error } => self.on_malformed(from, &raw, &error),
+            Input::SipOversized { from, head } => self.on_oversized(from, &head),
+            Input::SipTransportError { to } => {
+                // RFC 3261 §17.1.4: a transport error is reported to the TU like a timeout.
+                let mut failed: Vec<ClientTxId> =
+                    self.svc.outgoing.iter().filter(|(_, o)| o.peer == to).map(|(tx, _)| *tx).collect();
+                failed.sort();
+                for tx in failed {
+                    tracing::warn!(peer = %to, "transport error, request failed");
+                    self.on_tx_event(now, TxEvent::Timeout { tx });
+                }
+            }
+            Input::Admin { id, command } => self.on_admin(now, id, command),
+            Input::Restore(rows) => {
+                self.pua.restore(&mut self.svc, now, &rows);
+                let stats = self.notifier_dialogs();
+                for m in self.modules.iter_mut() {
+                    let mut ctx = ModuleCtx::new(now, m.id(), &mut self.pua, &mut self.svc, stats);
+                    m.on_restore(&mut ctx, &rows);
+                }
+            }
+            Input::Shutdown => {
+                // Records are written on every change, so nothing is lost by stopping here;
+                // notifier dialogs are kept, not terminated (product.md).
+                self.shutting_down = true;
+            }
+        }
+        self.svc.flush_tx();
+        self.dispatch_events(now);
+    }
+
+    /// The next output to perform, in order.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.svc.flush_tx();
+        self.svc.out.pop_front()
+    }
+
+    /// When to call `handle_input(Input::Tick)` next: the earliest of the transaction
+    /// layer's timers, PUA and module timers (and the notifier's).
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        if self.shutting_down {
+            return None;
+        }
+        match (self.svc.tx.next_deadline(), self.svc.timers.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn notifier_dialogs(&self) -> usize {
+        // TODO(notifier): count notifier dialogs once src/core/sip/notifier.rs lands.
+        0
+    }
+
+    fn on_tick(&mut self, now: Timestamp) {
+        if self.shutting_down {
+            return;
+        }
+        for ev in self.svc.tx.handle_timeout(now) {
+            self.on_tx_event(now, ev);
+        }
+        while let Some(key) = self.svc.timers.pop_expired(now) {
+            match key {
+                TimerKey::Pua(t) => self.pua.on_timer(&mut self.svc, now, t),
+                TimerKey::Notifier(_) => {
+                    // TODO(notifier): route to the notifier once it lands.
+                }
+                TimerKey::Module(mid, token) => {
+                    let stats = self.notifier_dialogs();
+                    if let Some(m) = self.modules.iter_mut().find(|m| m.id() == mid) {
+                        let mut ctx = ModuleCtx::new(now, mid, &mut self.pua, &mut self.svc, stats);
+                        m.on_timer(&mut ctx, token);
+                    }
+                }
+            }
+            // Events of one timer reach their module before the next timer fires.
+            self.dispatch_events(now);
+        }
+    }
+
+    /// Hands PUA events to their owning modules until none are left (a module may act on
+    /// the PUA again from its hook).
+    fn dispatch_events(&mut self, now: Timestamp) {
+        for _ in 0..64 {
+            let events = self.pua.take_events();
+            if events.is_empty() {
+                return;
+            }
+            let stats = self.notifier_dialogs();
+            for (owner, ev) in events {
+                match self.modules.iter_mut().find(|m| m.id() == owner) {
+                    Some(m) => {
+                        let mut ctx = ModuleCtx::new(now, owner, &mut self.pua, &mut self.svc, stats);
+                        m.on_pua_event(&mut ctx, &ev);
+                    }
+                    None => tracing::debug!(owner = owner.as_str(), ?ev, "PUA event for an absent module"),
+                }
+            }
+        }
+        tracing::warn!("module events keep cascading; stopped after 64 rounds");
+    }
+
+    fn on_admin(&mut self, now: Timestamp, id: AdminRequestId, command: AdminCommand) {
+        let stats = self.notifier_dialogs();
+        for m in self.modules.iter_mut() {
+            let mid = m.id();
+            let mut ctx = ModuleCtx::new(now, mid, &mut self.pua, &mut self.svc, stats);
+            if m.on_admin(&mut ctx, id, &command) {
+                return;
+            }
+        }
+        tracing::warn!(?command, "no module serves this admin command");
+    }
+
+    fn on_tx_event(&mut self, now: Timestamp, ev: TxEvent) {
+        let (tx, response) = match ev {
+            TxEvent::Response { response, .. } if response.is_provisional() => return,
+            TxEvent::Response { tx, response } => (tx, Some(response)),
+            TxEvent::Timeout { tx } => (tx, None),
+        };
+        let Some(out) = self.svc.outgoing.remove(&tx) else {
+            return;
+        };
+        if let Some(resp) = &response {
+            if matches!(resp.status, 401 | 407) {
+                if let Some((new_tx, cseq)) = self.svc.retry_with_credentials(now, &out, resp) {
+                    self.pua.on_resent(out.owner, tx, new_tx, cseq);
+                    return;
+                }
+            }
+        }
+        match out.owner {
+            TxOwner::Publication(_) | TxOwner::Subscription(_) => {
+                self.pua.on_response(&mut self.svc, now, out.owner, tx, response.as_ref())
+            }
+            TxOwner::Notifier(_) => {
+                // TODO(notifier): hand NOTIFY responses to the notifier once it lands.
+            }
+        }
+    }
+
+    fn is_trusted(&self, from: &Peer) -> bool {
+        let ip = from.addr.ip();
+        self.svc.config.trusted.iter().any(|net| net.contains(&ip))
+    }
+
+    /// Event packages some module serves as a notifier.
+    fn served_packages(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.modules.iter().flat_map(|m| m.served_events()).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    fn on_request(&mut self, now: Timestamp, from: Peer, req: Request) {
+        if req.method == Method::Ack {
+            // ACK to a non-2xx is absorbed; there is no INVITE usage here.
+            return;
+        }
+        if req.headers.get("Via").is_none() {
+            tracing::warn!(peer = %from, method = %req.method, "request without Via dropped");
+            return;
+        }
+        if req.method == Method::Invite {
+            // No INVITE server transactions here: answer statelessly; a retransmitted
+            // INVITE gets the same answer again.
+            let mut resp = build_response(&req, 405, "Method Not Allowed", &mut self.svc.ids);
+            resp.headers.push("Allow", ALLOW);
+            self.svc.tx.respond_stateless(from, req.headers.get("Via"), resp);
+            self.svc.flush_tx();
+            return;
+        }
+        let stx = match self.svc.tx.on_request(now, from, &req) {
+            RequestDisposition::New(stx) => stx,
+            RequestDisposition::Retransmission => return,
+        };
+        if !self.is_trusted(&from) {
+            tracing::warn!(peer = %from, method = %req.method, "request from an untrusted peer refused");
+            self.svc.reply(now, stx, &req, 403, "Forbidden", |_| {});
+            return;
+        }
+        if let Some(problem) = basic_problem(&req) {
+            tracing::warn!(peer = %from, method = %req.method, problem = %problem, "bad request");
+            self.svc.reply(now, stx, &req, 400, &problem, |_| {});
+            return;
+        }
+        match &req.method {
+            Method::Notify => self.on_notify(now, stx, &req),
+            Method::Subscribe => self.on_subscribe(now, stx, &req),
+            // RFC 6665 §4.1: SUBSCRIBE cannot be cancelled; the CANCEL is answered and the
+            // SUBSCRIBE completes normally (standards.md §16 case 33).
+            Method::Cancel => self.svc.reply(now, stx, &req, 200, "OK", |_| {}),
+            Method::Options => self.svc.reply(now, stx, &req, 200, "OK", |r| {
+                r.headers.push("Allow", ALLOW);
+            }),
+            Method::Other(name) => {
+                tracing::info!(peer = %from, method = %name, "unknown method");
+                self.svc.reply(now, stx, &req, 501, "Not Implemented", |r| r.headers.push("Allow", ALLOW));
+            }
+            _ => self.svc.reply(now, stx, &req, 405, "Method Not Allowed", |r| r.headers.push("Allow", ALLOW)),
+        }
+    }
+
+    fn on_notify(&mut self, now: Timestamp, stx: ServerTxId, req: &Request) {
+        let call_id = req.headers.get("Call-ID").unwrap_or("");
+        let to_tag = req
+            .headers
+            .get("To")
+            .and_then(|v| NameAddr::parse("To", v).ok())
+            .and_then(|n| n.tag().map(str::to_string));
+        match self.pua.owns_notify(call_id, to_tag.as_deref()) {
+            Some(id) => {
+                self.pua.on_notify(&mut self.svc, now, id, stx, req);
+            }
+            None => {
+                tracing::info!(call_id, "NOTIFY matching no subscription");
+                self.svc.reply(now, stx, req, 481, "Subscription Does Not Exist", |_| {});
+            }
+        }
+    }
+
+    fn on_subscribe(&mut self, now: Timestamp, stx: ServerTxId, req: &Request) {
+        let served = self.served_packages();
+        let package = req
+            .headers
+            .get("Event")
+            .and_then(|v| EventHeader::parse(v).ok())
+            .map(|e| e.package.to_ascii_lowercase());
+        let Some(package) = package.filter(|p| served.iter().any(|s| s == p)) else {
+            // RFC 6665 §4.2.1.1: unknown or missing package → 489 with Allow-Events.
+            self.svc.reply(now, stx, req, 489, "Bad Event", |r| {
+                if !served.is_empty() {
+                    r.headers.push("Allow-Events", served.join(", "));
+                }
+            });
+            return;
+        };
+        // TODO(notifier): hand the SUBSCRIBE to src/core/sip/notifier.rs for `package` once
+        // it lands; until then a served package cannot be reached (no module serves one).
+        tracing::warn!(package = %package, "notifier not wired yet");
+        self.svc.reply(now, stx, req, 500, "Notifier Unavailable", |_| {});
+    }
+
+    fn on_malformed(&mut self, from: Peer, raw: &[u8], error: &str) {
+        match super::sip::message::salvage_for_reply(raw) {
+            Some(req) => {
+                tracing::warn!(peer = %from, error, "malformed request answered 400");
+                let reason = format!("Bad Request ({})", reason_text(error));
+                let resp = build_response(&req, 400, &reason, &mut self.svc.ids);
+                self.svc.tx.respond_stateless(from, req.headers.get("Via"), resp);
+            }
+            None => tracing::warn!(peer = %from, error, "malformed message dropped"),
+        }
+    }
+
+    fn on_oversized(&mut self, from: Peer, head: &[u8]) {
+        match super::sip::message::salvage_for_reply(head) {
+            Some(req) => {
+                tracing::warn!(peer = %from, "oversized request answered 513");
+                let resp = build_response(&req, 513, "Message Too Large", &mut self.svc.ids);
+                self.svc.tx.respond_stateless(from, req.headers.get("Via"), resp);
+            }
+            None => tracing::warn!(peer = %from, "oversized message dropped"),
+        }
+    }
+}
+
+/// Checks the headers every request needs (RFC 3261 §8.1.1); names the first problem.
+fn basic_problem(req: &Request) -> Option<String> {
+    for h in ["From", "To", "Call-ID", "CSeq"] {
+        if req.headers.get(h).is_none() {
+            return Some(format!("Missing {h}"));
+        }
+    }
+    for h in ["From", "To"] {
+        if req.headers.get(h).is_some_and(|v| NameAddr::parse("From", v).is_err()) {
+            return Some(format!("Bad {h}"));
+        }
+    }
+    match req.headers.get("CSeq").map(CSeq::parse) {
+        Some(Ok(c)) if c.method == req.method => None,
+        Some(Ok(_)) => Some("CSeq Method Mismatch".into()),
+        _ => Some("Bad CSeq".into()),
+    }
+}
