@@ -1,1 +1,982 @@
-//! gateway.toml → validated settings. Owner: io-daemon.
+//! `gateway.toml` → validated settings (architecture habit 7: config validated once).
+//!
+//! Two layers, after hickory-dns:
+//! - `File*` structs mirror the TOML one to one with `#[serde(deny_unknown_fields)]`, so a
+//!   misspelt key is an error naming its path instead of a silently ignored setting. Every
+//!   leaf is optional here; defaults are applied during validation, in one place.
+//! - [`Config`] holds typed, validated values: the engine's slice ([`EngineConfig`]) and the
+//!   drivers' settings. It is built once by [`validate`], which reports every problem it
+//!   finds, each with its key path (`sip.trusted[1]: invalid CIDR "10.0.0/8"`).
+//!
+//! Sources, lowest priority first: the TOML file, then environment variables with the
+//! prefix `XSG` and `__` between path segments (`XSG_SIP__UDP_LISTEN=127.0.0.1:5062`,
+//! `XSG_SIP__TRUSTED=127.0.0.0/8,10.0.0.0/8`).
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::core::engine::{Credential, EngineConfig};
+use crate::core::sip::transaction::TxConfig;
+use crate::core::sip::{Peer, Transport};
+
+/// Prefix of environment overrides (product.md, Names).
+pub const ENV_PREFIX: &str = "XSG";
+/// Separator between path segments in environment variable names.
+pub const ENV_SEPARATOR: &str = "__";
+/// Keys whose environment value is a comma-separated list.
+const ENV_LIST_KEYS: [&str; 2] = ["sip.trusted", "pua.refresh_window"];
+
+// ---------------------------------------------------------------------------------------
+// File layer: mirrors gateway.toml.
+// ---------------------------------------------------------------------------------------
+
+/// The whole file. Each field is one `[table]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub log: FileLog,
+    #[serde(default)]
+    pub sip: FileSip,
+    #[serde(default)]
+    pub pua: FilePua,
+    #[serde(default)]
+    pub notifier: FileNotifier,
+    #[serde(default)]
+    pub store: FileStore,
+    #[serde(default)]
+    pub admin: FileAdmin,
+    /// Reserved for the XMPP component link (next release).
+    pub xmpp: Option<FileXmpp>,
+    /// Reserved for the presence bridge (next release).
+    pub bridge: Option<FileBridge>,
+}
+
+/// `[log]`
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLog {
+    /// A tracing filter directive (`info`, `xmpp_sip_gateway=debug,info`); `RUST_LOG` wins.
+    pub level: Option<String>,
+    /// `text` or `json`.
+    pub format: Option<String>,
+}
+
+/// `[sip]`
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSip {
+    pub udp_listen: Option<String>,
+    pub tcp_listen: Option<String>,
+    /// Host (optionally `host:port`) written in our Via and Contact.
+    pub public_host: Option<String>,
+    /// `sip:127.0.0.1:5070;transport=udp` or `udp:127.0.0.1:5070`.
+    pub outbound_proxy: Option<String>,
+    /// CIDRs whose requests are served; others get 403.
+    pub trusted: Option<Vec<String>>,
+    pub max_message_size: Option<u64>,
+    pub t1_ms: Option<u64>,
+    pub t2_ms: Option<u64>,
+    pub t4_ms: Option<u64>,
+    pub user_agent: Option<String>,
+    /// `[[sip.credentials]]`
+    pub credentials: Option<Vec<FileCredential>>,
+}
+
+/// `[[sip.credentials]]`
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCredential {
+    pub realm: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+/// `[pua]`
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePua {
+    pub default_expires: Option<u64>,
+    pub refresh_window: Option<Vec<f64>>,
+    pub max_backoff_secs: Option<u64>,
+}
+
+/// `[notifier]`
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileNotifier {
+    pub min_expires: Option<u64>,
+    pub max_expires: Option<u64>,
+    pub min_notify_interval_ms: Option<u64>,
+}
+
+/// `[store]`
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileStore {
+    pub path: Option<String>,
+}
+
+/// `[admin]`
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAdmin {
+    pub enabled: Option<bool>,
+    pub listen: Option<String>,
+}
+
+/// `[xmpp]` (next release).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileXmpp {
+    pub component_jid: Option<String>,
+    pub secret: Option<String>,
+    pub server: Option<String>,
+}
+
+/// `[bridge]` (next release).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileBridge {
+    pub mode: Option<String>,
+    pub domains: Option<Vec<FileDomain>>,
+}
+
+/// `[[bridge.domains]]` (next release).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileDomain {
+    pub xmpp_domain: Option<String>,
+    pub component_domain: Option<String>,
+    pub sip_domain: Option<String>,
+    pub scheme: Option<String>,
+    pub delimiter: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Validated layer.
+// ---------------------------------------------------------------------------------------
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogConfig {
+    /// A tracing `EnvFilter` directive; `RUST_LOG`, when set, replaces it.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+/// What the SIP transport driver needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SipDriverConfig {
+    pub udp_listen: Option<SocketAddr>,
+    pub tcp_listen: Option<SocketAddr>,
+    /// As configured; `None` means "the bound listen address" (resolved by the daemon
+    /// once the sockets are bound, so port 0 works).
+    pub public_host: Option<String>,
+    pub max_message_size: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreConfig {
+    pub path: PathBuf,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminConfig {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+}
+
+/// Notifier settings the engine does not take yet (its `EngineConfig` carries the Expires
+/// bounds).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotifierConfig {
+    /// Minimum spacing of NOTIFYs per dialog; zero disables the throttle (product.md).
+    pub min_notify_interval: Duration,
+}
+
+/// `[xmpp]`: the XEP-0114 component link (next release).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct XmppConfig {
+    pub component_jid: String,
+    pub secret: String,
+    /// `host:port` of the XMPP server's component listener.
+    pub server: String,
+}
+
+/// How the gateway presents XMPP users' presence to SIP (product.md, Deployment modes).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum BridgeMode {
+    Notifier,
+    Publish,
+}
+
+/// Address mapping scheme of one domain (product.md, Address mapping).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AddressScheme {
+    Domain,
+    Escaped,
+    Delimiter(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DomainMapping {
+    pub xmpp_domain: String,
+    pub component_domain: String,
+    pub sip_domain: String,
+    pub scheme: AddressScheme,
+}
+
+/// `[bridge]` (next release).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BridgeConfig {
+    pub mode: BridgeMode,
+    pub domains: Vec<DomainMapping>,
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub log: LogConfig,
+    pub sip: SipDriverConfig,
+    /// The engine's slice. `tx.via_*`, `local_host` and `contact_uri` are provisional until
+    /// the sockets are bound: see [`Config::engine_config_for`].
+    pub engine: EngineConfig,
+    pub notifier: NotifierConfig,
+    pub store: StoreConfig,
+    pub admin: AdminConfig,
+    pub xmpp: Option<XmppConfig>,
+    pub bridge: Option<BridgeConfig>,
+}
+
+/// One problem, with the dotted key path it concerns (empty for the file as a whole).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every problem found; never empty.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl ConfigErrors {
+    fn one(path: &str, message: impl Into<String>) -> Self {
+        ConfigErrors(vec![ConfigError {
+            path: path.to_string(),
+            message: message.into(),
+        }])
+    }
+
+    /// Whether some error concerns exactly `path`.
+    pub fn has_path(&self, path: &str) -> bool {
+        self.0.iter().any(|e| e.path == path)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Loading.
+// ---------------------------------------------------------------------------------------
+
+/// Loads `path` with the process environment's `XSG_*` overrides, then validates.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigErrors::one("", format!("cannot read {}: {e}", path.display())))?;
+    load_str(&text, None)
+}
+
+/// Parses TOML text plus environment overrides and validates. `env` replaces the process
+/// environment when given (tests use it to stay independent of each other).
+pub fn load_str(text: &str, env: Option<HashMap<String, String>>) -> Result<Config, ConfigErrors> {
+    let file = parse_str(text, env)?;
+    validate(&file)
+}
+
+/// The file layer only: TOML + environment, `deny_unknown_fields` applied, no validation.
+pub fn parse_str(
+    text: &str,
+    env: Option<HashMap<String, String>>,
+) -> Result<FileConfig, ConfigErrors> {
+    let mut environment = config::Environment::with_prefix(ENV_PREFIX)
+        .prefix_separator("_")
+        .separator(ENV_SEPARATOR)
+        .try_parsing(true)
+        .list_separator(",");
+    for key in ENV_LIST_KEYS {
+        environment = environment.with_list_parse_key(key);
+    }
+    if let Some(map) = env {
+        environment = environment.source(Some(map.into_iter().collect()));
+    }
+    let built = config::Config::builder()
+        .add_source(config::File::from_str(text, config::FileFormat::Toml))
+        .add_source(environment)
+        .build()
+        .map_err(config_error)?;
+    built.try_deserialize::<FileConfig>().map_err(config_error)
+}
+
+/// Turns the `config` crate's error into one with a key path. An unknown field is reported
+/// at the path of the unknown key itself, which is what an operator needs to find.
+fn config_error(e: config::ConfigError) -> ConfigErrors {
+    match e {
+        config::ConfigError::At { error, key, .. } => {
+            let inner = error.to_string();
+            let path = key.unwrap_or_default();
+            match unknown_field_name(&inner) {
+                Some(field) => ConfigErrors::one(&join_path(&path, &field), inner),
+                None => ConfigErrors::one(&path, inner),
+            }
+        }
+        config::ConfigError::Type {
+            key: Some(key),
+            unexpected,
+            expected,
+            ..
+        } => ConfigErrors::one(
+            &key,
+            format!("invalid type: {unexpected}, expected {expected}"),
+        ),
+        other => {
+            let msg = other.to_string();
+            match unknown_field_name(&msg) {
+                Some(field) => ConfigErrors::one(&field, msg),
+                None => ConfigErrors::one("", msg),
+            }
+        }
+    }
+}
+
+/// Extracts `foo` from serde's "unknown field `foo`, expected …".
+fn unknown_field_name(msg: &str) -> Option<String> {
+    let rest = msg.split("unknown field `").nth(1)?;
+    Some(rest.split('`').next()?.to_string())
+}
+
+fn join_path(parent: &str, child: &str) -> String {
+    if parent.is_empty() {
+        child.to_string()
+    } else {
+        format!("{parent}.{child}")
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Validation.
+// ---------------------------------------------------------------------------------------
+
+/// Collects errors with their paths while values are checked.
+#[derive(Default)]
+struct Errors(Vec<ConfigError>);
+
+impl Errors {
+    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+}
+
+/// Validates the file layer into a [`Config`], reporting every problem at once.
+pub fn validate(file: &FileConfig) -> Result<Config, ConfigErrors> {
+    let mut errs = Errors::default();
+
+    let log = validate_log(&file.log, &mut errs);
+    let sip = validate_sip(&file.sip, &mut errs);
+    let engine = validate_engine(file, &sip, &mut errs);
+    let notifier = NotifierConfig {
+        min_notify_interval: Duration::from_millis(
+            file.notifier.min_notify_interval_ms.unwrap_or(0),
+        ),
+    };
+    let store = StoreConfig {
+        path: match file.store.path.as_deref() {
+            Some("") => {
+                errs.push("store.path", "must not be empty");
+                PathBuf::new()
+            }
+            Some(p) => PathBuf::from(p),
+            None => PathBuf::from("gateway.db"),
+        },
+    };
+    let admin = AdminConfig {
+        enabled: file.admin.enabled.unwrap_or(true),
+        listen: parse_socket_addr(
+            file.admin.listen.as_deref().unwrap_or("127.0.0.1:8560"),
+            "admin.listen",
+            &mut errs,
+        )
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8560))),
+    };
+    let xmpp = file.xmpp.as_ref().map(|x| validate_xmpp(x, &mut errs));
+    let bridge = file.bridge.as_ref().map(|b| validate_bridge(b, &mut errs));
+    if bridge.as_ref().is_some_and(|b| !b.domains.is_empty()) && xmpp.is_none() {
+        errs.push("bridge", "bridging domains needs an [xmpp] section");
+    }
+
+    if errs.0.is_empty() {
+        Ok(Config {
+            log,
+            sip,
+            engine,
+            notifier,
+            store,
+            admin,
+            xmpp,
+            bridge,
+        })
+    } else {
+        Err(ConfigErrors(errs.0))
+    }
+}
+
+fn validate_log(log: &FileLog, errs: &mut Errors) -> LogConfig {
+    let level = log.level.clone().unwrap_or_else(|| "info".into());
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&level) {
+        errs.push("log.level", format!("invalid filter {level:?}: {e}"));
+    }
+    let format = match log.format.as_deref().unwrap_or("text") {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            errs.push(
+                "log.format",
+                format!("unknown format {other:?} (expected \"text\" or \"json\")"),
+            );
+            LogFormat::Text
+        }
+    };
+    LogConfig { level, format }
+}
+
+fn validate_sip(sip: &FileSip, errs: &mut Errors) -> SipDriverConfig {
+    let udp_listen = sip
+        .udp_listen
+        .as_deref()
+        .and_then(|s| parse_socket_addr(s, "sip.udp_listen", errs));
+    let tcp_listen = sip
+        .tcp_listen
+        .as_deref()
+        .and_then(|s| parse_socket_addr(s, "sip.tcp_listen", errs));
+    if sip.udp_listen.is_none() && sip.tcp_listen.is_none() {
+        errs.push("sip", "set udp_listen, tcp_listen or both");
+    }
+    let public_host = match sip.public_host.as_deref() {
+        Some(h) if h.trim().is_empty() || h.contains(char::is_whitespace) => {
+            errs.push("sip.public_host", format!("invalid host {h:?}"));
+            None
+        }
+        Some(h) => Some(h.to_string()),
+        None => {
+            let unspecified = [udp_listen, tcp_listen]
+                .iter()
+                .flatten()
+                .any(|a| a.ip().is_unspecified());
+            if unspecified {
+                errs.push(
+                    "sip.public_host",
+                    "required when listening on an unspecified address (0.0.0.0 or ::)",
+                );
+            }
+            None
+        }
+    };
+    let max_message_size = match sip.max_message_size {
+        None => 65536,
+        Some(n) if !(1024..=16 * 1024 * 1024).contains(&n) => {
+            errs.push(
+                "sip.max_message_size",
+                format!("{n} is outside 1024..=16777216 bytes"),
+            );
+            65536
+        }
+        Some(n) => n as usize,
+    };
+    SipDriverConfig {
+        udp_listen,
+        tcp_listen,
+        public_host,
+        max_message_size,
+    }
+}
+
+fn validate_engine(
+    file: &FileConfig,
+    sip_cfg: &SipDriverConfig,
+    errs: &mut Errors,
+) -> EngineConfig {
+    let d = EngineConfig::default();
+    let sip = &file.sip;
+
+    let ms = |v: Option<u64>, path: &str, default: Duration, errs: &mut Errors| match v {
+        None => default,
+        Some(0) => {
+            errs.push(path, "must be greater than 0");
+            default
+        }
+        Some(n) => Duration::from_millis(n),
+    };
+    let t1 = ms(sip.t1_ms, "sip.t1_ms", d.tx.t1, errs);
+    let t2 = ms(sip.t2_ms, "sip.t2_ms", d.tx.t2, errs);
+    let t4 = ms(sip.t4_ms, "sip.t4_ms", d.tx.t4, errs);
+    if t2 < t1 {
+        errs.push(
+            "sip.t2_ms",
+            "must not be smaller than sip.t1_ms (RFC 3261 §17.1.2.2)",
+        );
+    }
+
+    let outbound_proxy = sip
+        .outbound_proxy
+        .as_deref()
+        .and_then(|s| match parse_proxy(s) {
+            Ok(p) => Some(p),
+            Err(m) => {
+                errs.push("sip.outbound_proxy", m);
+                None
+            }
+        });
+
+    let trusted = match &sip.trusted {
+        None => d.trusted.clone(),
+        Some(list) => list
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match parse_cidr(s) {
+                Some(n) => Some(n),
+                None => {
+                    errs.push(format!("sip.trusted[{i}]"), format!("invalid CIDR {s:?}"));
+                    None
+                }
+            })
+            .collect(),
+    };
+
+    let credentials = sip
+        .credentials
+        .iter()
+        .flatten()
+        .enumerate()
+        .filter_map(|(i, c)| {
+            let base = format!("sip.credentials[{i}]");
+            let username = required(&c.username, &format!("{base}.username"), errs);
+            let password = required(&c.password, &format!("{base}.password"), errs);
+            if matches!(c.realm.as_deref(), Some("")) {
+                errs.push(
+                    format!("{base}.realm"),
+                    "must not be empty (omit it to match any realm)",
+                );
+            }
+            Some(Credential {
+                realm: c.realm.clone().filter(|r| !r.is_empty()),
+                username: username?,
+                password: password?,
+            })
+        })
+        .collect();
+
+    let user_agent = match sip.user_agent.as_deref() {
+        Some(ua) if ua.is_empty() || ua.contains(['\r', '\n']) => {
+            errs.push("sip.user_agent", "must be a non-empty single line");
+            d.user_agent.clone()
+        }
+        Some(ua) => ua.to_string(),
+        None => d.user_agent.clone(),
+    };
+
+    let pua = &file.pua;
+    let default_expires = expires(pua.default_expires, "pua.default_expires", 3600, errs);
+    let refresh_window = match pua.refresh_window.as_deref() {
+        None => (0.8, 0.9),
+        Some([lo, hi]) if 0.0 < *lo && lo <= hi && *hi < 1.0 => (*lo, *hi),
+        Some(other) => {
+            errs.push(
+                "pua.refresh_window",
+                format!("{other:?} must be [low, high] with 0 < low <= high < 1"),
+            );
+            (0.8, 0.9)
+        }
+    };
+    let max_backoff = match pua.max_backoff_secs {
+        None => Duration::from_secs(600),
+        Some(0) => {
+            errs.push("pua.max_backoff_secs", "must be greater than 0");
+            Duration::from_secs(600)
+        }
+        Some(n) => Duration::from_secs(n),
+    };
+
+    let n = &file.notifier;
+    let min_expires = expires(n.min_expires, "notifier.min_expires", 60, errs);
+    let max_expires = expires(n.max_expires, "notifier.max_expires", 7200, errs);
+    if min_expires > max_expires {
+        errs.push(
+            "notifier.max_expires",
+            "must not be smaller than notifier.min_expires",
+        );
+    }
+
+    let mut engine = EngineConfig {
+        tx: TxConfig {
+            t1,
+            t2,
+            t4,
+            ..TxConfig::default()
+        },
+        outbound_proxy,
+        trusted,
+        credentials,
+        max_message_size: sip_cfg.max_message_size,
+        default_expires,
+        min_expires,
+        max_expires,
+        refresh_window,
+        max_backoff,
+        user_agent,
+        ..d
+    };
+    apply_addresses(&mut engine, sip_cfg, sip_cfg.udp_listen, sip_cfg.tcp_listen);
+    engine
+}
+
+fn required(v: &Option<String>, path: &str, errs: &mut Errors) -> Option<String> {
+    match v.as_deref() {
+        None | Some("") => {
+            errs.push(path, "is required");
+            None
+        }
+        Some(s) => Some(s.to_string()),
+    }
+}
+
+/// An Expires value: 1..=2^32-1 seconds (RFC 3261 §20.19 allows up to 2^32-1).
+fn expires(v: Option<u64>, path: &str, default: u32, errs: &mut Errors) -> u32 {
+    match v {
+        None => default,
+        Some(n) if n == 0 || n > u32::MAX as u64 => {
+            errs.push(path, format!("{n} is outside 1..={}", u32::MAX));
+            default
+        }
+        Some(n) => n as u32,
+    }
+}
+
+fn parse_socket_addr(s: &str, path: &str, errs: &mut Errors) -> Option<SocketAddr> {
+    match s.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            errs.push(
+                path,
+                format!("invalid address {s:?} (expected IP:port, e.g. \"127.0.0.1:5060\")"),
+            );
+            None
+        }
+    }
+}
+
+/// A CIDR, or a bare address meaning a single host.
+fn parse_cidr(s: &str) -> Option<ipnet::IpNet> {
+    if let Ok(n) = s.parse::<ipnet::IpNet>() {
+        return Some(n);
+    }
+    s.parse::<IpAddr>().ok().map(ipnet::IpNet::from)
+}
+
+/// Parses `udp:IP:PORT`, `tcp:IP:PORT` or a SIP URI `sip:IP[:PORT][;transport=udp|tcp]`.
+/// Only numeric addresses for now: DNS (RFC 3263) is not done by this release.
+pub fn parse_proxy(s: &str) -> Result<Peer, String> {
+    let bad = |why: &str| format!("invalid proxy {s:?}: {why}");
+    let lower = s.to_ascii_lowercase();
+    if let Some(rest) = lower
+        .strip_prefix("udp:")
+        .map(|r| (Transport::Udp, r))
+        .or_else(|| lower.strip_prefix("tcp:").map(|r| (Transport::Tcp, r)))
+    {
+        let (transport, addr) = rest;
+        let addr = addr
+            .parse::<SocketAddr>()
+            .map_err(|_| bad("expected udp:IP:PORT or tcp:IP:PORT"))?;
+        return Ok(Peer { transport, addr });
+    }
+    let rest = lower
+        .strip_prefix("sip:")
+        .ok_or_else(|| bad("expected sip:IP[:PORT][;transport=udp|tcp] or udp:IP:PORT"))?;
+    let mut parts = rest.split(';');
+    let hostport = parts.next().unwrap_or_default();
+    if hostport.contains('@') {
+        return Err(bad("a proxy URI has no user part"));
+    }
+    let mut transport = Transport::Udp;
+    for param in parts {
+        if let Some(t) = param.strip_prefix("transport=") {
+            transport = match t {
+                "udp" => Transport::Udp,
+                "tcp" => Transport::Tcp,
+                _ => return Err(bad("transport must be udp or tcp")),
+            };
+        }
+    }
+    let addr = if let Ok(a) = hostport.parse::<SocketAddr>() {
+        a
+    } else {
+        let host = hostport.trim_start_matches('[').trim_end_matches(']');
+        let ip = host
+            .parse::<IpAddr>()
+            .map_err(|_| bad("the host must be a numeric IP address (DNS comes later)"))?;
+        SocketAddr::new(ip, 5060)
+    };
+    Ok(Peer { transport, addr })
+}
+
+/// Writes Via sent-by, local host and Contact from the public host and the bound ports.
+fn apply_addresses(
+    engine: &mut EngineConfig,
+    sip: &SipDriverConfig,
+    udp: Option<SocketAddr>,
+    tcp: Option<SocketAddr>,
+) {
+    let sent_by = |bound: SocketAddr| -> String {
+        match sip.public_host.as_deref() {
+            // A configured host:port is used as is (e.g. behind a port mapping).
+            Some(h) if has_port(h) => h.to_string(),
+            Some(h) => format!("{}:{}", bracket(h), bound.port()),
+            None => bound.to_string(),
+        }
+    };
+    let via_udp = udp.map(sent_by);
+    let via_tcp = tcp.map(sent_by);
+    let primary = via_udp
+        .clone()
+        .or_else(|| via_tcp.clone())
+        .unwrap_or_default();
+    engine.tx.via_udp = via_udp.clone().unwrap_or_else(|| primary.clone());
+    engine.tx.via_tcp = via_tcp.unwrap_or_else(|| primary.clone());
+    engine.local_host = primary.clone();
+    engine.contact_uri = if udp.is_some() {
+        format!("sip:gateway@{primary}")
+    } else {
+        format!("sip:gateway@{primary};transport=tcp")
+    };
+}
+
+fn has_port(host: &str) -> bool {
+    host.parse::<SocketAddr>().is_ok()
+        || (!host.starts_with('[')
+            && host.matches(':').count() == 1
+            && host
+                .rsplit(':')
+                .next()
+                .is_some_and(|p| p.parse::<u16>().is_ok()))
+}
+
+fn bracket(host: &str) -> String {
+    match host.parse::<IpAddr>() {
+        Ok(IpAddr::V6(_)) => format!("[{host}]"),
+        _ => host.to_string(),
+    }
+}
+
+fn validate_xmpp(x: &FileXmpp, errs: &mut Errors) -> XmppConfig {
+    let component_jid = required(&x.component_jid, "xmpp.component_jid", errs).unwrap_or_default();
+    if component_jid.contains(['@', '/']) {
+        errs.push(
+            "xmpp.component_jid",
+            format!("{component_jid:?} must be a bare domain"),
+        );
+    }
+    let secret = required(&x.secret, "xmpp.secret", errs).unwrap_or_default();
+    let server = required(&x.server, "xmpp.server", errs).unwrap_or_default();
+    if !server.is_empty() && !has_port(&server) {
+        errs.push(
+            "xmpp.server",
+            format!("invalid address {server:?} (expected host:port)"),
+        );
+    }
+    XmppConfig {
+        component_jid,
+        secret,
+        server,
+    }
+}
+
+fn validate_bridge(b: &FileBridge, errs: &mut Errors) -> BridgeConfig {
+    let mode = match b.mode.as_deref().unwrap_or("notifier") {
+        "notifier" => BridgeMode::Notifier,
+        "publish" => BridgeMode::Publish,
+        other => {
+            errs.push(
+                "bridge.mode",
+                format!("unknown mode {other:?} (expected \"notifier\" or \"publish\")"),
+            );
+            BridgeMode::Notifier
+        }
+    };
+    let mut seen = BTreeSet::new();
+    let mut domains = Vec::new();
+    for (i, d) in b.domains.iter().flatten().enumerate() {
+        let base = format!("bridge.domains[{i}]");
+        let xmpp_domain = required(&d.xmpp_domain, &format!("{base}.xmpp_domain"), errs);
+        let component_domain = required(
+            &d.component_domain,
+            &format!("{base}.component_domain"),
+            errs,
+        );
+        let sip_domain = required(&d.sip_domain, &format!("{base}.sip_domain"), errs);
+        if let Some(c) = &component_domain {
+            if !seen.insert(c.clone()) {
+                errs.push(
+                    format!("{base}.component_domain"),
+                    format!("{c:?} is mapped twice"),
+                );
+            }
+        }
+        let scheme = match d.scheme.as_deref().unwrap_or("domain") {
+            "domain" => Some(AddressScheme::Domain),
+            "escaped" => Some(AddressScheme::Escaped),
+            "delimiter" => {
+                let delim = d.delimiter.clone().unwrap_or_else(|| "*".into());
+                if delim.is_empty() || delim.contains(['@', ':', '/', ';', ' ']) {
+                    errs.push(
+                        format!("{base}.delimiter"),
+                        format!("{delim:?} cannot separate a user from a domain"),
+                    );
+                }
+                Some(AddressScheme::Delimiter(delim))
+            }
+            other => {
+                errs.push(
+                    format!("{base}.scheme"),
+                    format!("unknown scheme {other:?} (expected domain, escaped or delimiter)"),
+                );
+                None
+            }
+        };
+        if d.delimiter.is_some() && d.scheme.as_deref() != Some("delimiter") {
+            errs.push(
+                format!("{base}.delimiter"),
+                "only meaningful with scheme = \"delimiter\"",
+            );
+        }
+        if let (Some(xmpp_domain), Some(component_domain), Some(sip_domain), Some(scheme)) =
+            (xmpp_domain, component_domain, sip_domain, scheme)
+        {
+            domains.push(DomainMapping {
+                xmpp_domain,
+                component_domain,
+                sip_domain,
+                scheme,
+            });
+        }
+    }
+    BridgeConfig { mode, domains }
+}
+
+impl Config {
+    /// The engine's settings once the SIP sockets are bound: Via sent-by, local host and
+    /// Contact use the actual ports (so `127.0.0.1:0` works) unless `public_host` gives one.
+    pub fn engine_config_for(
+        &self,
+        udp: Option<SocketAddr>,
+        tcp: Option<SocketAddr>,
+    ) -> EngineConfig {
+        let mut engine = self.engine.clone();
+        apply_addresses(&mut engine, &self.sip, udp, tcp);
+        engine
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn minimal() -> &'static str {
+        "[sip]\nudp_listen = \"127.0.0.1:5060\"\n"
+    }
+
+    #[test]
+    fn minimal_file_gets_product_defaults() {
+        let c = load_str(minimal(), Some(HashMap::new())).unwrap();
+        assert_eq!(c.engine.default_expires, 3600);
+        assert_eq!(c.engine.refresh_window, (0.8, 0.9));
+        assert_eq!(c.engine.max_backoff, Duration::from_secs(600));
+        assert_eq!(c.engine.min_expires, 60);
+        assert_eq!(c.engine.max_expires, 7200);
+        assert_eq!(c.sip.max_message_size, 65536);
+        assert_eq!(c.store.path, PathBuf::from("gateway.db"));
+        assert_eq!(c.admin.listen, "127.0.0.1:8560".parse().unwrap());
+    }
+
+    #[test]
+    fn proxy_forms_parse() {
+        let udp = parse_proxy("udp:127.0.0.1:5070").unwrap();
+        assert_eq!(udp.transport, Transport::Udp);
+        assert_eq!(udp.addr, "127.0.0.1:5070".parse().unwrap());
+        let tcp = parse_proxy("sip:127.0.0.1:5070;transport=tcp").unwrap();
+        assert_eq!(tcp.transport, Transport::Tcp);
+        let default_port = parse_proxy("sip:127.0.0.1").unwrap();
+        assert_eq!(default_port.addr.port(), 5060);
+        assert!(parse_proxy("sip:proxy.example.org").is_err());
+    }
+
+    #[test]
+    fn bound_port_reaches_via_and_contact() {
+        let c = load_str(
+            "[sip]\nudp_listen = \"127.0.0.1:0\"\n",
+            Some(HashMap::new()),
+        )
+        .unwrap();
+        let e = c.engine_config_for(Some("127.0.0.1:41234".parse().unwrap()), None);
+        assert_eq!(e.tx.via_udp, "127.0.0.1:41234");
+        assert_eq!(e.contact_uri, "sip:gateway@127.0.0.1:41234");
+    }
+
+    #[test]
+    fn public_host_without_port_takes_bound_port() {
+        let c = load_str(
+            "[sip]\ntcp_listen = \"0.0.0.0:0\"\npublic_host = \"gw.example.org\"\n",
+            Some(HashMap::new()),
+        )
+        .unwrap();
+        let e = c.engine_config_for(None, Some("0.0.0.0:5099".parse().unwrap()));
+        assert_eq!(e.tx.via_tcp, "gw.example.org:5099");
+        assert_eq!(
+            e.contact_uri,
+            "sip:gateway@gw.example.org:5099;transport=tcp"
+        );
+    }
+}

@@ -23,13 +23,20 @@ pub enum Input {
     Sip { from: Peer, message: SipMessage },
     /// Bytes framed as one SIP message that did not parse. The engine answers 400 with a
     /// reason naming the problem when it can salvage enough headers, else drops and logs.
-    SipMalformed { from: Peer, raw: Vec<u8>, error: String },
+    SipMalformed {
+        from: Peer,
+        raw: Vec<u8>,
+        error: String,
+    },
     /// A message larger than the configured limit (answered 513 when salvageable).
     SipOversized { from: Peer, head: Vec<u8> },
     /// Sending to `to` failed at the transport (RFC 3261 §17.1.4: report as timeout).
     SipTransportError { to: Peer },
     /// An operator command from the management API.
-    Admin { id: AdminRequestId, command: AdminCommand },
+    Admin {
+        id: AdminRequestId,
+        command: AdminCommand,
+    },
     /// Rows loaded from the store at start, before any other input.
     Restore(Vec<StoredRow>),
     /// Graceful shutdown requested: persist what must survive, stop timers.
@@ -38,10 +45,16 @@ pub enum Input {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Output {
-    SendSip { to: Peer, message: SipMessage },
+    SendSip {
+        to: Peer,
+        message: SipMessage,
+    },
     /// Perform before any later output.
     Store(StoreOp),
-    AdminReply { id: AdminRequestId, reply: AdminReply },
+    AdminReply {
+        id: AdminRequestId,
+        reply: AdminReply,
+    },
 }
 
 use std::time::Duration;

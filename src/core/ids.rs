@@ -16,7 +16,11 @@ impl IdGenerator {
     /// A generator from a seed. A zero seed is replaced, since xorshift would stay at zero.
     pub fn seeded(seed: u64) -> Self {
         IdGenerator {
-            state: if seed == 0 { 0x9E37_79B9_7F4A_7C15 } else { seed },
+            state: if seed == 0 {
+                0x9E37_79B9_7F4A_7C15
+            } else {
+                seed
+            },
             counter: 0,
         }
     }

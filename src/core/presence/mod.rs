@@ -25,7 +25,10 @@ pub enum Body {
     Watcherinfo(watcherinfo::WatcherInfo),
     DialogInfo(dialog_info::DialogInfo),
     /// A media type we do not interpret; kept raw for the owning module.
-    Other { content_type: String, bytes: Vec<u8> },
+    Other {
+        content_type: String,
+        bytes: Vec<u8>,
+    },
 }
 
 /// Why a body could not be used; answered on the wire as 400 (or 415 for an unknown type
@@ -35,7 +38,10 @@ pub enum BodyError {
     #[error("body is not well-formed XML: {0}")]
     Malformed(String),
     #[error("body is not a {expected} document: {detail}")]
-    WrongDocument { expected: &'static str, detail: String },
+    WrongDocument {
+        expected: &'static str,
+        detail: String,
+    },
     #[error("body exceeds the XML limits: {0}")]
     TooLarge(String),
 }

@@ -143,7 +143,11 @@ impl Headers {
     pub fn set(&mut self, name: &str, value: impl Into<String>) {
         let canon = canonical_header_name(name);
         let value = value.into();
-        match self.0.iter().position(|(n, _)| n.eq_ignore_ascii_case(&canon)) {
+        match self
+            .0
+            .iter()
+            .position(|(n, _)| n.eq_ignore_ascii_case(&canon))
+        {
             Some(i) => {
                 self.0[i].1 = value;
                 let mut j = i + 1;
@@ -344,7 +348,12 @@ pub struct Peer {
 
 impl fmt::Display for Peer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.transport.as_str().to_ascii_lowercase(), self.addr)
+        write!(
+            f,
+            "{}:{}",
+            self.transport.as_str().to_ascii_lowercase(),
+            self.addr
+        )
     }
 }
 

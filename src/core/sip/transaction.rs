@@ -93,12 +93,22 @@ impl TransactionLayer {
         todo!("sip-stack")
     }
 
-    pub fn on_response(&mut self, now: Timestamp, from: Peer, response: Response) -> Option<TxEvent> {
+    pub fn on_response(
+        &mut self,
+        now: Timestamp,
+        from: Peer,
+        response: Response,
+    ) -> Option<TxEvent> {
         let _ = (now, from, response);
         todo!("sip-stack")
     }
 
-    pub fn on_request(&mut self, now: Timestamp, from: Peer, request: &Request) -> RequestDisposition {
+    pub fn on_request(
+        &mut self,
+        now: Timestamp,
+        from: Peer,
+        request: &Request,
+    ) -> RequestDisposition {
         let _ = (now, from, request);
         todo!("sip-stack")
     }
