@@ -129,7 +129,7 @@ use super::ids::IdGenerator;
 use super::modules::admin::AdminModule;
 use super::modules::{Module, ModuleCtx, ModuleId};
 use super::pua::{PuaService, PuaTimer, PublicationId, SubscriptionId};
-use super::sip::digest;
+use self::digest_shim as digest;
 use super::sip::headers::{CSeq, EventHeader, NameAddr};
 use super::sip::message::{Method, Request, Response, Transport};
 use super::sip::transaction::{ClientTxId, RequestDisposition, ServerTxId, TransactionLayer, TxEvent};
@@ -695,23 +695,33 @@ impl Engine {
     }
 
     fn on_malformed(&mut self, from: Peer, raw: &[u8], error: &str) {
-        match super::sip::message::salvage_for_reply(raw) {
-            Some(req) => {
+        match salvage_for_reply(raw) {
+            Some(s) => {
                 tracing::warn!(peer = %from, error, "malformed request answered 400");
                 let reason = format!("Bad Request ({})", reason_text(error));
-                let resp = build_response(&req, 400, &reason, &mut self.svc.ids);
-                self.svc.tx.respond_stateless(from, req.headers.get("Via"), resp);
+                let resp = self.salvaged_response(&s, 400, &reason);
+                self.svc.tx.respond_stateless(from, s.top_via(), resp);
             }
             None => tracing::warn!(peer = %from, error, "malformed message dropped"),
         }
     }
 
+    /// A response to a salvaged request, with a To-tag added when it had none.
+    fn salvaged_response(&mut self, s: &Salvaged, status: u16, reason: &str) -> Response {
+        let mut resp = s.response(status, reason);
+        let has_tag = NameAddr::parse("To", &s.to).map(|n| n.tag().is_some()).unwrap_or(true);
+        if !has_tag {
+            resp.headers.set("To", format!("{};tag={}", s.to.trim(), self.svc.ids.tag()));
+        }
+        resp
+    }
+
     fn on_oversized(&mut self, from: Peer, head: &[u8]) {
-        match super::sip::message::salvage_for_reply(head) {
-            Some(req) => {
+        match salvage_for_reply(head) {
+            Some(s) => {
                 tracing::warn!(peer = %from, "oversized request answered 513");
-                let resp = build_response(&req, 513, "Message Too Large", &mut self.svc.ids);
-                self.svc.tx.respond_stateless(from, req.headers.get("Via"), resp);
+                let resp = self.salvaged_response(&s, 513, "Message Too Large");
+                self.svc.tx.respond_stateless(from, s.top_via(), resp);
             }
             None => tracing::warn!(peer = %from, "oversized message dropped"),
         }
@@ -734,5 +744,162 @@ fn basic_problem(req: &Request) -> Option<String> {
         Some(Ok(c)) if c.method == req.method => None,
         Some(Ok(_)) => Some("CSeq Method Mismatch".into()),
         _ => Some("Bad CSeq".into()),
+    }
+}
+
+// TODO(sipstack): drop this shim when `message::salvage_for_reply` lands in main.
+use self::salvage_shim::{salvage_for_reply, Salvaged};
+mod salvage_shim {
+    use super::Response;
+    pub struct Salvaged {
+        pub vias: Vec<String>,
+        pub from: String,
+        pub to: String,
+        pub call_id: String,
+        pub cseq: String,
+    }
+    impl Salvaged {
+        pub fn top_via(&self) -> Option<&str> {
+            self.vias.first().map(String::as_str)
+        }
+        pub fn response(&self, status: u16, reason: &str) -> Response {
+            let mut r = Response::new(status, reason);
+            for v in &self.vias {
+                r.headers.push("Via", v.clone());
+            }
+            r.headers.push("From", self.from.clone());
+            r.headers.push("To", self.to.clone());
+            r.headers.push("Call-ID", self.call_id.clone());
+            r.headers.push("CSeq", self.cseq.clone());
+            r
+        }
+    }
+    pub fn salvage_for_reply(raw: &[u8]) -> Option<Salvaged> {
+        let text = String::from_utf8_lossy(raw);
+        let mut s = Salvaged { vias: vec![], from: String::new(), to: String::new(), call_id: String::new(), cseq: String::new() };
+        let mut lines = text.lines();
+        let start = lines.next()?;
+        if start.starts_with("SIP/") || start.starts_with("ACK ") {
+            return None;
+        }
+        for l in lines {
+            if l.trim().is_empty() {
+                break;
+            }
+            let Some((n, v)) = l.split_once(':') else { continue };
+            let v = v.trim().to_string();
+            match crate::core::sip::message::canonical_header_name(n.trim()).as_str() {
+                "Via" => s.vias.push(v),
+                "From" => s.from = v,
+                "To" => s.to = v,
+                "Call-ID" => s.call_id = v,
+                "CSeq" => s.cseq = v,
+                _ => {}
+            }
+        }
+        if s.vias.is_empty() || s.from.is_empty() || s.to.is_empty() || s.call_id.is_empty() || s.cseq.is_empty() {
+            return None;
+        }
+        Some(s)
+    }
+}
+
+// TODO(sipstack): drop this shim when `digest::{DigestChallenge, authorization}` land.
+mod digest_shim {
+    use md5::{Digest as _, Md5};
+    use sha2::Sha256;
+
+    /// A `WWW-Authenticate` / `Proxy-Authenticate` Digest challenge (RFC 7616 §3.3).
+    #[derive(Clone, Debug)]
+    pub struct DigestChallenge {
+        pub realm: String,
+        pub nonce: String,
+        pub opaque: Option<String>,
+        pub algorithm: String,
+        pub qop: Option<String>,
+        pub stale: bool,
+    }
+
+    impl DigestChallenge {
+        pub fn parse(value: &str) -> Result<Self, String> {
+            let rest = value.trim();
+            let rest = rest
+                .strip_prefix("Digest")
+                .or_else(|| rest.strip_prefix("digest"))
+                .ok_or_else(|| "not a Digest challenge".to_string())?;
+            let mut ch = DigestChallenge {
+                realm: String::new(),
+                nonce: String::new(),
+                opaque: None,
+                algorithm: "MD5".into(),
+                qop: None,
+                stale: false,
+            };
+            let mut chars = rest.trim().chars().peekable();
+            loop {
+                while matches!(chars.peek(), Some(c) if *c == ',' || c.is_whitespace()) {
+                    chars.next();
+                }
+                let name: String = std::iter::from_fn(|| chars.next_if(|c| *c != '=')).collect();
+                if name.is_empty() {
+                    break;
+                }
+                chars.next();
+                let val: String = if chars.peek() == Some(&'"') {
+                    chars.next();
+                    let v: String = std::iter::from_fn(|| chars.next_if(|c| *c != '"')).collect();
+                    chars.next();
+                    v
+                } else {
+                    std::iter::from_fn(|| chars.next_if(|c| *c != ',')).collect::<String>().trim().to_string()
+                };
+                match name.trim().to_ascii_lowercase().as_str() {
+                    "realm" => ch.realm = val,
+                    "nonce" => ch.nonce = val,
+                    "opaque" => ch.opaque = Some(val),
+                    "algorithm" => ch.algorithm = val,
+                    "qop" => ch.qop = Some(val),
+                    "stale" => ch.stale = val.eq_ignore_ascii_case("true"),
+                    _ => {}
+                }
+            }
+            if ch.nonce.is_empty() {
+                return Err("challenge without nonce".into());
+            }
+            Ok(ch)
+        }
+    }
+
+    fn h(alg: &str, s: &str) -> String {
+        if alg.to_ascii_uppercase().starts_with("SHA-256") {
+            hex::encode(Sha256::digest(s.as_bytes()))
+        } else {
+            hex::encode(Md5::digest(s.as_bytes()))
+        }
+    }
+
+    /// The `Authorization` value answering `ch` (RFC 7616 §3.4, `qop=auth` when offered).
+    pub fn authorization(ch: &DigestChallenge, method: &str, uri: &str, user: &str, pass: &str, cnonce: &str, nc: u32) -> String {
+        let alg = ch.algorithm.as_str();
+        let ha1 = h(alg, &format!("{user}:{}:{pass}", ch.realm));
+        let ha2 = h(alg, &format!("{method}:{uri}"));
+        let auth_qop = ch.qop.as_deref().is_some_and(|q| q.split(',').any(|x| x.trim() == "auth"));
+        let nc = format!("{nc:08x}");
+        let response = if auth_qop {
+            h(alg, &format!("{ha1}:{}:{nc}:{cnonce}:auth:{ha2}", ch.nonce))
+        } else {
+            h(alg, &format!("{ha1}:{}:{ha2}", ch.nonce))
+        };
+        let mut out = format!(
+            "Digest username=\"{user}\", realm=\"{}\", nonce=\"{}\", uri=\"{uri}\", response=\"{response}\", algorithm={alg}",
+            ch.realm, ch.nonce
+        );
+        if auth_qop {
+            out.push_str(&format!(", qop=auth, nc={nc}, cnonce=\"{cnonce}\""));
+        }
+        if let Some(o) = &ch.opaque {
+            out.push_str(&format!(", opaque=\"{o}\""));
+        }
+        out
     }
 }
