@@ -1,0 +1,85 @@
+//! Restart: restored records are refreshed in place (product.md, Persistence).
+
+mod support;
+
+use support::*;
+use xmpp_sip_gateway::core::engine::Input;
+use xmpp_sip_gateway::core::sip::Method;
+
+/// A restored publication is refreshed with its stored ETag at its normal time.
+#[test]
+fn restored_publication_is_refreshed_with_its_stored_etag() {
+    let mut h1 = Harness::new();
+    let (_, outs) = h1.admin(Harness::publish_cmd("sip:ben@sip.example", -1, Some(PIDF_OPEN), None));
+    let p = one_request(&outs, Method::Publish);
+    h1.answer(&p, 200, |r| {
+        r.headers.push("SIP-ETag", "e1");
+        r.headers.push("Expires", "1800");
+    });
+    let rows = Harness::rows_from_puts(&h1.all);
+
+    let mut h2 = Harness::new();
+    h2.advance(secs(100));
+    let outs = h2.input(Input::Restore(rows));
+    assert!(requests(&outs, Method::Publish).is_empty(), "not due yet");
+    let r = one_request(&h2.advance(secs(1600)), Method::Publish);
+    assert_eq!(header(&r, "SIP-If-Match"), Some("e1"));
+    assert!(r.body.is_empty(), "a refresh, not a new initial");
+}
+
+/// A restored publication whose refresh is already due is refreshed at once.
+#[test]
+fn restored_publication_past_its_refresh_time_is_refreshed_at_once() {
+    let mut h1 = Harness::new();
+    let (_, outs) = h1.admin(Harness::publish_cmd("sip:ben@sip.example", -1, Some(PIDF_OPEN), None));
+    let p = one_request(&outs, Method::Publish);
+    h1.answer(&p, 200, |r| {
+        r.headers.push("SIP-ETag", "e1");
+        r.headers.push("Expires", "1800");
+    });
+    let rows = Harness::rows_from_puts(&h1.all);
+
+    let mut h2 = Harness::new();
+    h2.advance(secs(1650));
+    h2.input(Input::Restore(rows));
+    let r = one_request(&h2.advance(secs(0)), Method::Publish);
+    assert_eq!(header(&r, "SIP-If-Match"), Some("e1"));
+}
+
+/// A restored subscription is refreshed in its dialog, CSeq continuing.
+#[test]
+fn restored_subscription_is_refreshed_in_dialog() {
+    let mut h1 = Harness::new();
+    let (_, outs) = h1.admin(Harness::subscribe_cmd("presence", -1));
+    let s = one_request(&outs, Method::Subscribe);
+    h1.answer(&s, 200, |r| r.headers.push("Expires", "3600"));
+    let n = h1.notify(&s, "n1", 1, "active;expires=3600", None);
+    h1.from_server(n);
+    let rows = Harness::rows_from_puts(&h1.all);
+
+    let mut h2 = Harness::new();
+    h2.advance(secs(60));
+    assert!(requests(&h2.input(Input::Restore(rows)), Method::Subscribe).is_empty());
+    let r = one_request(&h2.advance(secs(3300)), Method::Subscribe);
+    assert_eq!(header(&r, "Call-ID"), header(&s, "Call-ID"));
+    assert!(header(&r, "To").unwrap().contains("tag=n1"));
+    assert_eq!(tag_of(header(&r, "From").unwrap()), tag_of(header(&s, "From").unwrap()));
+    assert_eq!(cseq_of(&r), 2);
+    assert_eq!(r.uri, "sip:notifier@127.0.0.1:5070;transport=tcp");
+}
+
+/// NOTIFYs on a restored dialog are matched.
+#[test]
+fn restored_subscription_accepts_notifies_of_its_dialog() {
+    let mut h1 = Harness::new();
+    let (_, outs) = h1.admin(Harness::subscribe_cmd("presence", -1));
+    let s = one_request(&outs, Method::Subscribe);
+    let n = h1.notify(&s, "n1", 1, "active;expires=3600", None);
+    h1.from_server(n);
+    let rows = Harness::rows_from_puts(&h1.all);
+
+    let mut h2 = Harness::new();
+    h2.input(Input::Restore(rows));
+    let n2 = h2.notify(&s, "n1", 2, "active;expires=3600", Some(PIDF_CLOSED));
+    assert_eq!(one_response(&h2.from_server(n2)).status, 200);
+}
