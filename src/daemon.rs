@@ -1,1 +1,605 @@
 //! Wires the drivers to the engine; graceful shutdown. Owner: io-daemon.
+//!
+//! One task owns the engine (architecture.md, Core and drivers). Drivers hand it inputs
+//! through bounded channels, each stamped with the wall-clock time of receipt. After every
+//! input the task drains `poll_output` and performs each output in order:
+//! - `Store` is applied synchronously before anything after it is performed, so a state is
+//!   durable before the message that acknowledges it leaves (product.md, Persistence);
+//! - `SendSip` is serialised and queued on the SIP transport;
+//! - `AdminReply` answers the HTTP request waiting for it.
+//!
+//! Then it sleeps until the next input or `poll_timeout`, when it feeds `Input::Tick`.
+//!
+//! Start: open the store, bind the sockets (logging each bound address), then
+//! `Input::Restore` before any other input. Stop (SIGTERM/SIGINT cancel the token):
+//! `Input::Shutdown`, drain and perform the outputs, flush the transports, close.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::config::Config;
+use crate::core::engine::{AdminRequestId, EngineConfig, Input, Output};
+use crate::core::modules::admin::AdminReply;
+use crate::core::persist::{StoreOp, StoredRow};
+use crate::core::sip::Peer;
+use crate::core::time::Timestamp;
+use crate::io::sip_transport::{self, SipSender, SipSockets};
+use crate::io::store::Store;
+
+/// Inputs queued for the engine before drivers wait (back-pressure on the sockets).
+const INPUT_QUEUE: usize = 1024;
+/// Admin commands queued before the HTTP handlers wait.
+const ADMIN_QUEUE: usize = 64;
+/// How long shutdown waits for queued messages to leave.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A stamped engine input, as drivers send it.
+pub type Stamped = (Timestamp, Input);
+/// Where drivers send their inputs.
+pub type InputTx = mpsc::Sender<Stamped>;
+
+/// The wall-clock time as the core counts it (core::time: milliseconds since the epoch).
+pub fn now() -> Timestamp {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    Timestamp::from_millis(ms)
+}
+
+/// Why the daemon stopped other than by a signal (exit code 1 in `main`).
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("store: {0}")]
+    Store(String),
+    #[error("{0}")]
+    Bind(std::io::Error),
+}
+
+/// The engine as the daemon drives it: `core::engine::Engine` in production, a scripted
+/// fake in the daemon's own tests.
+pub trait EngineDriver: Send + 'static {
+    fn handle_input(&mut self, now: Timestamp, input: Input);
+    fn poll_output(&mut self) -> Option<Output>;
+    fn poll_timeout(&self) -> Option<Timestamp>;
+}
+
+// TEMPORARY until `core::engine::Engine` (helper pua) and `io::admin_http` (helper
+// ioadmin) land in main; replaced by `impl EngineDriver for Engine` and
+// `admin_http::{serve, AdminCall}` then.
+struct Engine;
+impl Engine {
+    fn new(_config: EngineConfig, _seed: u64) -> Self {
+        Engine
+    }
+}
+impl EngineDriver for Engine {
+    fn handle_input(&mut self, _now: Timestamp, _input: Input) {}
+    fn poll_output(&mut self) -> Option<Output> {
+        None
+    }
+    fn poll_timeout(&self) -> Option<Timestamp> {
+        None
+    }
+}
+mod admin_http {
+    use crate::core::modules::admin::{AdminCommand, AdminReply};
+    use tokio::sync::{mpsc, oneshot};
+    use tokio_util::sync::CancellationToken;
+    #[derive(Debug)]
+    pub struct AdminCall {
+        pub command: AdminCommand,
+        pub reply: oneshot::Sender<AdminReply>,
+    }
+    pub async fn serve(
+        _listener: tokio::net::TcpListener,
+        _commands: mpsc::Sender<AdminCall>,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
+        shutdown.cancelled().await;
+        Ok(())
+    }
+}
+use admin_http::AdminCall;
+
+/// Durable storage as the daemon uses it (`io::store::Store` in production).
+pub trait StoreDriver: Send + 'static {
+    fn load_all(&mut self) -> Result<Vec<StoredRow>, String>;
+    fn apply(&mut self, op: &StoreOp) -> Result<(), String>;
+}
+
+impl StoreDriver for Store {
+    fn load_all(&mut self) -> Result<Vec<StoredRow>, String> {
+        Store::load_all(self).map_err(|e| e.to_string())
+    }
+    fn apply(&mut self, op: &StoreOp) -> Result<(), String> {
+        Store::apply(self, op).map_err(|e| e.to_string())
+    }
+}
+
+/// Runs the gateway until `cancel` fires (then shuts down gracefully and returns `Ok`) or
+/// a fatal error occurs.
+pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), DaemonError> {
+    let store = Store::open(&config.store.path).map_err(|e| DaemonError::Store(e.to_string()))?;
+    let seed: u64 = rand::random();
+    run_with(config, store, cancel, move |engine_config| {
+        Engine::new(engine_config, seed)
+    })
+    .await
+}
+
+/// [`run`] with the engine and the store supplied (tests drive the wiring with fakes).
+pub async fn run_with<E, S>(
+    config: Config,
+    mut store: S,
+    cancel: CancellationToken,
+    make_engine: impl FnOnce(EngineConfig) -> E,
+) -> Result<(), DaemonError>
+where
+    E: EngineDriver,
+    S: StoreDriver,
+{
+    let rows = store.load_all().map_err(DaemonError::Store)?;
+
+    let sockets = SipSockets::bind(&config.sip)
+        .await
+        .map_err(DaemonError::Bind)?;
+    sip_transport::log_bound(&sockets);
+    let engine_config = config.engine_config_for(sockets.udp_addr(), sockets.tcp_addr());
+    info!(
+        contact = %engine_config.contact_uri,
+        via_udp = %engine_config.tx.via_udp,
+        via_tcp = %engine_config.tx.via_tcp,
+        "sip identity"
+    );
+
+    let admin_listener = if config.admin.enabled {
+        let l = tokio::net::TcpListener::bind(config.admin.listen)
+            .await
+            .map_err(|e| {
+                DaemonError::Bind(std::io::Error::new(
+                    e.kind(),
+                    format!("cannot bind admin {}: {e}", config.admin.listen),
+                ))
+            })?;
+        let addr: Option<SocketAddr> = l.local_addr().ok();
+        if let Some(addr) = addr {
+            info!(addr = %addr, "admin listening");
+        }
+        Some(l)
+    } else {
+        None
+    };
+
+    let mut engine = make_engine(engine_config);
+    let mut loop_state = Loop {
+        pending_admin: HashMap::new(),
+        next_admin_id: 0,
+        sip: None,
+    };
+
+    // Restore comes before any other input, so nothing races with rebuilding state.
+    let restored = rows.len();
+    engine.handle_input(now(), Input::Restore(rows));
+    info!(rows = restored, "state restored");
+
+    // Drivers start only now: their inputs queue behind the restore.
+    let transport_cancel = CancellationToken::new();
+    let (input_tx, mut input_rx) = mpsc::channel::<Stamped>(INPUT_QUEUE);
+    let transport = sockets.start(input_tx, transport_cancel.clone());
+    loop_state.sip = Some(Box::new(transport.sender()));
+    // Outputs of the restore (e.g. refreshes due) go out once the transport exists.
+    loop_state.drain(&mut engine, &mut store)?;
+
+    let (admin_tx, mut admin_rx) = mpsc::channel::<AdminCall>(ADMIN_QUEUE);
+    let admin_cancel = CancellationToken::new();
+    let admin_task = admin_listener.map(|listener| {
+        let cancel = admin_cancel.clone();
+        tokio::spawn(async move {
+            if let Err(e) = admin_http::serve(listener, admin_tx, cancel).await {
+                error!("admin server failed: {e}");
+            }
+        })
+    });
+
+    info!("gateway running");
+    let result = loop {
+        let sleep = match engine.poll_timeout() {
+            Some(deadline) => now().until(deadline),
+            // Nothing scheduled: wake rarely, only to re-check.
+            None => Duration::from_secs(3600),
+        };
+        let input = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break Ok(()),
+            received = input_rx.recv() => match received {
+                Some((at, input)) => Some((at, input)),
+                None => break Ok(()),
+            },
+            Some(call) = admin_rx.recv() => {
+                let id = loop_state.admit(call.reply);
+                Some((now(), Input::Admin { id, command: call.command }))
+            }
+            _ = tokio::time::sleep(sleep) => None,
+        };
+        let (at, input) = input.unwrap_or_else(|| (now(), Input::Tick));
+        engine.handle_input(at, input);
+        if let Err(e) = loop_state.drain(&mut engine, &mut store) {
+            break Err(e);
+        }
+    };
+
+    info!("shutting down");
+    admin_cancel.cancel();
+    engine.handle_input(now(), Input::Shutdown);
+    let drained = loop_state.drain(&mut engine, &mut store);
+    // Unanswered admin requests get a 503 from the HTTP driver when their sender drops.
+    loop_state.pending_admin.clear();
+    loop_state.sip = None;
+    if tokio::time::timeout(FLUSH_TIMEOUT, transport.close(transport_cancel))
+        .await
+        .is_err()
+    {
+        warn!("sip transport did not flush within {FLUSH_TIMEOUT:?}");
+    }
+    if let Some(task) = admin_task {
+        let _ = tokio::time::timeout(FLUSH_TIMEOUT, task).await;
+    }
+    info!("stopped");
+    result.and(drained)
+}
+
+/// What the engine task keeps besides the engine.
+struct Loop {
+    /// HTTP requests waiting for their `AdminReply`.
+    pending_admin: HashMap<AdminRequestId, oneshot::Sender<AdminReply>>,
+    next_admin_id: u64,
+    sip: Option<Box<dyn SipOut>>,
+}
+
+/// Where `SendSip` outputs go (the SIP transport; a recorder in tests).
+pub trait SipOut: Send {
+    fn send(&self, to: Peer, bytes: Vec<u8>);
+}
+
+impl SipOut for SipSender {
+    fn send(&self, to: Peer, bytes: Vec<u8>) {
+        SipSender::send(self, to, bytes)
+    }
+}
+
+impl Loop {
+    fn admit(&mut self, reply: oneshot::Sender<AdminReply>) -> AdminRequestId {
+        self.next_admin_id += 1;
+        let id = AdminRequestId(self.next_admin_id);
+        self.pending_admin.insert(id, reply);
+        id
+    }
+
+    /// Performs every pending output in order. A failed store write stops the daemon:
+    /// continuing would acknowledge state that is not durable.
+    fn drain<E: EngineDriver, S: StoreDriver>(
+        &mut self,
+        engine: &mut E,
+        store: &mut S,
+    ) -> Result<(), DaemonError> {
+        while let Some(output) = engine.poll_output() {
+            match output {
+                Output::Store(op) => {
+                    if let Err(e) = apply_blocking(store, &op) {
+                        error!("store write failed: {e}; stopping");
+                        return Err(DaemonError::Store(e));
+                    }
+                }
+                Output::SendSip { to, message } => match &self.sip {
+                    Some(sip) => {
+                        debug!(peer = %to, "sip send");
+                        sip.send(to, message.to_bytes());
+                    }
+                    None => warn!(peer = %to, "sip output before the transport started; dropped"),
+                },
+                Output::AdminReply { id, reply } => match self.pending_admin.remove(&id) {
+                    Some(tx) => {
+                        let _ = tx.send(reply);
+                    }
+                    None => debug!(id = id.0, "admin reply for a request no longer waiting"),
+                },
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A store write on the engine task. On the multi-threaded runtime the worker is handed
+/// over first so other tasks keep running while SQLite syncs.
+fn apply_blocking<S: StoreDriver>(store: &mut S, op: &StoreOp) -> Result<(), String> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(|| store.apply(op)),
+        _ => store.apply(op),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::modules::admin::HealthView;
+    use crate::core::persist::StoreTable;
+    use crate::core::sip::{Request, SipMessage, Transport};
+    use std::sync::{Arc, Mutex};
+
+    /// Everything the fakes saw, in order.
+    type Journal = Arc<Mutex<Vec<String>>>;
+
+    struct FakeEngine {
+        inputs: Arc<Mutex<Vec<Input>>>,
+        /// Outputs to emit after the next input.
+        script: Vec<Output>,
+        deadline: Option<Timestamp>,
+        seen: mpsc::UnboundedSender<&'static str>,
+    }
+
+    impl EngineDriver for FakeEngine {
+        fn handle_input(&mut self, now: Timestamp, input: Input) {
+            let kind = match &input {
+                Input::Restore(_) => "restore",
+                Input::Tick => "tick",
+                Input::Shutdown => "shutdown",
+                _ => "other",
+            };
+            if kind == "restore" {
+                // Ask to be woken shortly after start.
+                self.deadline = Some(now + Duration::from_millis(20));
+            } else if kind == "tick" {
+                self.deadline = None;
+            }
+            self.inputs.lock().unwrap().push(input);
+            let _ = self.seen.send(kind);
+        }
+        fn poll_output(&mut self) -> Option<Output> {
+            if self.script.is_empty() {
+                None
+            } else {
+                Some(self.script.remove(0))
+            }
+        }
+        fn poll_timeout(&self) -> Option<Timestamp> {
+            self.deadline
+        }
+    }
+
+    struct FakeStore {
+        rows: Vec<StoredRow>,
+        journal: Journal,
+        fail_on: Option<String>,
+    }
+
+    impl StoreDriver for FakeStore {
+        fn load_all(&mut self) -> Result<Vec<StoredRow>, String> {
+            Ok(self.rows.clone())
+        }
+        fn apply(&mut self, op: &StoreOp) -> Result<(), String> {
+            let key = match op {
+                StoreOp::Put { key, .. } | StoreOp::Delete { key, .. } => key.clone(),
+            };
+            if self.fail_on.as_ref() == Some(&key) {
+                return Err("disk full".into());
+            }
+            self.journal.lock().unwrap().push(format!("store {key}"));
+            Ok(())
+        }
+    }
+
+    struct RecordingSip(Journal);
+
+    impl SipOut for RecordingSip {
+        fn send(&self, to: Peer, _bytes: Vec<u8>) {
+            self.0.lock().unwrap().push(format!("send {}", to.addr));
+        }
+    }
+
+    fn put(key: &str) -> Output {
+        Output::Store(StoreOp::Delete {
+            table: StoreTable::Subscriptions,
+            key: key.into(),
+        })
+    }
+
+    fn send(port: u16) -> Output {
+        Output::SendSip {
+            to: Peer {
+                transport: Transport::Udp,
+                addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            },
+            message: SipMessage::Request(Request::new(
+                crate::core::sip::Method::Options,
+                "sip:x@127.0.0.1",
+            )),
+        }
+    }
+
+    fn row(key: &str) -> StoredRow {
+        StoredRow {
+            table: StoreTable::Subscriptions,
+            key: key.into(),
+            owner: "pua".into(),
+            data: serde_json::Value::Null,
+        }
+    }
+
+    fn test_config() -> Config {
+        crate::config::load_str(
+            "[sip]\nudp_listen = \"127.0.0.1:0\"\n[admin]\nenabled = false\n",
+            Some(Default::default()),
+        )
+        .unwrap()
+    }
+
+    fn fake_engine(
+        script: Vec<Output>,
+    ) -> (
+        FakeEngine,
+        Arc<Mutex<Vec<Input>>>,
+        mpsc::UnboundedReceiver<&'static str>,
+    ) {
+        let inputs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let engine = FakeEngine {
+            inputs: inputs.clone(),
+            script,
+            deadline: None,
+            seen: tx,
+        };
+        (engine, inputs, rx)
+    }
+
+    async fn wait_for(rx: &mut mpsc::UnboundedReceiver<&'static str>, kind: &str) {
+        let found = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(k) = rx.recv().await {
+                if k == kind {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(found.is_ok(), "engine never saw {kind}");
+    }
+
+    #[tokio::test]
+    async fn restore_is_the_first_input_and_shutdown_the_last() {
+        let (engine, inputs, mut seen) = fake_engine(Vec::new());
+        let store = FakeStore {
+            rows: vec![row("a"), row("b")],
+            journal: Default::default(),
+            fail_on: None,
+        };
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(run_with(test_config(), store, cancel.clone(), move |_| {
+            engine
+        }));
+        wait_for(&mut seen, "restore").await;
+        cancel.cancel();
+        task.await.unwrap().unwrap();
+        let inputs = inputs.lock().unwrap();
+        assert_eq!(
+            inputs.first(),
+            Some(&Input::Restore(vec![row("a"), row("b")]))
+        );
+        assert_eq!(inputs.last(), Some(&Input::Shutdown));
+    }
+
+    #[tokio::test]
+    async fn tick_is_fed_when_the_engine_deadline_passes() {
+        let (engine, _inputs, mut seen) = fake_engine(Vec::new());
+        let store = FakeStore {
+            rows: Vec::new(),
+            journal: Default::default(),
+            fail_on: None,
+        };
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(run_with(test_config(), store, cancel.clone(), move |_| {
+            engine
+        }));
+        wait_for(&mut seen, "tick").await;
+        cancel.cancel();
+        task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn engine_config_carries_the_bound_port() {
+        let (engine, _inputs, mut seen) = fake_engine(Vec::new());
+        let store = FakeStore {
+            rows: Vec::new(),
+            journal: Default::default(),
+            fail_on: None,
+        };
+        let (cfg_tx, cfg_rx) = oneshot::channel();
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(run_with(test_config(), store, cancel.clone(), move |c| {
+            let _ = cfg_tx.send(c);
+            engine
+        }));
+        wait_for(&mut seen, "restore").await;
+        cancel.cancel();
+        task.await.unwrap().unwrap();
+        let cfg = cfg_rx.await.unwrap();
+        assert!(!cfg.tx.via_udp.ends_with(":0"), "{}", cfg.tx.via_udp);
+        assert!(cfg.contact_uri.starts_with("sip:gateway@127.0.0.1:"));
+    }
+
+    #[test]
+    fn outputs_are_performed_in_order_store_before_later_sends() {
+        let journal: Journal = Default::default();
+        let (mut engine, _, _rx) = fake_engine(vec![put("a"), send(1), put("b"), send(2)]);
+        let mut store = FakeStore {
+            rows: Vec::new(),
+            journal: journal.clone(),
+            fail_on: None,
+        };
+        let mut l = Loop {
+            pending_admin: HashMap::new(),
+            next_admin_id: 0,
+            sip: Some(Box::new(RecordingSip(journal.clone()))),
+        };
+        l.drain(&mut engine, &mut store).unwrap();
+        assert_eq!(
+            *journal.lock().unwrap(),
+            ["store a", "send 127.0.0.1:1", "store b", "send 127.0.0.1:2"]
+        );
+    }
+
+    #[test]
+    fn failed_store_write_stops_before_later_outputs() {
+        let journal: Journal = Default::default();
+        let (mut engine, _, _rx) = fake_engine(vec![put("a"), send(1)]);
+        let mut store = FakeStore {
+            rows: Vec::new(),
+            journal: journal.clone(),
+            fail_on: Some("a".into()),
+        };
+        let mut l = Loop {
+            pending_admin: HashMap::new(),
+            next_admin_id: 0,
+            sip: Some(Box::new(RecordingSip(journal.clone()))),
+        };
+        assert!(matches!(
+            l.drain(&mut engine, &mut store),
+            Err(DaemonError::Store(_))
+        ));
+        assert!(journal.lock().unwrap().is_empty(), "nothing acknowledged");
+    }
+
+    #[test]
+    fn admin_reply_reaches_the_waiting_request() {
+        let health = AdminReply::Health(HealthView {
+            status: "ok".into(),
+            publications: 0,
+            subscriptions: 0,
+            notifier_dialogs: 0,
+        });
+        let mut l = Loop {
+            pending_admin: HashMap::new(),
+            next_admin_id: 0,
+            sip: None,
+        };
+        let (tx, mut rx) = oneshot::channel();
+        let id = l.admit(tx);
+        let (mut engine, _, _seen) = fake_engine(vec![Output::AdminReply {
+            id,
+            reply: health.clone(),
+        }]);
+        let mut store = FakeStore {
+            rows: Vec::new(),
+            journal: Default::default(),
+            fail_on: None,
+        };
+        l.drain(&mut engine, &mut store).unwrap();
+        assert_eq!(rx.try_recv().ok(), Some(health));
+        assert!(l.pending_admin.is_empty());
+    }
+}

@@ -30,7 +30,11 @@ fn put_survives_reopen() {
     {
         let mut store = Store::open(&path).unwrap();
         store
-            .apply(&put(StoreTable::Publications, "alice", json!({"etag": "e1"})))
+            .apply(&put(
+                StoreTable::Publications,
+                "alice",
+                json!({"etag": "e1"}),
+            ))
             .unwrap();
     }
     let store = Store::open(&path).unwrap();
@@ -296,4 +300,21 @@ fn open_in_a_missing_directory_is_a_typed_error() {
     let (dir, _) = temp_db();
     let err = Store::open(dir.path().join("no/such/dir/db.sqlite")).unwrap_err();
     assert!(matches!(err, StoreError::Open { .. }), "{err}");
+}
+
+/// The daemon moves the store to a blocking thread.
+#[test]
+fn store_can_move_to_another_thread() {
+    fn assert_send<T: Send>() {}
+    assert_send::<Store>();
+    let (_dir, path) = temp_db();
+    let mut store = Store::open(&path).unwrap();
+    std::thread::spawn(move || {
+        store
+            .apply(&put(StoreTable::Presence, "p", json!(null)))
+            .unwrap();
+    })
+    .join()
+    .unwrap();
+    assert_eq!(Store::open(&path).unwrap().load_all().unwrap().len(), 1);
 }

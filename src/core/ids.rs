@@ -108,7 +108,7 @@ mod tests {
     fn fraction_of_stays_in_range() {
         let mut g = IdGenerator::seeded(3);
         for _ in 0..1000 {
-            let v = g.fraction_of(1000_000, 0.8, 0.9);
+            let v = g.fraction_of(1_000_000, 0.8, 0.9);
             assert!((800_000..900_000).contains(&v), "{v}");
         }
     }

@@ -3,16 +3,256 @@
 //! (RFC 3261 §18.3).
 //!
 //! Owner: sip-stack. Signatures fixed here for the transport driver.
+//!
+//! # How rsipstack is used
+//! The header section is parsed here, and rsipstack's `parse_message` only validates the
+//! start line (method, Request-URI, version, status code). Converting rsipstack's parsed
+//! message would lose information this gateway needs to answer correctly: its parser
+//! silently skips header lines without a colon, stops reading headers at the first line
+//! that is not UTF-8, reads a bad Content-Length as 0, truncates a body shorter than its
+//! Content-Length without complaint, and rejects extension methods (which must reach
+//! the core to be answered 501, RFC 3261 §8.2.1). Its headers are untyped strings, so
+//! it validates nothing more than the start line anyway.
+//!
+//! On top of parsing, [`decode_message`] checks the headers every message must carry
+//! (RFC 3261 §8.1.1: Via, From, To, Call-ID, CSeq) with the core's typed parsers, so a
+//! message that reaches the core as `Input::Sip` can be matched to a transaction, and
+//! stamps `received`/`rport` into a request's top Via (§18.2.1, RFC 3581).
 
 use crate::core::engine::Input;
-use crate::core::sip::Peer;
+use crate::core::sip::headers::{top_via, CSeq, NameAddr};
+use crate::core::sip::message::stamp_via_received;
+use crate::core::sip::{Headers, Method, Peer, Request, Response, SipMessage};
 
 /// Turns one datagram (or one framed stream message) into an engine input:
 /// `Input::Sip` when it parses, `Input::SipMalformed` when it does not,
 /// `Input::SipOversized` when it exceeds `max_size`. Keep-alive CRLFs give `None`.
+///
+/// CRLFs before the start line are ignored (RFC 3261 §7.5). Bare-LF line ends are
+/// tolerated. Without Content-Length the body is the rest of the datagram; with one, a
+/// shorter body is malformed and extra bytes are discarded (§18.3).
 pub fn decode_message(from: Peer, bytes: &[u8], max_size: usize) -> Option<Input> {
-    let _ = (from, bytes, max_size);
-    todo!("sip-stack")
+    let start = bytes.iter().position(|b| *b != b'\r' && *b != b'\n')?;
+    if bytes.len() > max_size {
+        let head = match find_head_end(bytes) {
+            Some((end, _)) => &bytes[..end.min(max_size)],
+            None => &bytes[..max_size],
+        };
+        tracing::warn!(peer = %from, size = bytes.len(), max_size, "oversized SIP message");
+        return Some(Input::SipOversized {
+            from,
+            head: head.to_vec(),
+        });
+    }
+    match parse(&bytes[start..]) {
+        Ok(mut message) => {
+            if let SipMessage::Request(r) = &mut message {
+                stamp_via_received(r, from);
+            }
+            Some(Input::Sip { from, message })
+        }
+        Err(error) => {
+            tracing::info!(peer = %from, %error, "malformed SIP message");
+            Some(Input::SipMalformed {
+                from,
+                raw: bytes.to_vec(),
+                error,
+            })
+        }
+    }
+}
+
+/// Finds the blank line ending the header section: `(head_end, body_start)`, where
+/// `head_end` excludes the blank line. CRLF CRLF is preferred; bare LF LF is accepted.
+fn find_head_end(bytes: &[u8]) -> Option<(usize, usize)> {
+    if let Some(i) = find(bytes, b"\r\n\r\n") {
+        let lf = find(bytes, b"\n\n").filter(|j| *j < i);
+        return Some(match lf {
+            Some(j) => (j, j + 2),
+            None => (i, i + 4),
+        });
+    }
+    find(bytes, b"\n\n").map(|j| (j, j + 2))
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Parses one message; the error names the problem in a few words (it may end up in a
+/// 400 reason phrase, so it carries no raw input beyond short tokens).
+fn parse(bytes: &[u8]) -> Result<SipMessage, String> {
+    let (head_end, body_start) = find_head_end(bytes).ok_or("no blank line after the headers")?;
+    let head =
+        std::str::from_utf8(&bytes[..head_end]).map_err(|_| "header section is not UTF-8")?;
+    let mut lines = head.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
+    let start_line = lines.next().ok_or("empty message")?;
+    if start_line.chars().any(|c| c.is_control() && c != '\t') {
+        return Err("control character in the start line".into());
+    }
+
+    let mut headers = Headers::new();
+    let mut pending: Option<(String, String)> = None;
+    for line in lines {
+        if line.starts_with([' ', '\t']) {
+            // Folded continuation (RFC 3261 §7.3.1): joins the previous value.
+            let (_, v) = pending
+                .as_mut()
+                .ok_or("continuation line before any header")?;
+            v.push(' ');
+            v.push_str(line.trim());
+            continue;
+        }
+        if let Some((n, v)) = pending.take() {
+            headers.push(&n, v);
+        }
+        let (name, value) = line.split_once(':').ok_or("header line without a colon")?;
+        let name = name.trim_end();
+        if !is_token(name) {
+            return Err("bad header name".into());
+        }
+        pending = Some((name.to_string(), value.trim().to_string()));
+    }
+    if let Some((n, v)) = pending.take() {
+        headers.push(&n, v);
+    }
+    if headers
+        .iter()
+        .any(|(_, v)| v.chars().any(|c| c.is_control() && c != '\t'))
+    {
+        return Err("control character in a header value".into());
+    }
+
+    let rest = &bytes[body_start..];
+    let body = match content_length(&headers)? {
+        Some(len) if len > rest.len() => return Err("body shorter than Content-Length".into()),
+        Some(len) => rest[..len].to_vec(),
+        None => rest.to_vec(),
+    };
+
+    let message = if let Some(status_line) = start_line.strip_prefix("SIP/") {
+        parse_status_line(start_line, status_line, headers, body)?
+    } else {
+        parse_request_line(start_line, headers, body)?
+    };
+    check_mandatory(&message)?;
+    Ok(message)
+}
+
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b))
+}
+
+fn content_length(headers: &Headers) -> Result<Option<usize>, String> {
+    let mut found: Option<usize> = None;
+    for v in headers.get_all("Content-Length") {
+        let v = v.trim();
+        if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+            return Err("bad Content-Length".into());
+        }
+        let n = v.parse::<usize>().map_err(|_| "bad Content-Length")?;
+        if found.is_some_and(|f| f != n) {
+            return Err("conflicting Content-Length headers".into());
+        }
+        found = Some(n);
+    }
+    Ok(found)
+}
+
+fn parse_request_line(line: &str, headers: Headers, body: Vec<u8>) -> Result<SipMessage, String> {
+    let mut parts = line.split(' ');
+    let (method, uri, version) = match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(m), Some(u), Some(v), None) => (m, u, v),
+        _ => return Err("bad request line".into()),
+    };
+    if !is_token(method) {
+        return Err("bad method".into());
+    }
+    if version != "SIP/2.0" {
+        return Err("unsupported SIP version".into());
+    }
+    let method = Method::parse(method);
+    // rsipstack validates the Request-URI. It knows only the standard methods, so an
+    // extension method is validated under a stand-in; the core answers it 501.
+    let stand_in = match &method {
+        Method::Other(_) => "OPTIONS",
+        m => m.as_str(),
+    };
+    let probe = format!("{stand_in} {uri} SIP/2.0\r\n\r\n");
+    if let Err(e) = rsipstack::sip::parser::parse_message(probe.as_bytes()) {
+        tracing::debug!(error = %e, "rsipstack rejected the request line");
+        return Err("bad Request-URI".into());
+    }
+    Ok(SipMessage::Request(Request {
+        method,
+        uri: uri.to_string(),
+        headers,
+        body,
+    }))
+}
+
+fn parse_status_line(
+    line: &str,
+    after_sip: &str,
+    headers: Headers,
+    body: Vec<u8>,
+) -> Result<SipMessage, String> {
+    let mut parts = after_sip.splitn(3, ' ');
+    let (version, code, reason) = match (parts.next(), parts.next(), parts.next()) {
+        (Some(v), Some(c), r) => (v, c, r.unwrap_or("")),
+        _ => return Err("bad status line".into()),
+    };
+    if version != "2.0" {
+        return Err("unsupported SIP version".into());
+    }
+    if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("bad status code".into());
+    }
+    let status: u16 = code.parse().map_err(|_| "bad status code")?;
+    if !(100..700).contains(&status) {
+        return Err("status code out of range".into());
+    }
+    let probe = format!("{line}\r\n\r\n");
+    if let Err(e) = rsipstack::sip::parser::parse_message(probe.as_bytes()) {
+        tracing::debug!(error = %e, "rsipstack rejected the status line");
+        return Err("bad status line".into());
+    }
+    Ok(SipMessage::Response(Response {
+        status,
+        reason: reason.trim().to_string(),
+        headers,
+        body,
+    }))
+}
+
+/// RFC 3261 §8.1.1: Via, From, To, Call-ID and CSeq are mandatory, and From/To/Call-ID/
+/// CSeq appear once. A request's CSeq method must be its own method (§8.2 / §20.16).
+fn check_mandatory(message: &SipMessage) -> Result<(), String> {
+    let h = message.headers();
+    top_via(h).map_err(|e| e.to_string())?;
+    for name in ["From", "To", "Call-ID", "CSeq"] {
+        match h.count(name) {
+            0 => return Err(format!("missing {name} header")),
+            1 => {}
+            _ => return Err(format!("more than one {name} header")),
+        }
+    }
+    for name in ["From", "To"] {
+        let v = h.get(name).unwrap_or_default();
+        NameAddr::parse(name, v).map_err(|e| e.to_string())?;
+    }
+    if h.get("Call-ID").unwrap_or_default().trim().is_empty() {
+        return Err("empty Call-ID header".into());
+    }
+    let cseq = CSeq::parse(h.get("CSeq").unwrap_or_default()).map_err(|e| e.to_string())?;
+    if let SipMessage::Request(r) = message {
+        if cseq.method != r.method {
+            return Err("CSeq method does not match the request method".into());
+        }
+    }
+    Ok(())
 }
 
 /// Splits a TCP byte stream into messages by Content-Length.
@@ -43,9 +283,89 @@ impl StreamFramer {
         self.buf.extend_from_slice(bytes);
     }
 
-    /// Cuts the next complete item, if any.
-    pub fn next_item(&mut self, max_size: usize) -> Option<Framed> {
-        let _ = max_size;
-        todo!("sip-stack")
+    /// Bytes buffered and not yet cut.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
     }
+
+    /// Cuts the next complete item, if any.
+    ///
+    /// Leading CRLFs (RFC 5626 keep-alives, RFC 3261 §7.5) are skipped. The head ends at
+    /// CRLF CRLF; Content-Length (or `l`) is mandatory on streams (§18.3). A head longer
+    /// than `max_size`, or a head plus announced body longer than it, gives `Oversized`
+    /// at once (without waiting for the body) and discards the buffer, since the stream
+    /// cannot be resynchronised; so does `Broken`.
+    pub fn next_item(&mut self, max_size: usize) -> Option<Framed> {
+        let skip = self
+            .buf
+            .iter()
+            .take_while(|b| **b == b'\r' || **b == b'\n')
+            .count();
+        self.buf.drain(..skip);
+        if self.buf.is_empty() {
+            return None;
+        }
+        let Some(sep) = find(&self.buf, b"\r\n\r\n") else {
+            if self.buf.len() > max_size {
+                let head = self.buf[..max_size].to_vec();
+                self.buf.clear();
+                return Some(Framed::Oversized(head));
+            }
+            return None;
+        };
+        let head_len = sep + 4;
+        if head_len > max_size {
+            let head = self.buf[..sep.min(max_size)].to_vec();
+            self.buf.clear();
+            return Some(Framed::Oversized(head));
+        }
+        let body_len = match stream_content_length(&self.buf[..sep]) {
+            Ok(n) => n,
+            Err(e) => {
+                self.buf.clear();
+                return Some(Framed::Broken(e));
+            }
+        };
+        let total = match head_len.checked_add(body_len) {
+            Some(t) if t <= max_size => t,
+            _ => {
+                let head = self.buf[..head_len].to_vec();
+                self.buf.clear();
+                return Some(Framed::Oversized(head));
+            }
+        };
+        if self.buf.len() < total {
+            return None;
+        }
+        let message: Vec<u8> = self.buf.drain(..total).collect();
+        Some(Framed::Message(message))
+    }
+}
+
+/// Reads Content-Length (or compact `l`) from a raw head, bytewise so a non-UTF-8 head
+/// still frames (decode_message then reports it).
+fn stream_content_length(head: &[u8]) -> Result<usize, String> {
+    let mut found: Option<usize> = None;
+    for line in head.split(|b| *b == b'\n').skip(1) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|b| *b == b':') else {
+            continue;
+        };
+        let name = line[..colon].trim_ascii();
+        if !(name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"l")) {
+            continue;
+        }
+        let value = line[colon + 1..].trim_ascii();
+        if value.is_empty() || value.len() > 12 || !value.iter().all(u8::is_ascii_digit) {
+            return Err("bad Content-Length on a stream".into());
+        }
+        let n: usize = value
+            .iter()
+            .fold(0, |acc, d| acc * 10 + usize::from(d - b'0'));
+        if found.is_some_and(|f| f != n) {
+            return Err("conflicting Content-Length on a stream".into());
+        }
+        found = Some(n);
+    }
+    found.ok_or_else(|| "no Content-Length on a stream".into())
 }

@@ -137,3 +137,170 @@ pub struct Person {
     pub notes: Vec<Note>,
     pub timestamp: Option<String>,
 }
+
+impl Basic {
+    /// `open` / `closed` (RFC 3863 §4.1.4); case and surrounding white space are forgiven.
+    pub fn parse(s: &str) -> Option<Basic> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("open") {
+            Some(Basic::Open)
+        } else if s.eq_ignore_ascii_case("closed") {
+            Some(Basic::Closed)
+        } else {
+            None
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Basic::Open => "open",
+            Basic::Closed => "closed",
+        }
+    }
+}
+
+impl Contact {
+    /// Parses a `priority` attribute (RFC 3863 §4.1.5, the qvalue grammar of RFC 3261
+    /// §25.1: `0[.ddd]` or `1[.000]`) into thousandths. Out of range (`1.7`), more than
+    /// three decimals or anything else malformed is `None`, i.e. ignored (case 55).
+    pub fn parse_priority(s: &str) -> Option<u16> {
+        let s = s.trim();
+        let (int, frac) = match s.split_once('.') {
+            Some((i, f)) => (i, f),
+            None => (s, ""),
+        };
+        if frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let int: u16 = match int {
+            "0" => 0,
+            "1" => 1,
+            _ => return None,
+        };
+        let mut milli: u16 = 0;
+        for (i, b) in frac.bytes().enumerate() {
+            let scale = [100, 10, 1][i];
+            milli += u16::from(b - b'0') * scale;
+        }
+        let total = int * 1000 + milli;
+        (total <= 1000).then_some(total)
+    }
+
+    /// XMPP `<priority/>` → PIDF priority in thousandths (product.md "Presence mapping
+    /// decisions", RFC 8048 §5.1 Table 1): `floor(p*1000/127)`, so 0 → 0, 5 → 39
+    /// (`0.039`), 127 → 1000 (`1`). Negative priorities MUST NOT be mapped: `None`.
+    pub fn priority_milli_from_xmpp(priority: i8) -> Option<u16> {
+        u16::try_from(priority)
+            .ok()
+            .map(|p| (u32::from(p) * 1000 / 127) as u16)
+    }
+
+    /// PIDF priority in thousandths → XMPP `<priority/>`: `round(q*127)` (product.md;
+    /// RFC 8048 §5.2 leaves the formula open), so 500 (`0.5`) → 64 (case 55).
+    /// Values above 1000 saturate at 127.
+    pub fn xmpp_priority_from_milli(milli: u16) -> i8 {
+        let milli = u32::from(milli.min(1000));
+        // Integer round-half-up of milli * 127 / 1000; at most 127, so the cast is exact.
+        ((milli * 127 + 500) / 1000) as i8
+    }
+
+    /// Formats thousandths as the shortest decimal (`39` → `0.039`, `500` → `0.5`,
+    /// `1000` → `1`); `None` above 1000, which PIDF cannot carry.
+    pub fn format_priority(milli: u16) -> Option<String> {
+        match milli {
+            1000 => Some("1".to_string()),
+            0 => Some("0".to_string()),
+            m if m < 1000 => {
+                let digits = format!("{m:03}");
+                Some(format!("0.{}", digits.trim_end_matches('0')))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Activity {
+    /// The activity an RPID element named `name` stands for (RFC 4480 §3.2). `lunch`
+    /// (in the RFC text, not its schema) is read; an element we do not know is kept by name.
+    pub fn from_rpid_name(name: &str) -> Activity {
+        match name {
+            "appointment" => Activity::Appointment,
+            "away" => Activity::Away,
+            "breakfast" => Activity::Breakfast,
+            "busy" => Activity::Busy,
+            "dinner" => Activity::Dinner,
+            "holiday" => Activity::Holiday,
+            "in-transit" => Activity::InTransit,
+            "looking-for-work" => Activity::LookingForWork,
+            "lunch" => Activity::Lunch,
+            "meal" => Activity::Meal,
+            "meeting" => Activity::Meeting,
+            "on-the-phone" => Activity::OnThePhone,
+            "performance" => Activity::Performance,
+            "permanent-absence" => Activity::PermanentAbsence,
+            "playing" => Activity::Playing,
+            "presentation" => Activity::Presentation,
+            "shopping" => Activity::Shopping,
+            "sleeping" => Activity::Sleeping,
+            "spectator" => Activity::Spectator,
+            "steering" => Activity::Steering,
+            "travel" => Activity::Travel,
+            "tv" => Activity::Tv,
+            "unknown" => Activity::Unknown,
+            "vacation" => Activity::Vacation,
+            "working" => Activity::Working,
+            "worship" => Activity::Worship,
+            other => Activity::Other(other.to_string()),
+        }
+    }
+
+    /// The RPID element written for this activity. `Lunch` is written as `meal`, the
+    /// schema's term for it; `Other` has no element name of its own (it is written as
+    /// `<rpid:other>text</rpid:other>`).
+    pub fn rpid_name(&self) -> Option<&'static str> {
+        Some(match self {
+            Activity::Appointment => "appointment",
+            Activity::Away => "away",
+            Activity::Breakfast => "breakfast",
+            Activity::Busy => "busy",
+            Activity::Dinner => "dinner",
+            Activity::Holiday => "holiday",
+            Activity::InTransit => "in-transit",
+            Activity::LookingForWork => "looking-for-work",
+            Activity::Lunch | Activity::Meal => "meal",
+            Activity::Meeting => "meeting",
+            Activity::OnThePhone => "on-the-phone",
+            Activity::Performance => "performance",
+            Activity::PermanentAbsence => "permanent-absence",
+            Activity::Playing => "playing",
+            Activity::Presentation => "presentation",
+            Activity::Shopping => "shopping",
+            Activity::Sleeping => "sleeping",
+            Activity::Spectator => "spectator",
+            Activity::Steering => "steering",
+            Activity::Travel => "travel",
+            Activity::Tv => "tv",
+            Activity::Unknown => "unknown",
+            Activity::Vacation => "vacation",
+            Activity::Working => "working",
+            Activity::Worship => "worship",
+            Activity::Other(_) => return None,
+        })
+    }
+}
+
+impl Note {
+    pub fn new(lang: Option<&str>, text: impl Into<String>) -> Note {
+        Note {
+            lang: lang.map(str::to_string),
+            text: text.into(),
+        }
+    }
+}
+
+impl PresenceDoc {
+    /// The tuple with this id, if any.
+    pub fn tuple(&self, id: &str) -> Option<&Tuple> {
+        self.tuples.iter().find(|t| t.id == id)
+    }
+}

@@ -418,6 +418,14 @@ impl fmt::Display for Via {
     }
 }
 
+/// The topmost Via of a message (the first element of the first Via row).
+pub fn top_via(headers: &super::message::Headers) -> Result<Via, HeaderError> {
+    match headers.get_all("Via").first() {
+        Some(v) => Via::parse(v),
+        None => Err(err("Via", "missing")),
+    }
+}
+
 /// Brackets an IPv6 literal for use in a host:port position.
 pub(crate) fn bracket_host(host: &str) -> String {
     if host.contains(':') && !host.starts_with('[') {

@@ -124,6 +124,29 @@ pub fn canonical_header_name(name: &str) -> String {
     canon.to_string()
 }
 
+/// Headers whose rows are comma-separated lists that [`Headers::get_all`] splits
+/// (canonical names; RFC 3261 §7.3.1 allows combining these).
+pub fn is_list_header(canonical: &str) -> bool {
+    matches!(
+        canonical,
+        "Via"
+            | "Route"
+            | "Record-Route"
+            | "Contact"
+            | "Accept"
+            | "Allow"
+            | "Allow-Events"
+            | "Supported"
+            | "Require"
+            | "Unsupported"
+            | "Proxy-Require"
+            | "Content-Encoding"
+            | "Content-Language"
+            | "Path"
+            | "Service-Route"
+    )
+}
+
 /// An ordered header list. Names compare case-insensitively; order is kept because Via,
 /// Route and Record-Route order is meaningful (RFC 3261 §7.3.1).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -179,13 +202,54 @@ impl Headers {
 
     /// Every value of a header, in order; comma-joined header rows are split into
     /// their elements except for headers whose values may contain commas themselves.
+    /// Splitting (for the list headers in [`is_list_header`]) respects quoted strings
+    /// and `<...>` (RFC 3261 §7.3.1), and elements are trimmed.
     pub fn get_all(&self, name: &str) -> Vec<&str> {
         let canon = canonical_header_name(name);
-        self.0
+        let split = is_list_header(&canon);
+        let mut out = Vec::new();
+        for (_, v) in self
+            .0
             .iter()
             .filter(|(n, _)| n.eq_ignore_ascii_case(&canon))
-            .map(|(_, v)| v.as_str())
-            .collect()
+        {
+            if split {
+                out.extend(
+                    super::headers::split_unquoted(v, ',')
+                        .into_iter()
+                        .map(str::trim)
+                        .filter(|e| !e.is_empty()),
+                );
+            } else {
+                out.push(v.as_str());
+            }
+        }
+        out
+    }
+
+    /// Inserts a header before every other one (a new top Via, RFC 3261 §8.1.1.7).
+    pub fn prepend(&mut self, name: &str, value: impl Into<String>) {
+        self.0
+            .insert(0, (canonical_header_name(name), value.into()));
+    }
+
+    /// Removes the first element of a header: the first comma-separated element when
+    /// the first row holds several (a proxy popping its Via), else the whole first row.
+    pub fn remove_first(&mut self, name: &str) {
+        let canon = canonical_header_name(name);
+        if let Some(i) = self
+            .0
+            .iter()
+            .position(|(n, _)| n.eq_ignore_ascii_case(&canon))
+        {
+            let parts = super::headers::split_unquoted(&self.0[i].1, ',');
+            if is_list_header(&canon) && parts.len() > 1 {
+                let rest = parts[1..].join(",").trim().to_string();
+                self.0[i].1 = rest;
+            } else {
+                self.0.remove(i);
+            }
+        }
     }
 
     pub fn count(&self, name: &str) -> usize {
@@ -268,6 +332,20 @@ impl Response {
     pub fn is_success(&self) -> bool {
         (200..300).contains(&self.status)
     }
+}
+
+/// Starts a response to `request` for the TU (RFC 3261 §8.2.6.2): copies every Via (in
+/// order, with the `received`/`rport` the transport added), From, To, Call-ID and CSeq.
+/// The TU adds a To tag when the request's To has none (and the status is not 100),
+/// plus any other header; the transaction layer's `respond` copies nothing itself.
+pub fn response_to(request: &Request, status: u16, reason: &str) -> Response {
+    let mut resp = Response::new(status, reason);
+    for (name, value) in request.headers.iter() {
+        if matches!(name, "Via" | "From" | "To" | "Call-ID" | "CSeq") {
+            resp.headers.push(name, value);
+        }
+    }
+    resp
 }
 
 impl SipMessage {
@@ -357,9 +435,249 @@ impl fmt::Display for Peer {
     }
 }
 
+/// Adds `received` and fills `rport` in the top Via of a request that arrived from
+/// `from` (RFC 3261 §18.2.1, RFC 3581 §4), so responses built with [`response_to`]
+/// carry them and route back through NATs. `received` is added when the sent-by host
+/// is not the source IP. An unparseable top Via is left alone (the engine answers 400).
+pub fn stamp_via_received(request: &mut Request, from: Peer) {
+    let Some(pos) = request.headers.0.iter().position(|(n, _)| n == "Via") else {
+        return;
+    };
+    let row = request.headers.0[pos].1.clone();
+    let parts = super::headers::split_unquoted(&row, ',');
+    let Some(first) = parts.first() else { return };
+    let Ok(mut via) = super::headers::Via::parse(first) else {
+        return;
+    };
+    let ip = from.addr.ip();
+    let host_is_source = via.host.parse::<std::net::IpAddr>().is_ok_and(|h| h == ip);
+    let wants_rport = via.params.get("rport") == Some(None);
+    if host_is_source && !wants_rport {
+        return;
+    }
+    // RFC 3581 §4: with rport, `received` is added even when it equals the sent-by.
+    via.params.set("received", Some(&ip.to_string()));
+    if wants_rport {
+        via.params.set("rport", Some(&from.addr.port().to_string()));
+    }
+    let mut new_row = via.to_string();
+    for rest in &parts[1..] {
+        new_row.push(',');
+        new_row.push_str(rest);
+    }
+    request.headers.0[pos].1 = new_row;
+}
+
+/// The headers needed to answer a request that failed to parse (RFC 3261 §8.2.6.2),
+/// read leniently by [`salvage_for_reply`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Salvaged {
+    /// The request method as written on the start line.
+    pub method: String,
+    /// Every Via value, top first (rows as received, not split).
+    pub vias: Vec<String>,
+    pub from: String,
+    pub to: String,
+    pub call_id: String,
+    pub cseq: String,
+}
+
+impl Salvaged {
+    /// The top Via value (the first row), for `TransactionLayer::respond_stateless`.
+    pub fn top_via(&self) -> Option<&str> {
+        self.vias.first().map(String::as_str)
+    }
+
+    /// A response carrying the salvaged Via, From, To, Call-ID and CSeq; the caller
+    /// adds a To tag if it wants one.
+    pub fn response(&self, status: u16, reason: &str) -> Response {
+        let mut r = Response::new(status, reason);
+        for v in &self.vias {
+            r.headers.push("Via", v.clone());
+        }
+        r.headers.push("From", self.from.clone());
+        r.headers.push("To", self.to.clone());
+        r.headers.push("Call-ID", self.call_id.clone());
+        r.headers.push("CSeq", self.cseq.clone());
+        r
+    }
+}
+
+/// Scans raw message bytes leniently (any line ending, invalid UTF-8 replaced, folded
+/// lines joined, compact names understood) for the headers a 400/513 answer needs.
+/// `None` when the bytes are a response (responses are never answered), an ACK (never
+/// answered, RFC 3261 §17.1.1.3), or lack a start line, Via, From, To, Call-ID or CSeq.
+/// Values holding control characters count as missing. Pure; never panics.
+pub fn salvage_for_reply(raw: &[u8]) -> Option<Salvaged> {
+    let text = String::from_utf8_lossy(raw);
+    let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
+    let start = lines.by_ref().find(|l| !l.trim().is_empty())?;
+    let start = start.trim();
+    if start.starts_with("SIP/") {
+        return None;
+    }
+    let method = start.split_whitespace().next()?.to_string();
+    if method == "ACK" || !super::headers::is_token(&method) {
+        return None;
+    }
+    let mut rows: Vec<(String, String)> = Vec::new();
+    for line in lines {
+        if line.trim().is_empty() {
+            break;
+        }
+        if line.starts_with([' ', '\t']) {
+            if let Some(last) = rows.last_mut() {
+                last.1.push(' ');
+                last.1.push_str(line.trim());
+            }
+            continue;
+        }
+        if let Some((n, v)) = line.split_once(':') {
+            rows.push((canonical_header_name(n.trim()), v.trim().to_string()));
+        }
+    }
+    let usable = |v: &str| !v.is_empty() && !v.chars().any(|c| c.is_control() && c != '\t');
+    let first = |name: &str| {
+        rows.iter()
+            .find(|(n, v)| n == name && usable(v))
+            .map(|(_, v)| v.clone())
+    };
+    let vias: Vec<String> = rows
+        .iter()
+        .filter(|(n, _)| n == "Via")
+        .map(|(_, v)| v.clone())
+        .collect();
+    if vias.is_empty() || !vias.iter().all(|v| usable(v)) {
+        return None;
+    }
+    Some(Salvaged {
+        method,
+        vias,
+        from: first("From")?,
+        to: first("To")?,
+        call_id: first("Call-ID")?,
+        cseq: first("CSeq")?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn get_all_splits_list_headers_but_not_others() {
+        let mut h = Headers::new();
+        h.push(
+            "Via",
+            "SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/UDP b;branch=z9hG4bK2",
+        );
+        h.push("v", "SIP/2.0/UDP c;branch=z9hG4bK3");
+        h.push("Contact", r#""Doe, J" <sip:a@b>, <sip:c@d>"#);
+        h.push("WWW-Authenticate", r#"Digest realm="r", nonce="n""#);
+        assert_eq!(h.get_all("Via").len(), 3);
+        assert_eq!(h.get_all("Via")[1], "SIP/2.0/UDP b;branch=z9hG4bK2");
+        assert_eq!(
+            h.get_all("Contact"),
+            vec![r#""Doe, J" <sip:a@b>"#, "<sip:c@d>"]
+        );
+        assert_eq!(h.count("WWW-Authenticate"), 1);
+    }
+
+    #[test]
+    fn prepend_puts_the_header_first_and_remove_first_pops_one_element() {
+        let mut h = Headers::new();
+        h.push("Via", "SIP/2.0/UDP b, SIP/2.0/UDP c");
+        h.prepend("Via", "SIP/2.0/UDP a");
+        assert_eq!(h.get("Via"), Some("SIP/2.0/UDP a"));
+        h.remove_first("Via");
+        h.remove_first("Via");
+        assert_eq!(h.get_all("Via"), vec!["SIP/2.0/UDP c"]);
+    }
+
+    #[test]
+    fn response_to_copies_the_dialog_headers_only() {
+        let mut r = Request::new(Method::Notify, "sip:a@b");
+        r.headers
+            .push("Via", "SIP/2.0/UDP x;branch=z9hG4bK1;received=1.2.3.4");
+        r.headers.push("Via", "SIP/2.0/UDP y;branch=z9hG4bK2");
+        r.headers.push("From", "<sip:b@c>;tag=1");
+        r.headers.push("To", "<sip:a@b>;tag=2");
+        r.headers.push("Call-ID", "id");
+        r.headers.push("CSeq", "7 NOTIFY");
+        r.headers.push("Event", "presence");
+        r.headers.push("Contact", "<sip:b@c>");
+        let resp = response_to(&r, 200, "OK");
+        assert_eq!(resp.status, 200);
+        let names: Vec<&str> = resp.headers.iter().map(|(n, _)| n).collect();
+        assert_eq!(names, vec!["Via", "Via", "From", "To", "Call-ID", "CSeq"]);
+        assert_eq!(resp.headers.get("To"), Some("<sip:a@b>;tag=2"));
+    }
+
+    #[test]
+    fn salvage_reads_compact_and_folded_headers() {
+        let raw = b"SUBSCRIBE sip:a@b SIP/2.0\nv: SIP/2.0/UDP h;branch=z9hG4bK1\r\nf: <sip:x@y>\r\n ;tag=1\r\nt: <sip:a@b>\r\ni: cid\r\nCSeq: 1 SUBSCRIBE\r\nExpires: x\xff\r\n\r\nbody";
+        let s = salvage_for_reply(raw).unwrap();
+        assert_eq!(s.method, "SUBSCRIBE");
+        assert_eq!(s.top_via(), Some("SIP/2.0/UDP h;branch=z9hG4bK1"));
+        assert_eq!(s.from, "<sip:x@y> ;tag=1");
+        assert_eq!(s.call_id, "cid");
+        let r = s.response(400, "Bad Expires");
+        assert_eq!(r.headers.get("CSeq"), Some("1 SUBSCRIBE"));
+        assert_eq!(r.headers.len(), 5);
+    }
+
+    #[test]
+    fn salvage_refuses_responses_acks_and_missing_essentials() {
+        let full = "NOTIFY sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nFrom: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 NOTIFY\r\n\r\n";
+        assert!(salvage_for_reply(full.as_bytes()).is_some());
+        assert!(salvage_for_reply(
+            full.replace("NOTIFY sip", "SIP/2.0 200 OK\r\nX: sip")
+                .as_bytes()
+        )
+        .is_none());
+        assert!(salvage_for_reply(full.replace("NOTIFY sip", "ACK sip").as_bytes()).is_none());
+        for h in ["Via", "From", "To", "Call-ID", "CSeq"] {
+            let cut: String = full
+                .lines()
+                .filter(|l| !l.starts_with(&format!("{h}:")))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            assert!(salvage_for_reply(cut.as_bytes()).is_none(), "{h}");
+        }
+        assert!(salvage_for_reply(b"").is_none());
+    }
+
+    #[test]
+    fn stamping_adds_received_and_fills_rport() {
+        let mut r = Request::new(Method::Notify, "sip:a@b");
+        r.headers.push(
+            "Via",
+            "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;rport, SIP/2.0/UDP p;branch=z9hG4bK0",
+        );
+        let from = Peer {
+            transport: Transport::Udp,
+            addr: "192.0.2.1:4000".parse().unwrap(),
+        };
+        stamp_via_received(&mut r, from);
+        assert_eq!(
+            r.headers.get("Via"),
+            Some("SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;rport=4000;received=192.0.2.1, SIP/2.0/UDP p;branch=z9hG4bK0")
+        );
+    }
+
+    #[test]
+    fn stamping_leaves_a_via_matching_the_source_alone() {
+        let mut r = Request::new(Method::Notify, "sip:a@b");
+        r.headers
+            .push("Via", "SIP/2.0/UDP 192.0.2.1:4000;branch=z9hG4bK1");
+        let before = r.clone();
+        let from = Peer {
+            transport: Transport::Udp,
+            addr: "192.0.2.1:4000".parse().unwrap(),
+        };
+        stamp_via_received(&mut r, from);
+        assert_eq!(r, before);
+    }
 
     #[test]
     fn compact_names_equal_long_names() {

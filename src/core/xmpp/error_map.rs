@@ -32,6 +32,7 @@ pub fn default_type(condition: &str) -> &'static str {
 
 /// SIP status → XMPP condition (RFC 7247 §7.2 Table 3; unlisted codes by class).
 /// `contact` is the Contact of a 3xx, used for `gone` on 301.
+#[allow(clippy::match_overlapping_arm)] // specific codes first, then the class fallbacks
 pub fn sip_to_xmpp(status: u16, contact: Option<&str>) -> MappedError {
     let condition = match status {
         300 | 302 | 305 => "redirect",

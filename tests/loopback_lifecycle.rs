@@ -1,0 +1,61 @@
+//! The real binary starts on loopback ports, logs where it listens, and stops cleanly.
+
+mod loopback_support;
+
+use std::net::{TcpStream, UdpSocket};
+
+use loopback_support::Gateway;
+
+#[test]
+fn logs_bound_udp_tcp_and_admin_addresses() {
+    let gw = Gateway::start();
+    for addr in [gw.udp, gw.tcp, gw.admin] {
+        let addr = addr.expect("address logged");
+        assert!(addr.ip().is_loopback());
+        assert_ne!(addr.port(), 0, "the bound port, not the configured 0");
+    }
+}
+
+#[test]
+fn logged_tcp_port_accepts_connections() {
+    let gw = Gateway::start();
+    TcpStream::connect(gw.tcp.unwrap()).expect("connect to the logged SIP TCP port");
+    TcpStream::connect(gw.admin.unwrap()).expect("connect to the logged admin port");
+}
+
+#[test]
+fn sigterm_exits_zero() {
+    let mut gw = Gateway::start();
+    gw.terminate();
+    let status = gw.wait_exit();
+    assert_eq!(status.code(), Some(0), "log:\n{}", gw.log.join("\n"));
+}
+
+#[test]
+fn sigterm_runs_graceful_shutdown() {
+    let mut gw = Gateway::start();
+    gw.terminate();
+    gw.wait_exit();
+    gw.wait_for_line("shutting down");
+    gw.wait_for_line("stopped");
+}
+
+#[test]
+fn sip_port_in_use_exits_one() {
+    let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let text = loopback_support::loopback_config(dir.path(), "").replace(
+        "udp_listen = \"127.0.0.1:0\"",
+        &format!("udp_listen = \"127.0.0.1:{port}\""),
+    );
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, text).unwrap();
+    let (status, _, stderr) =
+        loopback_support::run_to_exit(&["--config", path.to_str().unwrap()], &[]);
+    assert_eq!(status.code(), Some(1), "stderr:\n{stderr}");
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{port}")),
+        "stderr names the address:\n{stderr}"
+    );
+}
