@@ -22,7 +22,7 @@ fn restored_publication_is_refreshed_with_its_stored_etag() {
     h2.advance(secs(100));
     let outs = h2.input(Input::Restore(rows));
     assert!(requests(&outs, Method::Publish).is_empty(), "not due yet");
-    let r = one_request(&h2.advance(secs(1600)), Method::Publish);
+    let r = h2.next_request(Method::Publish, 1600).0;
     assert_eq!(header(&r, "SIP-If-Match"), Some("e1"));
     assert!(r.body.is_empty(), "a refresh, not a new initial");
 }
@@ -60,7 +60,7 @@ fn restored_subscription_is_refreshed_in_dialog() {
     let mut h2 = Harness::new();
     h2.advance(secs(60));
     assert!(requests(&h2.input(Input::Restore(rows)), Method::Subscribe).is_empty());
-    let r = one_request(&h2.advance(secs(3300)), Method::Subscribe);
+    let r = h2.next_request(Method::Subscribe, 3300).0;
     assert_eq!(header(&r, "Call-ID"), header(&s, "Call-ID"));
     assert!(header(&r, "To").unwrap().contains("tag=n1"));
     assert_eq!(tag_of(header(&r, "From").unwrap()), tag_of(header(&s, "From").unwrap()));

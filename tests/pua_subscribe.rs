@@ -92,7 +92,7 @@ fn case18_active_notify_delivers_state_and_schedules_refresh() {
     let n = h.notify(&s, "n1", 1, "active;expires=499", Some(PIDF_OPEN));
     assert_eq!(one_response(&h.from_server(n)).status, 200);
     assert!(h.take_events().iter().any(|e| matches!(e, PuaEvent::Notify { state: SubState::Active { expires: Some(499) }, .. })));
-    let r = one_request(&h.advance(secs(450)), Method::Subscribe);
+    let r = h.next_request(Method::Subscribe, 450).0;
     assert!(header(&r, "To").unwrap().contains("tag=n1"));
     assert_eq!(header(&r, "Call-ID"), header(&s, "Call-ID"));
     assert_eq!(cseq_of(&r), 2);
@@ -126,7 +126,7 @@ fn case20_initial_refusal_is_final() {
 fn case21_refresh_answered_423_retries_in_dialog_with_min_expires() {
     let mut h = Harness::new();
     let s = establish(&mut h);
-    let r = one_request(&h.advance(secs(3300)), Method::Subscribe);
+    let r = h.next_request(Method::Subscribe, 3300).0;
     let outs = h.answer(&r, 423, |resp| resp.headers.push("Min-Expires", "1800"));
     let again = one_request(&outs, Method::Subscribe);
     assert!(header(&again, "Expires").unwrap().parse::<u32>().unwrap() >= 1800);
@@ -140,7 +140,7 @@ fn case21_refresh_answered_423_retries_in_dialog_with_min_expires() {
 fn case22_refresh_answered_481_subscribes_on_a_new_dialog() {
     let mut h = Harness::new();
     let s = establish(&mut h);
-    let r = one_request(&h.advance(secs(3300)), Method::Subscribe);
+    let r = h.next_request(Method::Subscribe, 3300).0;
     let outs = h.answer(&r, 481, |_| {});
     let fresh = one_request(&outs, Method::Subscribe);
     assert_ne!(header(&fresh, "Call-ID"), header(&s, "Call-ID"));
@@ -159,7 +159,7 @@ fn case23_timer_n_without_notify_fails_and_retries() {
     h.advance(secs(33));
     assert_eq!(ended(&h), vec![(SubscriptionEnd::NoNotify, true)]);
     assert!(!h.take_events().iter().any(|e| matches!(e, PuaEvent::Notify { .. })));
-    let retry = one_request(&h.advance(secs(10)), Method::Subscribe);
+    let retry = h.next_request(Method::Subscribe, 10).0;
     assert_ne!(header(&retry, "Call-ID"), header(&s, "Call-ID"));
     // A NOTIFY for the failed dialog is now refused.
     let late = h.notify(&s, "n1", 1, "active;expires=3600", None);
@@ -281,7 +281,7 @@ fn case32_notify_before_the_200_creates_the_dialog() {
     let n = h.notify(&s, "n1", 1, "active;expires=600", Some(PIDF_OPEN));
     assert_eq!(one_response(&h.from_server(n)).status, 200);
     h.answer(&s, 200, |r| r.headers.push("Expires", "3600"));
-    let r = one_request(&h.advance(secs(560)), Method::Subscribe);
+    let r = h.next_request(Method::Subscribe, 560).0;
     assert!(header(&r, "To").unwrap().contains("tag=n1"), "refresh in the NOTIFY's dialog, per its expires");
 }
 
@@ -295,7 +295,7 @@ fn refresh_uses_route_set_and_remote_target_from_the_notify() {
     let mut n = h.notify(&s, "n1", 1, "active;expires=600", None);
     n.headers.push("Record-Route", "<sip:127.0.0.1:5070;transport=tcp;lr>");
     h.from_server(n);
-    let r = one_request(&h.advance(secs(560)), Method::Subscribe);
+    let r = h.next_request(Method::Subscribe, 560).0;
     assert_eq!(r.uri, "sip:notifier@127.0.0.1:5070;transport=tcp");
     assert!(header(&r, "Route").unwrap().contains("sip:127.0.0.1:5070;transport=tcp;lr"));
 }

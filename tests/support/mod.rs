@@ -124,6 +124,20 @@ impl Harness {
         outs
     }
 
+    /// Advances second by second until a request of `method` goes out (at most
+    /// `max_secs`); returns it and the seconds waited. Panics if none does.
+    pub fn next_request(&mut self, method: Method, max_secs: u64) -> (Request, u64) {
+        for waited in 1..=max_secs {
+            let outs = self.advance(Duration::from_secs(1));
+            let mut v = requests(&outs, method.clone());
+            if !v.is_empty() {
+                assert_eq!(v.len(), 1, "several {method} at once: {outs:#?}");
+                return (v.remove(0), waited);
+            }
+        }
+        panic!("no {method} within {max_secs} s");
+    }
+
     pub fn take_events(&self) -> Vec<PuaEvent> {
         self.events.borrow_mut().drain(..).collect()
     }

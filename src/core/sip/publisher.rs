@@ -100,6 +100,8 @@ pub struct Publication {
     failures: u32,
     /// Latest caller operation (for matching results to admin commands).
     op_seq: u64,
+    /// 423 answers in a row (bounded retries).
+    retries_423: u8,
 }
 
 impl Publication {
@@ -124,7 +126,7 @@ impl Publication {
             min_expires: 0,
             removing: false,
         };
-        Publication { id, owner: req.owner, rec, in_flight: None, dirty: true, failures: 0, op_seq: 1 }
+        Publication { id, owner: req.owner, rec, in_flight: None, dirty: true, failures: 0, op_seq: 1, retries_423: 0 }
     }
 
     pub(crate) fn from_record(owner: ModuleId, rec: PublicationRecord) -> Self {
@@ -136,6 +138,7 @@ impl Publication {
             dirty: false,
             failures: 0,
             op_seq: 0,
+            retries_423: 0,
         }
     }
 
@@ -411,9 +414,11 @@ impl Publication {
             self.dirty = true;
             return self.send_next(svc, now, events);
         }
-        if status == 423 {
+        if status == 423 && self.retries_423 < 2 {
             if let Some(min) = header("Min-Expires").and_then(|v| parse_delta_seconds("Min-Expires", v).ok()) {
-                if min > flight.expires {
+                {
+                    // Bounded: a server repeating 423 cannot make us loop.
+                    self.retries_423 += 1;
                     self.rec.min_expires = min;
                     // Same operation again with the longer interval (case 65).
                     self.dirty = matches!(flight.op, PubOp::Initial | PubOp::Modify);
@@ -424,6 +429,7 @@ impl Publication {
                 }
             }
         }
+        self.retries_423 = 0;
         // Other failures: report, then retry while the publication is wanted.
         events.push(self.result(status, &reason, None, true, flight.op_seq));
         if matches!(flight.op, PubOp::Initial | PubOp::Modify) {
@@ -457,6 +463,7 @@ impl Publication {
         events: &mut Vec<PuaEvent>,
     ) -> bool {
         self.failures = 0;
+        self.retries_423 = 0;
         if flight.op == PubOp::Remove {
             if !self.rec.removing {
                 // Revived while the removal was outstanding: publish anew.

@@ -137,6 +137,8 @@ pub struct Subscription {
     extra_dialogs: Vec<ExtraDialog>,
     /// The owner was told the subscription ended (unsubscribe).
     end_reported: bool,
+    /// 423 answers in a row (bounded retries).
+    retries_423: u8,
 }
 
 /// Response codes to a refresh that end the dialog (RFC 6665 §4.1.2.2).
@@ -183,6 +185,7 @@ impl Subscription {
             failures: 0,
             extra_dialogs: Vec::new(),
             end_reported: false,
+            retries_423: 0,
         }
     }
 
@@ -195,6 +198,7 @@ impl Subscription {
             failures: 0,
             extra_dialogs: Vec::new(),
             end_reported: false,
+            retries_423: 0,
         }
     }
 
@@ -467,8 +471,11 @@ impl Subscription {
         };
         let header = |name: &str| resp.and_then(|r| r.headers.get(name));
         let min_expires = header("Min-Expires").and_then(|v| parse_delta_seconds("Min-Expires", v).ok());
-        if status == 423 && flight.kind != ReqKind::Unsubscribe {
-            if let Some(min) = min_expires.filter(|m| *m > flight.expires) {
+        if status == 423 && flight.kind != ReqKind::Unsubscribe && self.retries_423 < 2 {
+            // Retried even when Min-Expires is not above what we asked (a confused server
+            // gets the longer of the two), but only twice in a row, so it cannot loop.
+            if let Some(min) = min_expires {
+                self.retries_423 += 1;
                 self.rec.min_expires = min;
                 return match flight.kind {
                     ReqKind::Initial => self.send_initial_same_dialog(svc, now, events),
@@ -477,6 +484,7 @@ impl Subscription {
                 };
             }
         }
+        self.retries_423 = 0;
         events.push(PuaEvent::SubscribeResult { id: self.id, code: status, reason: reason.clone() });
         let retry_after = header("Retry-After").and_then(|v| parse_retry_after(v).ok());
         let success = (200..300).contains(&status);
