@@ -16,7 +16,12 @@ fn param(value: &str, name: &str) -> Option<String> {
 }
 
 fn publish(h: &mut Harness) -> Request {
-    let (_, outs) = h.admin(Harness::publish_cmd("sip:ben@sip.example", -1, Some(PIDF_OPEN), None));
+    let (_, outs) = h.admin(Harness::publish_cmd(
+        "sip:ben@sip.example",
+        -1,
+        Some(PIDF_OPEN),
+        None,
+    ));
     one_request(&outs, Method::Publish)
 }
 
@@ -45,7 +50,10 @@ fn challenge_and_check(alg: &str) {
     let again = one_request(&outs, Method::Publish);
     assert_eq!(cseq_of(&again), cseq_of(&p) + 1, "new CSeq");
     assert_eq!(header(&again, "Call-ID"), header(&p, "Call-ID"));
-    assert_eq!(tag_of(header(&again, "From").unwrap()), tag_of(header(&p, "From").unwrap()));
+    assert_eq!(
+        tag_of(header(&again, "From").unwrap()),
+        tag_of(header(&p, "From").unwrap())
+    );
     let auth = header(&again, "Authorization").expect("Authorization");
     let cnonce = param(auth, "cnonce").unwrap();
     let nc = param(auth, "nc").unwrap();
@@ -71,7 +79,10 @@ fn challenge_407_is_answered_with_proxy_authorization() {
     let mut h = Harness::new();
     let p = publish(&mut h);
     let outs = h.answer(&p, 407, |r| {
-        r.headers.push("Proxy-Authenticate", "Digest realm=\"sip.example\", nonce=\"x\", qop=\"auth\"");
+        r.headers.push(
+            "Proxy-Authenticate",
+            "Digest realm=\"sip.example\", nonce=\"x\", qop=\"auth\"",
+        );
     });
     let again = one_request(&outs, Method::Publish);
     assert!(header(&again, "Proxy-Authorization").is_some());
@@ -82,13 +93,22 @@ fn second_401_without_stale_is_final() {
     let mut h = Harness::new();
     let p = publish(&mut h);
     let ch = |r: &mut xmpp_sip_gateway::core::sip::Response| {
-        r.headers.push("WWW-Authenticate", "Digest realm=\"sip.example\", nonce=\"n1\", qop=\"auth\"");
+        r.headers.push(
+            "WWW-Authenticate",
+            "Digest realm=\"sip.example\", nonce=\"n1\", qop=\"auth\"",
+        );
     };
     let again = one_request(&h.answer(&p, 401, ch), Method::Publish);
     let outs = h.answer(&again, 401, ch);
-    assert!(requests(&outs, Method::Publish).is_empty(), "no third attempt");
+    assert!(
+        requests(&outs, Method::Publish).is_empty(),
+        "no third attempt"
+    );
     let replies = admin_replies(&outs);
-    assert!(matches!(&replies[..], [(_, AdminReply::Published(o))] if o.code == 401), "{replies:?}");
+    assert!(
+        matches!(&replies[..], [(_, AdminReply::Published(o))] if o.code == 401),
+        "{replies:?}"
+    );
 }
 
 #[test]
@@ -97,13 +117,22 @@ fn second_401_with_stale_is_answered_again() {
     let p = publish(&mut h);
     let again = one_request(
         &h.answer(&p, 401, |r| {
-            r.headers.push("WWW-Authenticate", "Digest realm=\"sip.example\", nonce=\"n1\", qop=\"auth\"")
+            r.headers.push(
+                "WWW-Authenticate",
+                "Digest realm=\"sip.example\", nonce=\"n1\", qop=\"auth\"",
+            )
         }),
         Method::Publish,
     );
     let outs = h.answer(&again, 401, |r| {
-        r.headers.push("WWW-Authenticate", "Digest realm=\"sip.example\", nonce=\"n2\", qop=\"auth\", stale=true")
+        r.headers.push(
+            "WWW-Authenticate",
+            "Digest realm=\"sip.example\", nonce=\"n2\", qop=\"auth\", stale=true",
+        )
     });
     let third = one_request(&outs, Method::Publish);
-    assert_eq!(param(header(&third, "Authorization").unwrap(), "nonce").as_deref(), Some("n2"));
+    assert_eq!(
+        param(header(&third, "Authorization").unwrap(), "nonce").as_deref(),
+        Some("n2")
+    );
 }

@@ -10,7 +10,8 @@ use xmpp_sip_gateway::core::sip::{Method, Request, SipMessage};
 fn request(h: &mut Harness, method: Method, extra: &[(&str, &str)]) -> Request {
     let mut r = Request::new(method.clone(), "sip:anna@xmpp.example");
     let b = h.branch();
-    r.headers.push("Via", format!("SIP/2.0/TCP 127.0.0.1:5070;branch={b}"));
+    r.headers
+        .push("Via", format!("SIP/2.0/TCP 127.0.0.1:5070;branch={b}"));
     r.headers.push("Max-Forwards", "70");
     r.headers.push("From", "<sip:ben@sip.example>;tag=f1");
     r.headers.push("To", "<sip:anna@xmpp.example>");
@@ -26,7 +27,10 @@ fn request(h: &mut Harness, method: Method, extra: &[(&str, &str)]) -> Request {
 fn request_from_untrusted_peer_gets_403() {
     let mut h = Harness::new();
     let r = request(&mut h, Method::Subscribe, &[("Event", "presence")]);
-    let outs = h.input(Input::Sip { from: stranger(), message: SipMessage::Request(r) });
+    let outs = h.input(Input::Sip {
+        from: stranger(),
+        message: SipMessage::Request(r),
+    });
     assert_eq!(one_response(&outs).status, 403);
 }
 
@@ -37,7 +41,11 @@ fn malformed_request_gets_400_naming_the_problem() {
 From: <sip:ben@sip.example>;tag=f1\r\nTo: <sip:anna@xmpp.example>\r\nCall-ID: m1@peer\r\nCSeq: 1 SUBSCRIBE\r\n\
 Expires: soon\r\nContent-Length: 0\r\n\r\n"
         .to_vec();
-    let outs = h.input(Input::SipMalformed { from: server(), raw, error: "bad Expires header: soon".into() });
+    let outs = h.input(Input::SipMalformed {
+        from: server(),
+        raw,
+        error: "bad Expires header: soon".into(),
+    });
     let resp = one_response(&outs);
     assert_eq!(resp.status, 400);
     assert!(resp.reason.contains("Expires"), "{}", resp.reason);
@@ -47,7 +55,11 @@ Expires: soon\r\nContent-Length: 0\r\n\r\n"
 #[test]
 fn unsalvageable_garbage_is_dropped() {
     let mut h = Harness::new();
-    let outs = h.input(Input::SipMalformed { from: server(), raw: b"\x00\x01garbage".to_vec(), error: "garbage".into() });
+    let outs = h.input(Input::SipMalformed {
+        from: server(),
+        raw: b"\x00\x01garbage".to_vec(),
+        error: "garbage".into(),
+    });
     assert!(outs.is_empty());
 }
 
@@ -57,7 +69,10 @@ fn oversized_request_gets_513() {
     let head = b"NOTIFY sip:gw@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5070;branch=z9hG4bKo1\r\n\
 From: <sip:ben@sip.example>;tag=f1\r\nTo: <sip:anna@xmpp.example>;tag=t1\r\nCall-ID: o1@peer\r\nCSeq: 1 NOTIFY\r\n\r\n"
         .to_vec();
-    let outs = h.input(Input::SipOversized { from: server(), head });
+    let outs = h.input(Input::SipOversized {
+        from: server(),
+        head,
+    });
     assert_eq!(one_response(&outs).status, 513);
 }
 
@@ -84,7 +99,11 @@ fn known_but_unserved_methods_get_405_with_allow() {
 #[test]
 fn subscribe_for_an_unserved_package_gets_489() {
     let mut h = Harness::new();
-    let r = request(&mut h, Method::Subscribe, &[("Event", "foo"), ("Expires", "3600")]);
+    let r = request(
+        &mut h,
+        Method::Subscribe,
+        &[("Event", "foo"), ("Expires", "3600")],
+    );
     assert_eq!(one_response(&h.from_server(r)).status, 489);
 }
 
@@ -122,7 +141,12 @@ fn without_proxy_requests_go_to_the_request_uri_host() {
         outbound_proxy: None,
         ..test_config()
     });
-    let (_, outs) = h.admin(Harness::publish_cmd("sip:ben@127.0.0.1:5080;transport=tcp", -1, Some(PIDF_OPEN), None));
+    let (_, outs) = h.admin(Harness::publish_cmd(
+        "sip:ben@127.0.0.1:5080;transport=tcp",
+        -1,
+        Some(PIDF_OPEN),
+        None,
+    ));
     let to = outs.iter().find_map(|o| match o {
         Output::SendSip { to, .. } => Some(*to),
         _ => None,
@@ -138,7 +162,15 @@ fn unroutable_publish_fails_with_500() {
         outbound_proxy: None,
         ..test_config()
     });
-    let (id, outs) = h.admin(Harness::publish_cmd("sip:ben@sip.example", -1, Some(PIDF_OPEN), None));
+    let (id, outs) = h.admin(Harness::publish_cmd(
+        "sip:ben@sip.example",
+        -1,
+        Some(PIDF_OPEN),
+        None,
+    ));
     let replies = admin_replies(&outs);
-    assert!(matches!(&replies[..], [(rid, AdminReply::Published(o))] if *rid == id && o.code == 500), "{replies:?}");
+    assert!(
+        matches!(&replies[..], [(rid, AdminReply::Published(o))] if *rid == id && o.code == 500),
+        "{replies:?}"
+    );
 }

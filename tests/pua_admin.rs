@@ -9,7 +9,10 @@ use xmpp_sip_gateway::core::sip::Method;
 fn refused(cmd: AdminCommand) -> (u16, String) {
     let mut h = Harness::new();
     let (id, outs) = h.admin(cmd);
-    assert!(requests(&outs, Method::Publish).is_empty() && requests(&outs, Method::Subscribe).is_empty());
+    assert!(
+        requests(&outs, Method::Publish).is_empty()
+            && requests(&outs, Method::Subscribe).is_empty()
+    );
     match &admin_replies(&outs)[..] {
         [(rid, AdminReply::Published(o))] if *rid == id => (o.code, o.reason.clone()),
         [(rid, AdminReply::Subscribed(o))] if *rid == id => (o.code, o.reason.clone()),
@@ -17,7 +20,13 @@ fn refused(cmd: AdminCommand) -> (u16, String) {
     }
 }
 
-fn publish(presentity: &str, event: &str, ct: Option<&str>, body: Option<&str>, etag: Option<&str>) -> AdminCommand {
+fn publish(
+    presentity: &str,
+    event: &str,
+    ct: Option<&str>,
+    body: Option<&str>,
+    etag: Option<&str>,
+) -> AdminCommand {
     AdminCommand::Publish(PublishCommand {
         presentity: presentity.into(),
         expires: 3600,
@@ -32,8 +41,16 @@ fn publish(presentity: &str, event: &str, ct: Option<&str>, body: Option<&str>, 
 #[test]
 fn publish_replies_after_the_final_response_with_etag_and_expires() {
     let mut h = Harness::new();
-    let (id, outs) = h.admin(Harness::publish_cmd("sip:ben@sip.example", -1, Some(PIDF_OPEN), None));
-    assert!(admin_replies(&outs).is_empty(), "no reply before the final response");
+    let (id, outs) = h.admin(Harness::publish_cmd(
+        "sip:ben@sip.example",
+        -1,
+        Some(PIDF_OPEN),
+        None,
+    ));
+    assert!(
+        admin_replies(&outs).is_empty(),
+        "no reply before the final response"
+    );
     let p = one_request(&outs, Method::Publish);
     let outs = h.answer(&p, 200, |r| {
         r.headers.push("SIP-ETag", "e1");
@@ -42,7 +59,10 @@ fn publish_replies_after_the_final_response_with_etag_and_expires() {
     match &admin_replies(&outs)[..] {
         [(rid, AdminReply::Published(o))] => {
             assert_eq!(*rid, id);
-            assert_eq!((o.code, o.etag.as_deref(), o.expires), (200, Some("e1"), Some(1800)));
+            assert_eq!(
+                (o.code, o.etag.as_deref(), o.expires),
+                (200, Some("e1"), Some(1800))
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -51,7 +71,12 @@ fn publish_replies_after_the_final_response_with_etag_and_expires() {
 #[test]
 fn publish_failure_is_replied_with_its_code() {
     let mut h = Harness::new();
-    let (_, outs) = h.admin(Harness::publish_cmd("sip:ben@sip.example", -1, Some(PIDF_OPEN), None));
+    let (_, outs) = h.admin(Harness::publish_cmd(
+        "sip:ben@sip.example",
+        -1,
+        Some(PIDF_OPEN),
+        None,
+    ));
     let p = one_request(&outs, Method::Publish);
     let outs = h.answer(&p, 404, |_| {});
     assert!(matches!(&admin_replies(&outs)[..], [(_, AdminReply::Published(o))] if o.code == 404));
@@ -60,13 +85,23 @@ fn publish_failure_is_replied_with_its_code() {
 #[test]
 fn publish_with_known_etag_modifies_the_publication() {
     let mut h = Harness::new();
-    let (_, outs) = h.admin(Harness::publish_cmd("sip:ben@sip.example", -1, Some(PIDF_OPEN), None));
+    let (_, outs) = h.admin(Harness::publish_cmd(
+        "sip:ben@sip.example",
+        -1,
+        Some(PIDF_OPEN),
+        None,
+    ));
     let p = one_request(&outs, Method::Publish);
     h.answer(&p, 200, |r| {
         r.headers.push("SIP-ETag", "e1");
         r.headers.push("Expires", "1800");
     });
-    let (_, outs) = h.admin(Harness::publish_cmd("sip:ben@sip.example", -1, Some(PIDF_CLOSED), Some("e1")));
+    let (_, outs) = h.admin(Harness::publish_cmd(
+        "sip:ben@sip.example",
+        -1,
+        Some(PIDF_CLOSED),
+        Some("e1"),
+    ));
     let m = one_request(&outs, Method::Publish);
     assert_eq!(header(&m, "SIP-If-Match"), Some("e1"));
     assert_eq!(m.body, PIDF_CLOSED.as_bytes());
@@ -74,32 +109,81 @@ fn publish_with_known_etag_modifies_the_publication() {
 
 #[test]
 fn publish_with_bad_presentity_uri_is_refused_404() {
-    assert_eq!(refused(publish("ben at example", "presence", None, None, None)).0, 404);
+    assert_eq!(
+        refused(publish("ben at example", "presence", None, None, None)).0,
+        404
+    );
 }
 
 #[test]
 fn publish_with_empty_event_is_refused_400() {
-    assert_eq!(refused(publish("sip:ben@sip.example", "", Some("application/pidf+xml"), Some("x"), None)).0, 400);
+    assert_eq!(
+        refused(publish(
+            "sip:ben@sip.example",
+            "",
+            Some("application/pidf+xml"),
+            Some("x"),
+            None
+        ))
+        .0,
+        400
+    );
 }
 
 #[test]
 fn publish_with_unknown_event_is_refused_400() {
-    assert_eq!(refused(publish("sip:ben@sip.example", "foo", Some("application/pidf+xml"), Some("x"), None)).0, 400);
+    assert_eq!(
+        refused(publish(
+            "sip:ben@sip.example",
+            "foo",
+            Some("application/pidf+xml"),
+            Some("x"),
+            None
+        ))
+        .0,
+        400
+    );
 }
 
 #[test]
 fn publish_with_content_type_but_no_body_is_refused_400() {
-    assert_eq!(refused(publish("sip:ben@sip.example", "presence", Some("application/pidf+xml"), None, None)).0, 400);
+    assert_eq!(
+        refused(publish(
+            "sip:ben@sip.example",
+            "presence",
+            Some("application/pidf+xml"),
+            None,
+            None
+        ))
+        .0,
+        400
+    );
 }
 
 #[test]
 fn publish_with_body_but_no_content_type_is_refused_400() {
-    assert_eq!(refused(publish("sip:ben@sip.example", "presence", None, Some("x"), None)).0, 400);
+    assert_eq!(
+        refused(publish(
+            "sip:ben@sip.example",
+            "presence",
+            None,
+            Some("x"),
+            None
+        ))
+        .0,
+        400
+    );
 }
 
 #[test]
 fn publish_with_unknown_etag_is_refused_418_wrong_etag() {
-    let (code, reason) = refused(publish("sip:ben@sip.example", "presence", None, None, Some("nope")));
+    let (code, reason) = refused(publish(
+        "sip:ben@sip.example",
+        "presence",
+        None,
+        None,
+        Some("nope"),
+    ));
     assert_eq!((code, reason.as_str()), (418, "Wrong ETag"));
 }
 
@@ -140,7 +224,11 @@ fn subscription_list_shows_the_last_notify_state_and_body() {
         [(_, AdminReply::Subscriptions(v))] => {
             assert_eq!(v.len(), 1);
             assert_eq!(v[0].state, "active");
-            assert!(v[0].last_notify_state.as_deref().unwrap().starts_with("active"));
+            assert!(v[0]
+                .last_notify_state
+                .as_deref()
+                .unwrap()
+                .starts_with("active"));
             assert_eq!(v[0].last_body.as_deref(), Some(PIDF_OPEN));
         }
         other => panic!("{other:?}"),
@@ -150,7 +238,12 @@ fn subscription_list_shows_the_last_notify_state_and_body() {
 #[test]
 fn publication_list_shows_etag_and_body() {
     let mut h = Harness::new();
-    let (_, outs) = h.admin(Harness::publish_cmd("sip:ben@sip.example", -1, Some(PIDF_OPEN), None));
+    let (_, outs) = h.admin(Harness::publish_cmd(
+        "sip:ben@sip.example",
+        -1,
+        Some(PIDF_OPEN),
+        None,
+    ));
     let p = one_request(&outs, Method::Publish);
     h.answer(&p, 200, |r| {
         r.headers.push("SIP-ETag", "e1");

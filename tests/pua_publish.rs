@@ -40,9 +40,16 @@ fn case62_refresh_is_sent_within_the_refresh_window_of_the_granted_interval() {
     let mut h = Harness::new();
     let p = initial(&mut h, -1);
     ok_with(&mut h, &p, "e1", 1800);
-    assert!(requests(&h.advance(secs(1439)), Method::Publish).is_empty(), "no refresh before 80 %");
+    assert!(
+        requests(&h.advance(secs(1439)), Method::Publish).is_empty(),
+        "no refresh before 80 %"
+    );
     let outs = h.advance(secs(1621 - 1439));
-    assert_eq!(requests(&outs, Method::Publish).len(), 1, "one refresh by 90 %");
+    assert_eq!(
+        requests(&outs, Method::Publish).len(),
+        1,
+        "one refresh by 90 %"
+    );
 }
 
 /// Case 63: the refresh has no body and SIP-If-Match of the stored tag; the next one uses
@@ -106,12 +113,21 @@ fn case67_changes_during_an_outstanding_publish_wait_and_coalesce() {
     let mut h = Harness::new();
     let p = initial(&mut h, -1);
     let (_, o1) = h.admin(Harness::publish_cmd(BEN, -1, Some(PIDF_CLOSED), None));
-    let (_, o2) = h.admin(Harness::publish_cmd(BEN, -1, Some("<presence-latest/>"), None));
+    let (_, o2) = h.admin(Harness::publish_cmd(
+        BEN,
+        -1,
+        Some("<presence-latest/>"),
+        None,
+    ));
     assert!(requests(&o1, Method::Publish).is_empty() && requests(&o2, Method::Publish).is_empty());
     let outs = ok_with(&mut h, &p, "e1", 1800);
     let next = one_request(&outs, Method::Publish);
     assert_eq!(next.body, b"<presence-latest/>");
-    assert_eq!(header(&next, "SIP-If-Match"), Some("e1"), "a modify of the published entity");
+    assert_eq!(
+        header(&next, "SIP-If-Match"),
+        Some("e1"),
+        "a modify of the published entity"
+    );
 }
 
 /// A 503 with Retry-After is honoured: nothing before it, a retry after it.
@@ -179,7 +195,11 @@ fn etag_is_stored_before_the_reply_acknowledges_it() {
     let mut h = Harness::new();
     let p = initial(&mut h, -1);
     let outs = ok_with(&mut h, &p, "e1", 1800);
-    let put = outs.iter().position(|o| matches!(o, Output::Store(s) if format!("{s:?}").contains("e1")));
-    let reply = outs.iter().position(|o| matches!(o, Output::AdminReply { .. }));
+    let put = outs
+        .iter()
+        .position(|o| matches!(o, Output::Store(s) if format!("{s:?}").contains("e1")));
+    let reply = outs
+        .iter()
+        .position(|o| matches!(o, Output::AdminReply { .. }));
     assert!(put.is_some() && reply.is_some() && put < reply, "{outs:#?}");
 }

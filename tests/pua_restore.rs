@@ -10,7 +10,12 @@ use xmpp_sip_gateway::core::sip::Method;
 #[test]
 fn restored_publication_is_refreshed_with_its_stored_etag() {
     let mut h1 = Harness::new();
-    let (_, outs) = h1.admin(Harness::publish_cmd("sip:ben@sip.example", -1, Some(PIDF_OPEN), None));
+    let (_, outs) = h1.admin(Harness::publish_cmd(
+        "sip:ben@sip.example",
+        -1,
+        Some(PIDF_OPEN),
+        None,
+    ));
     let p = one_request(&outs, Method::Publish);
     h1.answer(&p, 200, |r| {
         r.headers.push("SIP-ETag", "e1");
@@ -31,7 +36,12 @@ fn restored_publication_is_refreshed_with_its_stored_etag() {
 #[test]
 fn restored_publication_past_its_refresh_time_is_refreshed_at_once() {
     let mut h1 = Harness::new();
-    let (_, outs) = h1.admin(Harness::publish_cmd("sip:ben@sip.example", -1, Some(PIDF_OPEN), None));
+    let (_, outs) = h1.admin(Harness::publish_cmd(
+        "sip:ben@sip.example",
+        -1,
+        Some(PIDF_OPEN),
+        None,
+    ));
     let p = one_request(&outs, Method::Publish);
     h1.answer(&p, 200, |r| {
         r.headers.push("SIP-ETag", "e1");
@@ -63,7 +73,10 @@ fn restored_subscription_is_refreshed_in_dialog() {
     let r = h2.next_request(Method::Subscribe, 3300).0;
     assert_eq!(header(&r, "Call-ID"), header(&s, "Call-ID"));
     assert!(header(&r, "To").unwrap().contains("tag=n1"));
-    assert_eq!(tag_of(header(&r, "From").unwrap()), tag_of(header(&s, "From").unwrap()));
+    assert_eq!(
+        tag_of(header(&r, "From").unwrap()),
+        tag_of(header(&s, "From").unwrap())
+    );
     assert_eq!(cseq_of(&r), 2);
     assert_eq!(r.uri, "sip:notifier@127.0.0.1:5070;transport=tcp");
 }

@@ -28,7 +28,9 @@ fn ended(h: &Harness) -> Vec<(SubscriptionEnd, bool)> {
         .borrow()
         .iter()
         .filter_map(|e| match e {
-            PuaEvent::SubscriptionEnded { end, retry_at, .. } => Some((end.clone(), retry_at.is_some())),
+            PuaEvent::SubscriptionEnded { end, retry_at, .. } => {
+                Some((end.clone(), retry_at.is_some()))
+            }
             _ => None,
         })
         .collect()
@@ -68,7 +70,10 @@ fn case16_accepted_subscribe_without_notify_delivers_nothing() {
     let mut h = Harness::new();
     let s = start(&mut h, "presence");
     h.answer(&s, 202, |r| r.headers.push("Expires", "3600"));
-    assert!(!h.take_events().iter().any(|e| matches!(e, PuaEvent::Notify { .. })));
+    assert!(!h
+        .take_events()
+        .iter()
+        .any(|e| matches!(e, PuaEvent::Notify { .. })));
 }
 
 /// Case 17: a pending NOTIFY without body is answered 200.
@@ -79,7 +84,13 @@ fn case17_pending_notify_is_answered_200() {
     h.answer(&s, 200, |r| r.headers.push("Expires", "3600"));
     let n = h.notify(&s, "n1", 1, "pending;expires=3600", None);
     assert_eq!(one_response(&h.from_server(n)).status, 200);
-    assert!(h.take_events().iter().any(|e| matches!(e, PuaEvent::Notify { state: SubState::Pending { .. }, .. })));
+    assert!(h.take_events().iter().any(|e| matches!(
+        e,
+        PuaEvent::Notify {
+            state: SubState::Pending { .. },
+            ..
+        }
+    )));
 }
 
 /// Case 18: an active NOTIFY is answered 200, its body handed to the owner, and a refresh
@@ -91,7 +102,13 @@ fn case18_active_notify_delivers_state_and_schedules_refresh() {
     h.answer(&s, 200, |r| r.headers.push("Expires", "3600"));
     let n = h.notify(&s, "n1", 1, "active;expires=499", Some(PIDF_OPEN));
     assert_eq!(one_response(&h.from_server(n)).status, 200);
-    assert!(h.take_events().iter().any(|e| matches!(e, PuaEvent::Notify { state: SubState::Active { expires: Some(499) }, .. })));
+    assert!(h.take_events().iter().any(|e| matches!(
+        e,
+        PuaEvent::Notify {
+            state: SubState::Active { expires: Some(499) },
+            ..
+        }
+    )));
     let r = h.next_request(Method::Subscribe, 450).0;
     assert!(header(&r, "To").unwrap().contains("tag=n1"));
     assert_eq!(header(&r, "Call-ID"), header(&s, "Call-ID"));
@@ -106,7 +123,12 @@ fn case19_second_active_notify_is_an_update() {
     let n = h.notify(&s, "n1", 2, "active;expires=3000", Some(PIDF_CLOSED));
     assert_eq!(one_response(&h.from_server(n)).status, 200);
     let ev = h.take_events();
-    assert_eq!(ev.iter().filter(|e| matches!(e, PuaEvent::Notify { .. })).count(), 1);
+    assert_eq!(
+        ev.iter()
+            .filter(|e| matches!(e, PuaEvent::Notify { .. }))
+            .count(),
+        1
+    );
 }
 
 /// Case 20: 403, 489 or 603 to the initial SUBSCRIBE ends the subscription; no retry.
@@ -116,8 +138,20 @@ fn case20_initial_refusal_is_final() {
         let mut h = Harness::new();
         let s = start(&mut h, "presence");
         h.answer(&s, code, |_| {});
-        assert_eq!(ended(&h), vec![(SubscriptionEnd::Response { code, reason: "Whatever".into() }, false)]);
-        assert!(requests(&h.advance(secs(3600)), Method::Subscribe).is_empty(), "{code} retried");
+        assert_eq!(
+            ended(&h),
+            vec![(
+                SubscriptionEnd::Response {
+                    code,
+                    reason: "Whatever".into()
+                },
+                false
+            )]
+        );
+        assert!(
+            requests(&h.advance(secs(3600)), Method::Subscribe).is_empty(),
+            "{code} retried"
+        );
     }
 }
 
@@ -144,9 +178,16 @@ fn case22_refresh_answered_481_subscribes_on_a_new_dialog() {
     let outs = h.answer(&r, 481, |_| {});
     let fresh = one_request(&outs, Method::Subscribe);
     assert_ne!(header(&fresh, "Call-ID"), header(&s, "Call-ID"));
-    assert_ne!(tag_of(header(&fresh, "From").unwrap()), tag_of(header(&s, "From").unwrap()));
+    assert_ne!(
+        tag_of(header(&fresh, "From").unwrap()),
+        tag_of(header(&s, "From").unwrap())
+    );
     assert!(!header(&fresh, "To").unwrap().contains("tag="));
-    assert_eq!(ended(&h).last().map(|e| e.1), Some(true), "re-subscribing, not ended for good");
+    assert_eq!(
+        ended(&h).last().map(|e| e.1),
+        Some(true),
+        "re-subscribing, not ended for good"
+    );
 }
 
 /// Case 23: no NOTIFY within 64·T1 of the SUBSCRIBE → failed (Timer N), retried later on a
@@ -158,7 +199,10 @@ fn case23_timer_n_without_notify_fails_and_retries() {
     h.answer(&s, 200, |r| r.headers.push("Expires", "3600"));
     h.advance(secs(33));
     assert_eq!(ended(&h), vec![(SubscriptionEnd::NoNotify, true)]);
-    assert!(!h.take_events().iter().any(|e| matches!(e, PuaEvent::Notify { .. })));
+    assert!(!h
+        .take_events()
+        .iter()
+        .any(|e| matches!(e, PuaEvent::Notify { .. })));
     let retry = h.next_request(Method::Subscribe, 10).0;
     assert_ne!(header(&retry, "Call-ID"), header(&s, "Call-ID"));
     // A NOTIFY for the failed dialog is now refused.
@@ -195,7 +239,13 @@ fn case25_terminated_deactivated_resubscribes_at_once_on_a_new_dialog() {
 fn case26_probation_waits_for_retry_after() {
     let mut h = Harness::new();
     let s = establish(&mut h);
-    let n = h.notify(&s, "n1", 2, "terminated;reason=probation;retry-after=600", None);
+    let n = h.notify(
+        &s,
+        "n1",
+        2,
+        "terminated;reason=probation;retry-after=600",
+        None,
+    );
     assert!(requests(&h.from_server(n), Method::Subscribe).is_empty());
     assert!(requests(&h.advance(secs(599)), Method::Subscribe).is_empty());
     assert_eq!(requests(&h.advance(secs(2)), Method::Subscribe).len(), 1);
@@ -222,7 +272,10 @@ fn case28_unsubscribe_is_in_dialog_expires_zero() {
     let u = one_request(&outs, Method::Subscribe);
     assert_eq!(header(&u, "Expires"), Some("0"));
     assert_eq!(header(&u, "Call-ID"), header(&s, "Call-ID"));
-    assert_eq!(tag_of(header(&u, "From").unwrap()), tag_of(header(&s, "From").unwrap()));
+    assert_eq!(
+        tag_of(header(&u, "From").unwrap()),
+        tag_of(header(&s, "From").unwrap())
+    );
     assert!(header(&u, "To").unwrap().contains("tag=n1"));
     assert_eq!(cseq_of(&u), cseq_of(&s) + 1);
     h.answer(&u, 200, |r| r.headers.push("Expires", "0"));
@@ -282,7 +335,10 @@ fn case32_notify_before_the_200_creates_the_dialog() {
     assert_eq!(one_response(&h.from_server(n)).status, 200);
     h.answer(&s, 200, |r| r.headers.push("Expires", "3600"));
     let r = h.next_request(Method::Subscribe, 560).0;
-    assert!(header(&r, "To").unwrap().contains("tag=n1"), "refresh in the NOTIFY's dialog, per its expires");
+    assert!(
+        header(&r, "To").unwrap().contains("tag=n1"),
+        "refresh in the NOTIFY's dialog, per its expires"
+    );
 }
 
 /// The route set comes from the NOTIFY's Record-Route and the remote target from its
@@ -293,11 +349,14 @@ fn refresh_uses_route_set_and_remote_target_from_the_notify() {
     let s = start(&mut h, "presence");
     h.answer(&s, 200, |r| r.headers.push("Expires", "3600"));
     let mut n = h.notify(&s, "n1", 1, "active;expires=600", None);
-    n.headers.push("Record-Route", "<sip:127.0.0.1:5070;transport=tcp;lr>");
+    n.headers
+        .push("Record-Route", "<sip:127.0.0.1:5070;transport=tcp;lr>");
     h.from_server(n);
     let r = h.next_request(Method::Subscribe, 560).0;
     assert_eq!(r.uri, "sip:notifier@127.0.0.1:5070;transport=tcp");
-    assert!(header(&r, "Route").unwrap().contains("sip:127.0.0.1:5070;transport=tcp;lr"));
+    assert!(header(&r, "Route")
+        .unwrap()
+        .contains("sip:127.0.0.1:5070;transport=tcp;lr"));
 }
 
 /// A NOTIFY without a usable Subscription-State gets 400.
@@ -314,7 +373,13 @@ fn notify_with_bad_subscription_state_gets_400() {
 fn notify_with_unparseable_body_gets_400() {
     let mut h = Harness::new();
     let s = establish(&mut h);
-    let n = h.notify(&s, "n1", 2, "active;expires=3600", Some("<presence><unclosed>"));
+    let n = h.notify(
+        &s,
+        "n1",
+        2,
+        "active;expires=3600",
+        Some("<presence><unclosed>"),
+    );
     assert_eq!(one_response(&h.from_server(n)).status, 400);
 }
 
@@ -327,6 +392,8 @@ fn dialog_is_stored_before_the_notify_is_answered() {
     let n = h.notify(&s, "n1", 1, "active;expires=600", None);
     let outs = h.from_server(n);
     let put = outs.iter().position(|o| matches!(o, Output::Store(_)));
-    let ok = outs.iter().position(|o| matches!(o, Output::SendSip { .. }));
+    let ok = outs
+        .iter()
+        .position(|o| matches!(o, Output::SendSip { .. }));
     assert!(put.is_some() && put < ok, "{outs:#?}");
 }

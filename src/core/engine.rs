@@ -130,10 +130,12 @@ use super::modules::admin::AdminModule;
 use super::modules::{Module, ModuleCtx, ModuleId};
 use super::pua::{PuaService, PuaTimer, PublicationId, SubscriptionId};
 use super::sip::digest;
-use super::sip::message::{salvage_for_reply, Salvaged};
 use super::sip::headers::{CSeq, EventHeader, NameAddr};
+use super::sip::message::{salvage_for_reply, Salvaged};
 use super::sip::message::{Method, Request, Response, Transport};
-use super::sip::transaction::{ClientTxId, RequestDisposition, ServerTxId, TransactionLayer, TxEvent};
+use super::sip::transaction::{
+    ClientTxId, RequestDisposition, ServerTxId, TransactionLayer, TxEvent,
+};
 use super::time::Timestamp;
 use super::timers::TimerTable;
 
@@ -234,7 +236,9 @@ impl Services {
     /// §12.2.1.1), else the outbound proxy, else the numeric host of `target`.
     pub fn next_hop(&self, route_set: &[String], target: &str) -> Result<Peer, SendError> {
         if let Some(first) = route_set.first() {
-            let uri = NameAddr::parse("Route", first).map(|n| n.uri).unwrap_or_else(|_| first.clone());
+            let uri = NameAddr::parse("Route", first)
+                .map(|n| n.uri)
+                .unwrap_or_else(|_| first.clone());
             return uri_peer(&uri).ok_or(SendError::Unroutable(uri));
         }
         if let Some(proxy) = self.config.outbound_proxy {
@@ -259,8 +263,18 @@ impl Services {
                 return Err(e);
             }
         };
-        let tx = self.tx.send_request(now, &mut self.ids, peer, request.clone());
-        self.outgoing.insert(tx, Outgoing { owner, peer, request, auth_rounds: 0 });
+        let tx = self
+            .tx
+            .send_request(now, &mut self.ids, peer, request.clone());
+        self.outgoing.insert(
+            tx,
+            Outgoing {
+                owner,
+                peer,
+                request,
+                auth_rounds: 0,
+            },
+        );
         self.flush_tx();
         Ok(tx)
     }
@@ -285,7 +299,12 @@ impl Services {
     /// Answers a 401/407 by re-sending the request once with credentials (new CSeq, same
     /// Call-ID and tags). A further challenge is answered only when it says `stale=true`
     /// (RFC 7616 §3.4); then the challenge is the final answer.
-    fn retry_with_credentials(&mut self, now: Timestamp, out: &Outgoing, resp: &Response) -> Option<(ClientTxId, u32)> {
+    fn retry_with_credentials(
+        &mut self,
+        now: Timestamp,
+        out: &Outgoing,
+        resp: &Response,
+    ) -> Option<(ClientTxId, u32)> {
         const MAX_ROUNDS: u8 = 3;
         let (challenge_header, auth_header) = match resp.status {
             401 => ("WWW-Authenticate", "Authorization"),
@@ -326,12 +345,27 @@ impl Services {
                 .unwrap_or(1);
             req.headers.set("CSeq", format!("{} {}", cseq, req.method));
             let cnonce = self.ids.token(16);
-            let auth = digest::authorization(&ch, req.method.as_str(), &req.uri, &cred.username, &cred.password, &cnonce, 1);
+            let auth = digest::authorization(
+                &ch,
+                req.method.as_str(),
+                &req.uri,
+                &cred.username,
+                &cred.password,
+                &cnonce,
+                1,
+            );
             req.headers.set(auth_header, auth);
-            let tx = self.tx.send_request(now, &mut self.ids, out.peer, req.clone());
+            let tx = self
+                .tx
+                .send_request(now, &mut self.ids, out.peer, req.clone());
             self.outgoing.insert(
                 tx,
-                Outgoing { owner: out.owner, peer: out.peer, request: req, auth_rounds: out.auth_rounds + 1 },
+                Outgoing {
+                    owner: out.owner,
+                    peer: out.peer,
+                    request: req,
+                    auth_rounds: out.auth_rounds + 1,
+                },
             );
             self.flush_tx();
             return Some((tx, cseq));
@@ -350,11 +384,14 @@ pub fn build_response(req: &Request, status: u16, reason: &str, ids: &mut IdGene
         resp.headers.push("From", v);
     }
     if let Some(v) = req.headers.get("To") {
-        let has_tag = NameAddr::parse("To", v).map(|n| n.tag().is_some()).unwrap_or(true);
+        let has_tag = NameAddr::parse("To", v)
+            .map(|n| n.tag().is_some())
+            .unwrap_or(true);
         if has_tag || status == 100 {
             resp.headers.push("To", v);
         } else {
-            resp.headers.push("To", format!("{};tag={}", v.trim(), ids.tag()));
+            resp.headers
+                .push("To", format!("{};tag={}", v.trim(), ids.tag()));
         }
     }
     for name in ["Call-ID", "CSeq"] {
@@ -370,7 +407,9 @@ pub fn build_response(req: &Request, status: u16, reason: &str, ids: &mut IdGene
 pub fn uri_peer(uri: &str) -> Option<Peer> {
     let uri = uri.trim().trim_start_matches('<');
     let uri = uri.split('>').next().unwrap_or(uri);
-    let rest = uri.strip_prefix("sip:").or_else(|| uri.strip_prefix("sips:"))?;
+    let rest = uri
+        .strip_prefix("sip:")
+        .or_else(|| uri.strip_prefix("sips:"))?;
     let (hostpart, params) = match rest.find([';', '?']) {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, ""),
@@ -402,7 +441,10 @@ pub fn uri_peer(uri: &str) -> Option<Peer> {
 
 /// Makes arbitrary text usable as a reason phrase (one line, bounded).
 fn reason_text(s: &str) -> String {
-    let clean: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let clean: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     clean.chars().take(120).collect()
 }
 
@@ -431,7 +473,12 @@ impl Engine {
 
     /// An engine with the given modules (each `ModuleId` at most once).
     pub fn with_modules(config: EngineConfig, seed: u64, modules: Vec<Box<dyn Module>>) -> Self {
-        Engine { svc: Services::new(config, seed), pua: PuaService::new(), modules, shutting_down: false }
+        Engine {
+            svc: Services::new(config, seed),
+            pua: PuaService::new(),
+            modules,
+            shutting_down: false,
+        }
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -446,8 +493,14 @@ impl Engine {
     pub fn handle_input(&mut self, now: Timestamp, input: Input) {
         match input {
             Input::Tick => self.on_tick(now),
-            Input::Sip { from, message: SipMessage::Request(req) } => self.on_request(now, from, req),
-            Input::Sip { from, message: SipMessage::Response(resp) } => {
+            Input::Sip {
+                from,
+                message: SipMessage::Request(req),
+            } => self.on_request(now, from, req),
+            Input::Sip {
+                from,
+                message: SipMessage::Response(resp),
+            } => {
                 if let Some(ev) = self.svc.tx.on_response(now, from, resp) {
                     self.on_tx_event(now, ev);
                 }
@@ -456,8 +509,13 @@ impl Engine {
             Input::SipOversized { from, head } => self.on_oversized(from, &head),
             Input::SipTransportError { to } => {
                 // RFC 3261 §17.1.4: a transport error is reported to the TU like a timeout.
-                let mut failed: Vec<ClientTxId> =
-                    self.svc.outgoing.iter().filter(|(_, o)| o.peer == to).map(|(tx, _)| *tx).collect();
+                let mut failed: Vec<ClientTxId> = self
+                    .svc
+                    .outgoing
+                    .iter()
+                    .filter(|(_, o)| o.peer == to)
+                    .map(|(tx, _)| *tx)
+                    .collect();
                 failed.sort();
                 for tx in failed {
                     tracing::warn!(peer = %to, "transport error, request failed");
@@ -544,10 +602,15 @@ impl Engine {
             for (owner, ev) in events {
                 match self.modules.iter_mut().find(|m| m.id() == owner) {
                     Some(m) => {
-                        let mut ctx = ModuleCtx::new(now, owner, &mut self.pua, &mut self.svc, stats);
+                        let mut ctx =
+                            ModuleCtx::new(now, owner, &mut self.pua, &mut self.svc, stats);
                         m.on_pua_event(&mut ctx, &ev);
                     }
-                    None => tracing::debug!(owner = owner.as_str(), ?ev, "PUA event for an absent module"),
+                    None => tracing::debug!(
+                        owner = owner.as_str(),
+                        ?ev,
+                        "PUA event for an absent module"
+                    ),
                 }
             }
         }
@@ -585,7 +648,8 @@ impl Engine {
         }
         match out.owner {
             TxOwner::Publication(_) | TxOwner::Subscription(_) => {
-                self.pua.on_response(&mut self.svc, now, out.owner, tx, response.as_ref())
+                self.pua
+                    .on_response(&mut self.svc, now, out.owner, tx, response.as_ref())
             }
             TxOwner::Notifier(_) => {
                 // TODO(notifier): hand NOTIFY responses to the notifier once it lands.
@@ -600,7 +664,11 @@ impl Engine {
 
     /// Event packages some module serves as a notifier.
     fn served_packages(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.modules.iter().flat_map(|m| m.served_events()).collect();
+        let mut v: Vec<String> = self
+            .modules
+            .iter()
+            .flat_map(|m| m.served_events())
+            .collect();
         v.sort();
         v.dedup();
         v
@@ -620,7 +688,9 @@ impl Engine {
             // INVITE gets the same answer again.
             let mut resp = build_response(&req, 405, "Method Not Allowed", &mut self.svc.ids);
             resp.headers.push("Allow", ALLOW);
-            self.svc.tx.respond_stateless(from, req.headers.get("Via"), resp);
+            self.svc
+                .tx
+                .respond_stateless(from, req.headers.get("Via"), resp);
             self.svc.flush_tx();
             return;
         }
@@ -649,9 +719,15 @@ impl Engine {
             }),
             Method::Other(name) => {
                 tracing::info!(peer = %from, method = %name, "unknown method");
-                self.svc.reply(now, stx, &req, 501, "Not Implemented", |r| r.headers.push("Allow", ALLOW));
+                self.svc.reply(now, stx, &req, 501, "Not Implemented", |r| {
+                    r.headers.push("Allow", ALLOW)
+                });
             }
-            _ => self.svc.reply(now, stx, &req, 405, "Method Not Allowed", |r| r.headers.push("Allow", ALLOW)),
+            _ => self
+                .svc
+                .reply(now, stx, &req, 405, "Method Not Allowed", |r| {
+                    r.headers.push("Allow", ALLOW)
+                }),
         }
     }
 
@@ -668,7 +744,8 @@ impl Engine {
             }
             None => {
                 tracing::info!(call_id, "NOTIFY matching no subscription");
-                self.svc.reply(now, stx, req, 481, "Subscription Does Not Exist", |_| {});
+                self.svc
+                    .reply(now, stx, req, 481, "Subscription Does Not Exist", |_| {});
             }
         }
     }
@@ -692,7 +769,8 @@ impl Engine {
         // TODO(notifier): hand the SUBSCRIBE to src/core/sip/notifier.rs for `package` once
         // it lands; until then a served package cannot be reached (no module serves one).
         tracing::warn!(package = %package, "notifier not wired yet");
-        self.svc.reply(now, stx, req, 500, "Notifier Unavailable", |_| {});
+        self.svc
+            .reply(now, stx, req, 500, "Notifier Unavailable", |_| {});
     }
 
     fn on_malformed(&mut self, from: Peer, raw: &[u8], error: &str) {
@@ -710,9 +788,12 @@ impl Engine {
     /// A response to a salvaged request, with a To-tag added when it had none.
     fn salvaged_response(&mut self, s: &Salvaged, status: u16, reason: &str) -> Response {
         let mut resp = s.response(status, reason);
-        let has_tag = NameAddr::parse("To", &s.to).map(|n| n.tag().is_some()).unwrap_or(true);
+        let has_tag = NameAddr::parse("To", &s.to)
+            .map(|n| n.tag().is_some())
+            .unwrap_or(true);
         if !has_tag {
-            resp.headers.set("To", format!("{};tag={}", s.to.trim(), self.svc.ids.tag()));
+            resp.headers
+                .set("To", format!("{};tag={}", s.to.trim(), self.svc.ids.tag()));
         }
         resp
     }
@@ -737,7 +818,11 @@ fn basic_problem(req: &Request) -> Option<String> {
         }
     }
     for h in ["From", "To"] {
-        if req.headers.get(h).is_some_and(|v| NameAddr::parse("From", v).is_err()) {
+        if req
+            .headers
+            .get(h)
+            .is_some_and(|v| NameAddr::parse("From", v).is_err())
+        {
             return Some(format!("Bad {h}"));
         }
     }

@@ -148,12 +148,24 @@ pub enum PuaEvent {
     },
     /// The final response to a SUBSCRIBE (initial, refresh or unsubscribe), after 423 and
     /// digest retries.
-    SubscribeResult { id: SubscriptionId, code: u16, reason: String },
+    SubscribeResult {
+        id: SubscriptionId,
+        code: u16,
+        reason: String,
+    },
     /// A NOTIFY was accepted (answered 200) on the subscription.
-    Notify { id: SubscriptionId, state: SubState, body: Body },
+    Notify {
+        id: SubscriptionId,
+        state: SubState,
+        body: Body,
+    },
     /// The subscription's dialog ended. With `retry_at` the PUA re-subscribes on a new
     /// dialog at that time; without it the subscription is gone.
-    SubscriptionEnded { id: SubscriptionId, end: SubscriptionEnd, retry_at: Option<Timestamp> },
+    SubscriptionEnded {
+        id: SubscriptionId,
+        end: SubscriptionEnd,
+        retry_at: Option<Timestamp>,
+    },
 }
 
 /// Timer owners inside the PUA, keyed in the engine's timer table.
@@ -276,7 +288,12 @@ impl PuaService {
         self.publications.get(&id).map(|p| p.op_seq())
     }
 
-    pub fn find_publication(&self, owner: ModuleId, presentity: &str, event: &str) -> Option<PublicationId> {
+    pub fn find_publication(
+        &self,
+        owner: ModuleId,
+        presentity: &str,
+        event: &str,
+    ) -> Option<PublicationId> {
         self.publications
             .iter()
             .find(|(_, p)| p.matches(owner, presentity, event))
@@ -297,7 +314,12 @@ impl PuaService {
     // ----- subscriptions (RFC 6665) -----
 
     /// Starts a subscription: an initial SUBSCRIBE goes out at once.
-    pub fn subscribe(&mut self, svc: &mut Services, now: Timestamp, req: SubscribeRequest) -> SubscriptionId {
+    pub fn subscribe(
+        &mut self,
+        svc: &mut Services,
+        now: Timestamp,
+        req: SubscribeRequest,
+    ) -> SubscriptionId {
         let id = SubscriptionId(self.alloc_id());
         let mut s = Subscription::new(id, req, svc);
         let mut events = Vec::new();
@@ -330,7 +352,13 @@ impl PuaService {
         true
     }
 
-    pub fn find_subscription(&self, owner: ModuleId, presentity: &str, watcher: &str, event: &str) -> Option<SubscriptionId> {
+    pub fn find_subscription(
+        &self,
+        owner: ModuleId,
+        presentity: &str,
+        watcher: &str,
+        event: &str,
+    ) -> Option<SubscriptionId> {
         self.subscriptions
             .iter()
             .find(|(_, s)| s.owner == owner && s.matches(presentity, watcher, event))
@@ -368,7 +396,9 @@ impl PuaService {
         let mut events = Vec::new();
         match owner {
             TxOwner::Publication(id) => {
-                let Some(p) = self.publications.get_mut(&id) else { return };
+                let Some(p) = self.publications.get_mut(&id) else {
+                    return;
+                };
                 let keep = p.on_response(svc, now, tx, response, &mut events);
                 let o = p.owner;
                 if !keep {
@@ -377,7 +407,9 @@ impl PuaService {
                 events.into_iter().for_each(|e| self.emit(o, e));
             }
             TxOwner::Subscription(id) => {
-                let Some(s) = self.subscriptions.get_mut(&id) else { return };
+                let Some(s) = self.subscriptions.get_mut(&id) else {
+                    return;
+                };
                 let keep = s.on_response(svc, now, tx, response, &mut events);
                 let o = s.owner;
                 if !keep {
@@ -411,7 +443,9 @@ impl PuaService {
         let mut events = Vec::new();
         match timer {
             PuaTimer::Publication(id) => {
-                let Some(p) = self.publications.get_mut(&id) else { return };
+                let Some(p) = self.publications.get_mut(&id) else {
+                    return;
+                };
                 let keep = p.on_timer(svc, now, &mut events);
                 let o = p.owner;
                 if !keep {
@@ -420,7 +454,9 @@ impl PuaService {
                 events.into_iter().for_each(|e| self.emit(o, e));
             }
             PuaTimer::Subscription(id) | PuaTimer::TimerN(id) => {
-                let Some(s) = self.subscriptions.get_mut(&id) else { return };
+                let Some(s) = self.subscriptions.get_mut(&id) else {
+                    return;
+                };
                 let keep = if matches!(timer, PuaTimer::TimerN(_)) {
                     s.on_timer_n(svc, now, &mut events)
                 } else {
@@ -485,7 +521,9 @@ impl PuaService {
                             p.resume(svc, now);
                             self.publications.insert(id, p);
                         }
-                        Err(e) => tracing::warn!(key = %row.key, error = %e, "unreadable publication row, ignored"),
+                        Err(e) => {
+                            tracing::warn!(key = %row.key, error = %e, "unreadable publication row, ignored")
+                        }
                     }
                 }
                 StoreTable::Subscriptions => {
@@ -501,7 +539,9 @@ impl PuaService {
                             s.resume(svc, now);
                             self.subscriptions.insert(id, s);
                         }
-                        Err(e) => tracing::warn!(key = %row.key, error = %e, "unreadable subscription row, ignored"),
+                        Err(e) => {
+                            tracing::warn!(key = %row.key, error = %e, "unreadable subscription row, ignored")
+                        }
                     }
                 }
                 _ => {}

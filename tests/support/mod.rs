@@ -7,7 +7,9 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use xmpp_sip_gateway::core::engine::{AdminRequestId, Credential, Engine, EngineConfig, Input, Output};
+use xmpp_sip_gateway::core::engine::{
+    AdminRequestId, Credential, Engine, EngineConfig, Input, Output,
+};
 use xmpp_sip_gateway::core::modules::admin::{
     AdminCommand, AdminModule, AdminReply, PublishCommand, SubscribeCommand,
 };
@@ -28,18 +30,28 @@ pub const PIDF_CLOSED: &str = "<?xml version='1.0' encoding='UTF-8'?>\
 
 /// The scripted server (presence server / outbound proxy).
 pub fn server() -> Peer {
-    Peer { transport: Transport::Tcp, addr: "127.0.0.1:5070".parse().unwrap() }
+    Peer {
+        transport: Transport::Tcp,
+        addr: "127.0.0.1:5070".parse().unwrap(),
+    }
 }
 
 /// A peer outside the trusted networks.
 pub fn stranger() -> Peer {
-    Peer { transport: Transport::Tcp, addr: "192.0.2.9:5060".parse().unwrap() }
+    Peer {
+        transport: Transport::Tcp,
+        addr: "192.0.2.9:5060".parse().unwrap(),
+    }
 }
 
 pub fn test_config() -> EngineConfig {
     EngineConfig {
         outbound_proxy: Some(server()),
-        credentials: vec![Credential { realm: None, username: "gw".into(), password: "secret".into() }],
+        credentials: vec![Credential {
+            realm: None,
+            username: "gw".into(),
+            password: "secret".into(),
+        }],
         ..EngineConfig::default()
     }
 }
@@ -58,7 +70,12 @@ impl Module for Recorder {
         self.log.borrow_mut().push(event.clone());
         self.inner.on_pua_event(ctx, event)
     }
-    fn on_admin(&mut self, ctx: &mut ModuleCtx<'_>, id: AdminRequestId, command: &AdminCommand) -> bool {
+    fn on_admin(
+        &mut self,
+        ctx: &mut ModuleCtx<'_>,
+        id: AdminRequestId,
+        command: &AdminCommand,
+    ) -> bool {
         self.inner.on_admin(ctx, id, command)
     }
 }
@@ -80,7 +97,10 @@ impl Harness {
 
     pub fn with_config(config: EngineConfig) -> Self {
         let events = Rc::new(RefCell::new(Vec::new()));
-        let rec = Recorder { inner: AdminModule::new(), log: events.clone() };
+        let rec = Recorder {
+            inner: AdminModule::new(),
+            log: events.clone(),
+        };
         Harness {
             engine: Engine::with_modules(config, 42, vec![Box::new(rec)]),
             clock: ManualClock::starting_at(Timestamp::from_secs(1_700_000_000)),
@@ -151,16 +171,27 @@ impl Harness {
 
     /// A request from the scripted server.
     pub fn from_server(&mut self, req: Request) -> Vec<Output> {
-        self.input(Input::Sip { from: server(), message: SipMessage::Request(req) })
+        self.input(Input::Sip {
+            from: server(),
+            message: SipMessage::Request(req),
+        })
     }
 
     /// A response from the scripted server.
     pub fn respond(&mut self, resp: Response) -> Vec<Output> {
-        self.input(Input::Sip { from: server(), message: SipMessage::Response(resp) })
+        self.input(Input::Sip {
+            from: server(),
+            message: SipMessage::Response(resp),
+        })
     }
 
     /// Answers `req` (as we sent it) with `status`, letting `edit` add headers.
-    pub fn answer(&mut self, req: &Request, status: u16, edit: impl FnOnce(&mut Response)) -> Vec<Output> {
+    pub fn answer(
+        &mut self,
+        req: &Request,
+        status: u16,
+        edit: impl FnOnce(&mut Response),
+    ) -> Vec<Output> {
         let mut resp = response_to(req, status, "Whatever");
         edit(&mut resp);
         self.respond(resp)
@@ -172,7 +203,12 @@ impl Harness {
     }
 
     /// A publish command from the operator.
-    pub fn publish_cmd(presentity: &str, expires: i64, body: Option<&str>, etag: Option<&str>) -> AdminCommand {
+    pub fn publish_cmd(
+        presentity: &str,
+        expires: i64,
+        body: Option<&str>,
+        etag: Option<&str>,
+    ) -> AdminCommand {
         AdminCommand::Publish(PublishCommand {
             presentity: presentity.into(),
             expires,
@@ -194,7 +230,14 @@ impl Harness {
     }
 
     /// A NOTIFY from the server in the dialog of our SUBSCRIBE `sub`.
-    pub fn notify(&mut self, sub: &Request, notifier_tag: &str, cseq: u32, state: &str, body: Option<&str>) -> Request {
+    pub fn notify(
+        &mut self,
+        sub: &Request,
+        notifier_tag: &str,
+        cseq: u32,
+        state: &str,
+        body: Option<&str>,
+    ) -> Request {
         let event = sub.headers.get("Event").unwrap_or("presence").to_string();
         self.notify_with_event(sub, notifier_tag, cseq, state, body, &event)
     }
@@ -213,13 +256,17 @@ impl Harness {
         let contact = NameAddr::parse("Contact", sub.headers.get("Contact").unwrap()).unwrap();
         let mut n = Request::new(Method::Notify, contact.uri);
         let b = self.branch();
-        n.headers.push("Via", format!("SIP/2.0/TCP 127.0.0.1:5070;branch={b}"));
+        n.headers
+            .push("Via", format!("SIP/2.0/TCP 127.0.0.1:5070;branch={b}"));
         n.headers.push("Max-Forwards", "70");
-        n.headers.push("From", format!("<{}>;tag={}", to.uri, notifier_tag));
+        n.headers
+            .push("From", format!("<{}>;tag={}", to.uri, notifier_tag));
         n.headers.push("To", from);
-        n.headers.push("Call-ID", sub.headers.get("Call-ID").unwrap());
+        n.headers
+            .push("Call-ID", sub.headers.get("Call-ID").unwrap());
         n.headers.push("CSeq", format!("{cseq} NOTIFY"));
-        n.headers.push("Contact", "<sip:notifier@127.0.0.1:5070;transport=tcp>");
+        n.headers
+            .push("Contact", "<sip:notifier@127.0.0.1:5070;transport=tcp>");
         n.headers.push("Event", event);
         n.headers.push("Subscription-State", state);
         if let Some(b) = body {
@@ -234,11 +281,24 @@ impl Harness {
         let mut rows: Vec<StoredRow> = Vec::new();
         for o in outs {
             match o {
-                Output::Store(StoreOp::Put { table, key, owner, data, .. }) => {
+                Output::Store(StoreOp::Put {
+                    table,
+                    key,
+                    owner,
+                    data,
+                    ..
+                }) => {
                     rows.retain(|r| !(r.table == *table && r.key == *key));
-                    rows.push(StoredRow { table: *table, key: key.clone(), owner: owner.clone(), data: data.clone() });
+                    rows.push(StoredRow {
+                        table: *table,
+                        key: key.clone(),
+                        owner: owner.clone(),
+                        data: data.clone(),
+                    });
                 }
-                Output::Store(StoreOp::Delete { table, key }) => rows.retain(|r| !(r.table == *table && r.key == *key)),
+                Output::Store(StoreOp::Delete { table, key }) => {
+                    rows.retain(|r| !(r.table == *table && r.key == *key))
+                }
                 _ => {}
             }
         }
@@ -265,7 +325,8 @@ pub fn response_to(req: &Request, status: u16, reason: &str) -> Response {
     } else {
         r.headers.push("To", format!("{to};tag=srv1"));
     }
-    r.headers.push("Call-ID", req.headers.get("Call-ID").unwrap());
+    r.headers
+        .push("Call-ID", req.headers.get("Call-ID").unwrap());
     r.headers.push("CSeq", req.headers.get("CSeq").unwrap());
     r
 }
@@ -274,7 +335,10 @@ pub fn response_to(req: &Request, status: u16, reason: &str) -> Response {
 pub fn requests(outs: &[Output], method: Method) -> Vec<Request> {
     outs.iter()
         .filter_map(|o| match o {
-            Output::SendSip { message: SipMessage::Request(r), .. } if r.method == method => Some(r.clone()),
+            Output::SendSip {
+                message: SipMessage::Request(r),
+                ..
+            } if r.method == method => Some(r.clone()),
             _ => None,
         })
         .collect()
@@ -291,7 +355,10 @@ pub fn one_request(outs: &[Output], method: Method) -> Request {
 pub fn responses(outs: &[Output]) -> Vec<Response> {
     outs.iter()
         .filter_map(|o| match o {
-            Output::SendSip { message: SipMessage::Response(r), .. } => Some(r.clone()),
+            Output::SendSip {
+                message: SipMessage::Response(r),
+                ..
+            } => Some(r.clone()),
             _ => None,
         })
         .collect()
@@ -317,11 +384,22 @@ pub fn header<'a>(r: &'a Request, name: &str) -> Option<&'a str> {
 }
 
 pub fn tag_of(value: &str) -> String {
-    NameAddr::parse("From", value).unwrap().tag().unwrap().to_string()
+    NameAddr::parse("From", value)
+        .unwrap()
+        .tag()
+        .unwrap()
+        .to_string()
 }
 
 pub fn cseq_of(r: &Request) -> u32 {
-    r.headers.get("CSeq").unwrap().split_whitespace().next().unwrap().parse().unwrap()
+    r.headers
+        .get("CSeq")
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 pub fn secs(s: u64) -> Duration {

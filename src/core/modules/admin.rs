@@ -114,7 +114,9 @@ pub enum AdminReply {
 
 use super::{Module, ModuleCtx, ModuleId};
 use crate::core::engine::AdminRequestId;
-use crate::core::pua::{PuaEvent, PublicationId, PublishRequest, SubscribeRequest, SubscriptionEnd, SubscriptionId};
+use crate::core::pua::{
+    PuaEvent, PublicationId, PublishRequest, SubscribeRequest, SubscriptionEnd, SubscriptionId,
+};
 
 /// Event packages the admin commands accept (pua_mi's set, with `presence.winfo` spelled
 /// as registered, anchors.md §1.4).
@@ -122,12 +124,19 @@ pub const ADMIN_EVENTS: [&str; 4] = ["presence", "presence.winfo", "dialog", "di
 
 /// A URI the admin commands accept: `sip:`/`sips:` with a host part and no whitespace.
 fn valid_uri(uri: &str) -> bool {
-    let rest = match uri.strip_prefix("sip:").or_else(|| uri.strip_prefix("sips:")) {
+    let rest = match uri
+        .strip_prefix("sip:")
+        .or_else(|| uri.strip_prefix("sips:"))
+    {
         Some(r) => r,
         None => return false,
     };
     let host = rest.rsplit('@').next().unwrap_or("");
-    !host.is_empty() && !host.starts_with([';', '?', ':']) && !uri.chars().any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
+    !host.is_empty()
+        && !host.starts_with([';', '?', ':'])
+        && !uri
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
 }
 
 /// The event as accepted (`Err` = the reason phrase of the 400).
@@ -136,7 +145,12 @@ fn valid_event(event: &str) -> Result<String, &'static str> {
     if e.is_empty() {
         return Err("Empty Event");
     }
-    let norm: String = e.split(';').map(str::trim).collect::<Vec<_>>().join(";").to_ascii_lowercase();
+    let norm: String = e
+        .split(';')
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(";")
+        .to_ascii_lowercase();
     if ADMIN_EVENTS.contains(&norm.as_str()) {
         Ok(norm)
     } else {
@@ -147,10 +161,18 @@ fn valid_event(event: &str) -> Result<String, &'static str> {
 /// `extra_headers` as `Name: value` lines (CRLF or LF separated).
 fn parse_extra_headers(s: &str) -> Result<Vec<(String, String)>, ()> {
     let mut out = Vec::new();
-    for line in s.split(['\r', '\n']).map(str::trim).filter(|l| !l.is_empty()) {
+    for line in s
+        .split(['\r', '\n'])
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+    {
         let (n, v) = line.split_once(':').ok_or(())?;
         let n = n.trim();
-        if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || "-_.!%*+`'~".contains(c)) {
+        if n.is_empty()
+            || !n
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.!%*+`'~".contains(c))
+        {
             return Err(());
         }
         out.push((n.to_string(), v.trim().to_string()));
@@ -176,12 +198,24 @@ impl AdminModule {
     fn publish_refused(ctx: &mut ModuleCtx<'_>, id: AdminRequestId, code: u16, reason: &str) {
         ctx.admin_reply(
             id,
-            AdminReply::Published(PublishOutcome { code, reason: reason.into(), etag: None, expires: None }),
+            AdminReply::Published(PublishOutcome {
+                code,
+                reason: reason.into(),
+                etag: None,
+                expires: None,
+            }),
         );
     }
 
     fn subscribe_refused(ctx: &mut ModuleCtx<'_>, id: AdminRequestId, code: u16, reason: &str) {
-        ctx.admin_reply(id, AdminReply::Subscribed(SubscribeOutcome { code, reason: reason.into(), id: None }));
+        ctx.admin_reply(
+            id,
+            AdminReply::Subscribed(SubscribeOutcome {
+                code,
+                reason: reason.into(),
+                id: None,
+            }),
+        );
     }
 
     fn on_publish(&mut self, ctx: &mut ModuleCtx<'_>, id: AdminRequestId, cmd: &PublishCommand) {
@@ -229,7 +263,12 @@ impl AdminModule {
         }
     }
 
-    fn on_subscribe(&mut self, ctx: &mut ModuleCtx<'_>, id: AdminRequestId, cmd: &SubscribeCommand) {
+    fn on_subscribe(
+        &mut self,
+        ctx: &mut ModuleCtx<'_>,
+        id: AdminRequestId,
+        cmd: &SubscribeCommand,
+    ) {
         if !valid_uri(&cmd.presentity) {
             return Self::subscribe_refused(ctx, id, 404, "Bad Presentity URI");
         }
@@ -244,7 +283,12 @@ impl AdminModule {
             -1 => None,
             0 => {
                 // Expires 0 ends the operator's existing subscription (in-dialog Expires: 0).
-                match ctx.pua.find_subscription(ModuleId::Admin, &cmd.presentity, &cmd.watcher, &event) {
+                match ctx.pua.find_subscription(
+                    ModuleId::Admin,
+                    &cmd.presentity,
+                    &cmd.watcher,
+                    &event,
+                ) {
                     Some(sid) => {
                         self.pending_subscribe.push((sid, id));
                         ctx.unsubscribe(sid);
@@ -275,7 +319,12 @@ impl Module for AdminModule {
         ModuleId::Admin
     }
 
-    fn on_admin(&mut self, ctx: &mut ModuleCtx<'_>, id: AdminRequestId, command: &AdminCommand) -> bool {
+    fn on_admin(
+        &mut self,
+        ctx: &mut ModuleCtx<'_>,
+        id: AdminRequestId,
+        command: &AdminCommand,
+    ) -> bool {
         match command {
             AdminCommand::Publish(cmd) => self.on_publish(ctx, id, cmd),
             AdminCommand::Subscribe(cmd) => self.on_subscribe(ctx, id, cmd),
@@ -302,9 +351,19 @@ impl Module for AdminModule {
 
     fn on_pua_event(&mut self, ctx: &mut ModuleCtx<'_>, event: &PuaEvent) {
         match event {
-            PuaEvent::PublishResult { id, op_seq, code, reason, etag, expires, .. } => {
-                let (done, keep): (Vec<_>, Vec<_>) =
-                    self.pending_publish.drain(..).partition(|(p, s, _)| p == id && s <= op_seq);
+            PuaEvent::PublishResult {
+                id,
+                op_seq,
+                code,
+                reason,
+                etag,
+                expires,
+                ..
+            } => {
+                let (done, keep): (Vec<_>, Vec<_>) = self
+                    .pending_publish
+                    .drain(..)
+                    .partition(|(p, s, _)| p == id && s <= op_seq);
                 self.pending_publish = keep;
                 let ok = (200..300).contains(code);
                 for (_, _, rid) in done {
@@ -336,13 +395,26 @@ impl Module for AdminModule {
 }
 
 impl AdminModule {
-    fn reply_subscribe(&mut self, ctx: &mut ModuleCtx<'_>, sid: SubscriptionId, code: u16, reason: &str) {
-        let (done, keep): (Vec<_>, Vec<_>) = self.pending_subscribe.drain(..).partition(|(s, _)| *s == sid);
+    fn reply_subscribe(
+        &mut self,
+        ctx: &mut ModuleCtx<'_>,
+        sid: SubscriptionId,
+        code: u16,
+        reason: &str,
+    ) {
+        let (done, keep): (Vec<_>, Vec<_>) = self
+            .pending_subscribe
+            .drain(..)
+            .partition(|(s, _)| *s == sid);
         self.pending_subscribe = keep;
         for (_, rid) in done {
             ctx.admin_reply(
                 rid,
-                AdminReply::Subscribed(SubscribeOutcome { code, reason: reason.to_string(), id: Some(sid.to_string()) }),
+                AdminReply::Subscribed(SubscribeOutcome {
+                    code,
+                    reason: reason.to_string(),
+                    id: Some(sid.to_string()),
+                }),
             );
         }
     }

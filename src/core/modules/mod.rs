@@ -12,7 +12,10 @@ pub mod admin;
 use super::engine::{AdminRequestId, Services, TimerKey};
 use super::ids::IdGenerator;
 use super::persist::{StoreOp, StoredRow};
-use super::pua::{PuaEvent, PuaService, PublicationId, PublishError, PublishRequest, SubscribeRequest, SubscriptionId};
+use super::pua::{
+    PuaEvent, PuaService, PublicationId, PublishError, PublishRequest, SubscribeRequest,
+    SubscriptionId,
+};
 use super::time::Timestamp;
 use admin::{AdminCommand, AdminReply};
 
@@ -70,8 +73,20 @@ pub struct ModuleCtx<'a> {
 }
 
 impl<'a> ModuleCtx<'a> {
-    pub fn new(now: Timestamp, module: ModuleId, pua: &'a mut PuaService, svc: &'a mut Services, notifier_dialogs: usize) -> Self {
-        ModuleCtx { now, module, pua, svc, stats: EngineStats { notifier_dialogs } }
+    pub fn new(
+        now: Timestamp,
+        module: ModuleId,
+        pua: &'a mut PuaService,
+        svc: &'a mut Services,
+        notifier_dialogs: usize,
+    ) -> Self {
+        ModuleCtx {
+            now,
+            module,
+            pua,
+            svc,
+            stats: EngineStats { notifier_dialogs },
+        }
     }
 
     /// See [`PuaService::publish`]. The owner is forced to this module.
@@ -128,7 +143,12 @@ pub trait Module {
     }
 
     /// An operator command; return `true` when this module took it (and will reply).
-    fn on_admin(&mut self, ctx: &mut ModuleCtx<'_>, id: AdminRequestId, command: &AdminCommand) -> bool {
+    fn on_admin(
+        &mut self,
+        ctx: &mut ModuleCtx<'_>,
+        id: AdminRequestId,
+        command: &AdminCommand,
+    ) -> bool {
         let _ = (ctx, id, command);
         false
     }

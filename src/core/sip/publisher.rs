@@ -105,17 +105,27 @@ pub struct Publication {
 }
 
 impl Publication {
-    pub(crate) fn new(id: PublicationId, req: &PublishRequest, svc: &mut Services, now: Timestamp) -> Self {
+    pub(crate) fn new(
+        id: PublicationId,
+        req: &PublishRequest,
+        svc: &mut Services,
+        now: Timestamp,
+    ) -> Self {
         let rec = PublicationRecord {
             id: id.0,
             owner: req.owner.as_str().to_string(),
             presentity: req.presentity.clone(),
             event: req.event.clone(),
             content_type: req.content_type.clone(),
-            body: req.body.as_ref().map(|b| String::from_utf8_lossy(b).into_owned()),
+            body: req
+                .body
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).into_owned()),
             extra_headers: req.extra_headers.clone(),
             desired: req.expires,
-            desired_until: req.expires.map(|e| (now + Duration::from_secs(e as u64)).as_millis()),
+            desired_until: req
+                .expires
+                .map(|e| (now + Duration::from_secs(e as u64)).as_millis()),
             etag: None,
             expires_at: None,
             granted: None,
@@ -126,7 +136,16 @@ impl Publication {
             min_expires: 0,
             removing: false,
         };
-        Publication { id, owner: req.owner, rec, in_flight: None, dirty: true, failures: 0, op_seq: 1, retries_423: 0 }
+        Publication {
+            id,
+            owner: req.owner,
+            rec,
+            in_flight: None,
+            dirty: true,
+            failures: 0,
+            op_seq: 1,
+            retries_423: 0,
+        }
     }
 
     pub(crate) fn from_record(owner: ModuleId, rec: PublicationRecord) -> Self {
@@ -143,7 +162,9 @@ impl Publication {
     }
 
     pub(crate) fn matches(&self, owner: ModuleId, presentity: &str, event: &str) -> bool {
-        self.owner == owner && self.rec.presentity == presentity && self.rec.event.eq_ignore_ascii_case(event)
+        self.owner == owner
+            && self.rec.presentity == presentity
+            && self.rec.event.eq_ignore_ascii_case(event)
     }
 
     pub fn etag(&self) -> Option<&str> {
@@ -206,7 +227,10 @@ impl Publication {
 
     fn forget(&self, svc: &mut Services) {
         svc.cancel_timer(self.timer());
-        svc.store(StoreOp::Delete { table: StoreTable::Publications, key: self.id.to_string() });
+        svc.store(StoreOp::Delete {
+            table: StoreTable::Publications,
+            key: self.id.to_string(),
+        });
     }
 
     /// Whether the stored entity-tag can still be used (the granted interval is running).
@@ -224,7 +248,14 @@ impl Publication {
         base.max(self.rec.min_expires)
     }
 
-    fn result(&self, code: u16, reason: &str, expires: Option<u32>, alive: bool, op_seq: u64) -> PuaEvent {
+    fn result(
+        &self,
+        code: u16,
+        reason: &str,
+        expires: Option<u32>,
+        alive: bool,
+        op_seq: u64,
+    ) -> PuaEvent {
         PuaEvent::PublishResult {
             id: self.id,
             op_seq,
@@ -237,7 +268,12 @@ impl Publication {
     }
 
     /// First transmission of a new publication. Returns whether the record stays.
-    pub(crate) fn start(&mut self, svc: &mut Services, now: Timestamp, events: &mut Vec<PuaEvent>) -> bool {
+    pub(crate) fn start(
+        &mut self,
+        svc: &mut Services,
+        now: Timestamp,
+        events: &mut Vec<PuaEvent>,
+    ) -> bool {
         self.persist(svc);
         self.send_next(svc, now, events)
     }
@@ -268,7 +304,9 @@ impl Publication {
         } else {
             self.rec.removing = false;
             self.rec.desired = change.expires;
-            self.rec.desired_until = change.expires.map(|e| (now + Duration::from_secs(e as u64)).as_millis());
+            self.rec.desired_until = change
+                .expires
+                .map(|e| (now + Duration::from_secs(e as u64)).as_millis());
             if let Some(body) = change.body {
                 self.rec.body = Some(String::from_utf8_lossy(&body).into_owned());
                 if change.content_type.is_some() {
@@ -290,7 +328,12 @@ impl Publication {
     }
 
     /// Sends what the wanted state requires. Returns whether the record stays.
-    fn send_next(&mut self, svc: &mut Services, now: Timestamp, events: &mut Vec<PuaEvent>) -> bool {
+    fn send_next(
+        &mut self,
+        svc: &mut Services,
+        now: Timestamp,
+        events: &mut Vec<PuaEvent>,
+    ) -> bool {
         if self.in_flight.is_some() {
             return true;
         }
@@ -325,13 +368,26 @@ impl Publication {
         self.send(svc, now, op, events)
     }
 
-    fn send(&mut self, svc: &mut Services, now: Timestamp, op: PubOp, events: &mut Vec<PuaEvent>) -> bool {
-        let expires = if op == PubOp::Remove { 0 } else { self.wanted_expires(svc, now) };
+    fn send(
+        &mut self,
+        svc: &mut Services,
+        now: Timestamp,
+        op: PubOp,
+        events: &mut Vec<PuaEvent>,
+    ) -> bool {
+        let expires = if op == PubOp::Remove {
+            0
+        } else {
+            self.wanted_expires(svc, now)
+        };
         self.rec.cseq += 1;
         let mut req = Request::new(Method::Publish, self.rec.presentity.clone());
         let h = &mut req.headers;
         h.push("Max-Forwards", "70");
-        h.push("From", format!("<{}>;tag={}", self.rec.presentity, self.rec.from_tag));
+        h.push(
+            "From",
+            format!("<{}>;tag={}", self.rec.presentity, self.rec.from_tag),
+        );
         h.push("To", format!("<{}>", self.rec.presentity));
         h.push("Call-ID", self.rec.call_id.clone());
         h.push("CSeq", format!("{} PUBLISH", self.rec.cseq));
@@ -359,7 +415,12 @@ impl Publication {
         match svc.send_request(now, TxOwner::Publication(self.id), &[], req) {
             Ok(tx) => {
                 tracing::debug!(id = %self.id, ?op, expires, "PUBLISH sent");
-                self.in_flight = Some(InFlight { tx, op, expires, op_seq: self.op_seq });
+                self.in_flight = Some(InFlight {
+                    tx,
+                    op,
+                    expires,
+                    op_seq: self.op_seq,
+                });
                 svc.cancel_timer(self.timer());
                 true
             }
@@ -415,7 +476,9 @@ impl Publication {
             return self.send_next(svc, now, events);
         }
         if status == 423 && self.retries_423 < 2 {
-            if let Some(min) = header("Min-Expires").and_then(|v| parse_delta_seconds("Min-Expires", v).ok()) {
+            if let Some(min) =
+                header("Min-Expires").and_then(|v| parse_delta_seconds("Min-Expires", v).ok())
+            {
                 {
                     // Bounded: a server repeating 423 cannot make us loop.
                     self.retries_423 += 1;
@@ -450,7 +513,9 @@ impl Publication {
     /// Exponential back-off with jitter: 2 s · 2^failures, capped, drawn in 50–100 %.
     fn backoff(&self, svc: &mut Services) -> Duration {
         let cap = svc.config.max_backoff.as_millis() as u64;
-        let full = 2000u64.saturating_mul(1u64 << self.failures.min(20)).min(cap);
+        let full = 2000u64
+            .saturating_mul(1u64 << self.failures.min(20))
+            .min(cap);
         Duration::from_millis(svc.ids.fraction_of(full, 0.5, 1.0).max(1))
     }
 
@@ -477,7 +542,9 @@ impl Publication {
             self.forget(svc);
             return false;
         }
-        let resp_etag = resp.and_then(|r| r.headers.get("SIP-ETag")).map(|v| v.trim().to_string());
+        let resp_etag = resp
+            .and_then(|r| r.headers.get("SIP-ETag"))
+            .map(|v| v.trim().to_string());
         let granted = resp
             .and_then(|r| r.headers.get("Expires"))
             .and_then(|v| parse_delta_seconds("Expires", v).ok())
@@ -490,12 +557,22 @@ impl Publication {
         self.rec.expires_at = Some(expires_at.as_millis());
         self.rec.granted = Some(granted);
         let (lo, hi) = svc.config.refresh_window;
-        let refresh_at = now + Duration::from_millis(svc.ids.fraction_of(granted as u64 * 1000, lo, hi));
-        let lapses = self.rec.desired_until.is_some_and(|u| u <= expires_at.as_millis());
+        let refresh_at =
+            now + Duration::from_millis(svc.ids.fraction_of(granted as u64 * 1000, lo, hi));
+        let lapses = self
+            .rec
+            .desired_until
+            .is_some_and(|u| u <= expires_at.as_millis());
         let next = if lapses { expires_at } else { refresh_at };
         self.rec.refresh_at = Some(next.as_millis());
         self.persist(svc);
-        events.push(self.result(200, resp.map(|r| r.reason.as_str()).unwrap_or("OK"), Some(granted), true, flight.op_seq));
+        events.push(self.result(
+            200,
+            resp.map(|r| r.reason.as_str()).unwrap_or("OK"),
+            Some(granted),
+            true,
+            flight.op_seq,
+        ));
         if self.dirty || self.rec.removing {
             return self.send_next(svc, now, events);
         }
@@ -504,7 +581,12 @@ impl Publication {
     }
 
     /// The publication's timer: refresh, retry, or the end of its wanted life.
-    pub(crate) fn on_timer(&mut self, svc: &mut Services, now: Timestamp, events: &mut Vec<PuaEvent>) -> bool {
+    pub(crate) fn on_timer(
+        &mut self,
+        svc: &mut Services,
+        now: Timestamp,
+        events: &mut Vec<PuaEvent>,
+    ) -> bool {
         if self.in_flight.is_some() {
             return true;
         }

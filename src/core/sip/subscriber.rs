@@ -33,13 +33,21 @@ use crate::core::presence::{parse_body, Body};
 use crate::core::pua::{PuaEvent, PuaTimer, SubscribeRequest, SubscriptionEnd, SubscriptionId};
 use crate::core::time::Timestamp;
 
-use super::headers::{parse_delta_seconds, parse_retry_after, CSeq, EventHeader, NameAddr, SubState, TerminationReason};
+use super::headers::{
+    parse_delta_seconds, parse_retry_after, CSeq, EventHeader, NameAddr, SubState,
+    TerminationReason,
+};
 use super::message::{Method, Request, Response};
 use super::transaction::{ClientTxId, ServerTxId};
 
 /// The body type to ask for in `Accept`, per event package.
 pub fn accept_for(event: &str) -> Option<&'static str> {
-    let package = event.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let package = event
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     match package.as_str() {
         "presence" => Some(crate::core::presence::PIDF),
         "presence.winfo" => Some(crate::core::presence::WATCHERINFO),
@@ -147,7 +155,12 @@ fn ends_dialog(status: u16) -> bool {
 }
 
 fn package_of(event: &str) -> String {
-    event.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
+    event
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
 }
 
 impl Subscription {
@@ -155,7 +168,10 @@ impl Subscription {
         let rec = SubscriptionRecord {
             id: id.0,
             owner: req.owner.as_str().to_string(),
-            contact: req.contact.clone().unwrap_or_else(|| svc.config.contact_uri.clone()),
+            contact: req
+                .contact
+                .clone()
+                .unwrap_or_else(|| svc.config.contact_uri.clone()),
             presentity: req.presentity,
             watcher: req.watcher,
             event: req.event,
@@ -211,11 +227,15 @@ impl Subscription {
     }
 
     pub(crate) fn matches(&self, presentity: &str, watcher: &str, event: &str) -> bool {
-        self.rec.presentity == presentity && self.rec.watcher == watcher && self.rec.event.eq_ignore_ascii_case(event)
+        self.rec.presentity == presentity
+            && self.rec.watcher == watcher
+            && self.rec.event.eq_ignore_ascii_case(event)
     }
 
     pub(crate) fn matches_notify(&self, call_id: &str, to_tag: Option<&str>) -> bool {
-        !self.rec.call_id.is_empty() && self.rec.call_id == call_id && to_tag == Some(self.rec.from_tag.as_str())
+        !self.rec.call_id.is_empty()
+            && self.rec.call_id == call_id
+            && to_tag == Some(self.rec.from_tag.as_str())
     }
 
     pub(crate) fn view(&self, now: Timestamp) -> SubscriptionView {
@@ -263,7 +283,10 @@ impl Subscription {
     fn forget(&self, svc: &mut Services) {
         svc.cancel_timer(self.timer());
         svc.cancel_timer(self.timer_n());
-        svc.store(StoreOp::Delete { table: StoreTable::Subscriptions, key: self.id.to_string() });
+        svc.store(StoreOp::Delete {
+            table: StoreTable::Subscriptions,
+            key: self.id.to_string(),
+        });
     }
 
     fn wanted(&self, now: Timestamp) -> bool {
@@ -285,12 +308,19 @@ impl Subscription {
 
     fn backoff(&self, svc: &mut Services) -> Duration {
         let cap = svc.config.max_backoff.as_millis() as u64;
-        let full = 2000u64.saturating_mul(1u64 << self.failures.min(20)).min(cap);
+        let full = 2000u64
+            .saturating_mul(1u64 << self.failures.min(20))
+            .min(cap);
         Duration::from_millis(svc.ids.fraction_of(full, 0.5, 1.0).max(1))
     }
 
     /// First SUBSCRIBE of a new subscription. Returns whether the record stays.
-    pub(crate) fn start(&mut self, svc: &mut Services, now: Timestamp, events: &mut Vec<PuaEvent>) -> bool {
+    pub(crate) fn start(
+        &mut self,
+        svc: &mut Services,
+        now: Timestamp,
+        events: &mut Vec<PuaEvent>,
+    ) -> bool {
         if let Some(d) = self.rec.desired {
             if d > 0 {
                 self.rec.desired_until = Some((now + Duration::from_secs(d as u64)).as_millis());
@@ -302,7 +332,8 @@ impl Subscription {
     /// After a restart: refresh the stored dialog in place at its normal time (at once if
     /// due), CSeq continuing; without a live dialog, subscribe anew.
     pub(crate) fn resume(&mut self, svc: &mut Services, now: Timestamp) {
-        let live = self.rec.to_tag.is_some() && self.rec.expires_at.is_some_and(|e| now < Timestamp(e));
+        let live =
+            self.rec.to_tag.is_some() && self.rec.expires_at.is_some_and(|e| now < Timestamp(e));
         let at = if live {
             self.rec.refresh_at.map(Timestamp).unwrap_or(now).max(now)
         } else {
@@ -324,7 +355,13 @@ impl Subscription {
         self.extra_dialogs.clear();
     }
 
-    fn base_request(&mut self, svc: &Services, uri: String, to_tag: Option<&str>, expires: u32) -> Request {
+    fn base_request(
+        &mut self,
+        svc: &Services,
+        uri: String,
+        to_tag: Option<&str>,
+        expires: u32,
+    ) -> Request {
         self.rec.local_cseq += 1;
         let mut req = Request::new(Method::Subscribe, uri);
         let h = &mut req.headers;
@@ -332,7 +369,10 @@ impl Subscription {
             h.push("Route", r.clone());
         }
         h.push("Max-Forwards", "70");
-        h.push("From", format!("<{}>;tag={}", self.rec.watcher, self.rec.from_tag));
+        h.push(
+            "From",
+            format!("<{}>;tag={}", self.rec.watcher, self.rec.from_tag),
+        );
         match to_tag {
             Some(t) => h.push("To", format!("<{}>;tag={}", self.rec.presentity, t)),
             None => h.push("To", format!("<{}>", self.rec.presentity)),
@@ -350,27 +390,56 @@ impl Subscription {
     }
 
     /// Sends an initial SUBSCRIBE on a new dialog. Returns whether the record stays.
-    fn send_initial(&mut self, svc: &mut Services, now: Timestamp, events: &mut Vec<PuaEvent>) -> bool {
+    fn send_initial(
+        &mut self,
+        svc: &mut Services,
+        now: Timestamp,
+        events: &mut Vec<PuaEvent>,
+    ) -> bool {
         self.new_dialog(svc);
         self.send_initial_same_dialog(svc, now, events)
     }
 
     /// An initial SUBSCRIBE keeping the Call-ID and From-tag (a retry after 423).
-    fn send_initial_same_dialog(&mut self, svc: &mut Services, now: Timestamp, events: &mut Vec<PuaEvent>) -> bool {
+    fn send_initial_same_dialog(
+        &mut self,
+        svc: &mut Services,
+        now: Timestamp,
+        events: &mut Vec<PuaEvent>,
+    ) -> bool {
         let expires = self.wanted_expires(svc, now);
         let req = self.base_request(svc, self.rec.presentity.clone(), None, expires);
         self.rec.phase = Phase::NotifyWait;
         self.send(svc, now, req, ReqKind::Initial, expires, events)
     }
 
-    fn send_in_dialog(&mut self, svc: &mut Services, now: Timestamp, kind: ReqKind, expires: u32, events: &mut Vec<PuaEvent>) -> bool {
+    fn send_in_dialog(
+        &mut self,
+        svc: &mut Services,
+        now: Timestamp,
+        kind: ReqKind,
+        expires: u32,
+        events: &mut Vec<PuaEvent>,
+    ) -> bool {
         let to_tag = self.rec.to_tag.clone();
-        let target = self.rec.remote_target.clone().unwrap_or_else(|| self.rec.presentity.clone());
+        let target = self
+            .rec
+            .remote_target
+            .clone()
+            .unwrap_or_else(|| self.rec.presentity.clone());
         let req = self.base_request(svc, target, to_tag.as_deref(), expires);
         self.send(svc, now, req, kind, expires, events)
     }
 
-    fn send(&mut self, svc: &mut Services, now: Timestamp, req: Request, kind: ReqKind, expires: u32, events: &mut Vec<PuaEvent>) -> bool {
+    fn send(
+        &mut self,
+        svc: &mut Services,
+        now: Timestamp,
+        req: Request,
+        kind: ReqKind,
+        expires: u32,
+        events: &mut Vec<PuaEvent>,
+    ) -> bool {
         self.persist(svc);
         let route_set = self.rec.route_set.clone();
         match svc.send_request(now, TxOwner::Subscription(self.id), &route_set, req) {
@@ -384,10 +453,17 @@ impl Subscription {
             }
             Err(e) => {
                 tracing::warn!(id = %self.id, error = %e, "SUBSCRIBE not sent; subscription dropped");
-                events.push(PuaEvent::SubscribeResult { id: self.id, code: 500, reason: "Send Failure".into() });
+                events.push(PuaEvent::SubscribeResult {
+                    id: self.id,
+                    code: 500,
+                    reason: "Send Failure".into(),
+                });
                 events.push(PuaEvent::SubscriptionEnded {
                     id: self.id,
-                    end: SubscriptionEnd::Response { code: 500, reason: "Send Failure".into() },
+                    end: SubscriptionEnd::Response {
+                        code: 500,
+                        reason: "Send Failure".into(),
+                    },
                     retry_at: None,
                 });
                 self.forget(svc);
@@ -397,7 +473,12 @@ impl Subscription {
     }
 
     /// The owner ends the subscription. Returns whether the record stays.
-    pub(crate) fn unsubscribe(&mut self, svc: &mut Services, now: Timestamp, events: &mut Vec<PuaEvent>) -> bool {
+    pub(crate) fn unsubscribe(
+        &mut self,
+        svc: &mut Services,
+        now: Timestamp,
+        events: &mut Vec<PuaEvent>,
+    ) -> bool {
         if self.rec.unsubscribing {
             return true;
         }
@@ -409,7 +490,11 @@ impl Subscription {
         // No dialog yet: nothing to end on the wire; a late NOTIFY gets 481, which ends the
         // notifier's side (RFC 6665 §4.1.3).
         self.end_reported = true;
-        events.push(PuaEvent::SubscriptionEnded { id: self.id, end: SubscriptionEnd::Unsubscribed, retry_at: None });
+        events.push(PuaEvent::SubscriptionEnded {
+            id: self.id,
+            end: SubscriptionEnd::Unsubscribed,
+            retry_at: None,
+        });
         self.forget(svc);
         false
     }
@@ -427,7 +512,9 @@ impl Subscription {
         let at = now + Duration::from_millis(svc.ids.fraction_of(secs as u64 * 1000, lo, hi));
         let at = match self.rec.desired_until {
             // The owner's wish ends before: no refresh, let the subscription run out.
-            Some(u) if u <= (now + Duration::from_secs(secs as u64)).as_millis() => now + Duration::from_secs(secs as u64),
+            Some(u) if u <= (now + Duration::from_secs(secs as u64)).as_millis() => {
+                now + Duration::from_secs(secs as u64)
+            }
             _ => at,
         };
         self.rec.refresh_at = Some(at.as_millis());
@@ -435,7 +522,13 @@ impl Subscription {
     }
 
     /// Gives up the dialog and tries again on a new one at `at`.
-    fn retry_later(&mut self, svc: &mut Services, at: Timestamp, end: SubscriptionEnd, events: &mut Vec<PuaEvent>) {
+    fn retry_later(
+        &mut self,
+        svc: &mut Services,
+        at: Timestamp,
+        end: SubscriptionEnd,
+        events: &mut Vec<PuaEvent>,
+    ) {
         self.in_flight = None;
         svc.cancel_timer(self.timer_n());
         self.rec.phase = Phase::Init;
@@ -443,11 +536,24 @@ impl Subscription {
         self.rec.refresh_at = Some(at.as_millis());
         self.persist(svc);
         svc.set_timer(self.timer(), at);
-        events.push(PuaEvent::SubscriptionEnded { id: self.id, end, retry_at: Some(at) });
+        events.push(PuaEvent::SubscriptionEnded {
+            id: self.id,
+            end,
+            retry_at: Some(at),
+        });
     }
 
-    fn end_for_good(&mut self, svc: &mut Services, end: SubscriptionEnd, events: &mut Vec<PuaEvent>) -> bool {
-        events.push(PuaEvent::SubscriptionEnded { id: self.id, end, retry_at: None });
+    fn end_for_good(
+        &mut self,
+        svc: &mut Services,
+        end: SubscriptionEnd,
+        events: &mut Vec<PuaEvent>,
+    ) -> bool {
+        events.push(PuaEvent::SubscriptionEnded {
+            id: self.id,
+            end,
+            retry_at: None,
+        });
         self.forget(svc);
         false
     }
@@ -470,7 +576,8 @@ impl Subscription {
             None => (408, "Request Timeout".to_string()),
         };
         let header = |name: &str| resp.and_then(|r| r.headers.get(name));
-        let min_expires = header("Min-Expires").and_then(|v| parse_delta_seconds("Min-Expires", v).ok());
+        let min_expires =
+            header("Min-Expires").and_then(|v| parse_delta_seconds("Min-Expires", v).ok());
         if status == 423 && flight.kind != ReqKind::Unsubscribe && self.retries_423 < 2 {
             // Retried even when Min-Expires is not above what we asked (a confused server
             // gets the longer of the two), but only twice in a row, so it cannot loop.
@@ -480,19 +587,33 @@ impl Subscription {
                 return match flight.kind {
                     ReqKind::Initial => self.send_initial_same_dialog(svc, now, events),
                     // Case 21: a new in-dialog SUBSCRIBE with Expires ≥ Min-Expires.
-                    _ => self.send_in_dialog(svc, now, ReqKind::Refresh, min.max(self.wanted_expires(svc, now)), events),
+                    _ => self.send_in_dialog(
+                        svc,
+                        now,
+                        ReqKind::Refresh,
+                        min.max(self.wanted_expires(svc, now)),
+                        events,
+                    ),
                 };
             }
         }
         self.retries_423 = 0;
-        events.push(PuaEvent::SubscribeResult { id: self.id, code: status, reason: reason.clone() });
+        events.push(PuaEvent::SubscribeResult {
+            id: self.id,
+            code: status,
+            reason: reason.clone(),
+        });
         let retry_after = header("Retry-After").and_then(|v| parse_retry_after(v).ok());
         let success = (200..300).contains(&status);
         match flight.kind {
             ReqKind::Unsubscribe => {
                 if !self.end_reported {
                     self.end_reported = true;
-                    events.push(PuaEvent::SubscriptionEnded { id: self.id, end: SubscriptionEnd::Unsubscribed, retry_at: None });
+                    events.push(PuaEvent::SubscriptionEnded {
+                        id: self.id,
+                        end: SubscriptionEnd::Unsubscribed,
+                        retry_at: None,
+                    });
                 }
                 if success {
                     // Keep matching until the final NOTIFY (terminated) arrives; Timer N
@@ -517,7 +638,8 @@ impl Subscription {
                         svc.set_timer(self.timer(), Timestamp(at));
                     }
                 } else {
-                    self.rec.expires_at = Some((now + Duration::from_secs(granted as u64)).as_millis());
+                    self.rec.expires_at =
+                        Some((now + Duration::from_secs(granted as u64)).as_millis());
                     if granted > 0 {
                         self.schedule_refresh(svc, now, granted);
                     }
@@ -528,11 +650,28 @@ impl Subscription {
             ReqKind::Initial => {
                 if matches!(status, 403 | 489 | 603) {
                     // Case 20: the notifier refuses for good.
-                    return self.end_for_good(svc, SubscriptionEnd::Response { code: status, reason }, events);
+                    return self.end_for_good(
+                        svc,
+                        SubscriptionEnd::Response {
+                            code: status,
+                            reason,
+                        },
+                        events,
+                    );
                 }
-                let delay = retry_after.map(|s| Duration::from_secs(s as u64)).unwrap_or_else(|| self.backoff(svc));
+                let delay = retry_after
+                    .map(|s| Duration::from_secs(s as u64))
+                    .unwrap_or_else(|| self.backoff(svc));
                 self.failures = self.failures.saturating_add(1);
-                self.retry_later(svc, now + delay, SubscriptionEnd::Response { code: status, reason }, events);
+                self.retry_later(
+                    svc,
+                    now + delay,
+                    SubscriptionEnd::Response {
+                        code: status,
+                        reason,
+                    },
+                    events,
+                );
                 true
             }
             ReqKind::Refresh => {
@@ -540,7 +679,10 @@ impl Subscription {
                     // Case 22: the dialog is gone; subscribe anew on a new dialog at once.
                     events.push(PuaEvent::SubscriptionEnded {
                         id: self.id,
-                        end: SubscriptionEnd::Response { code: status, reason },
+                        end: SubscriptionEnd::Response {
+                            code: status,
+                            reason,
+                        },
                         retry_at: Some(now),
                     });
                     svc.cancel_timer(self.timer_n());
@@ -549,7 +691,9 @@ impl Subscription {
                 // Other errors: the subscription stays valid until its known expiry
                 // (RFC 6665 §4.1.2.2); try the refresh again before then.
                 svc.cancel_timer(self.timer_n());
-                let delay = retry_after.map(|s| Duration::from_secs(s as u64)).unwrap_or_else(|| self.backoff(svc));
+                let delay = retry_after
+                    .map(|s| Duration::from_secs(s as u64))
+                    .unwrap_or_else(|| self.backoff(svc));
                 self.failures = self.failures.saturating_add(1);
                 let mut at = now + delay;
                 if let Some(e) = self.rec.expires_at {
@@ -564,11 +708,20 @@ impl Subscription {
     }
 
     /// Timer N fired: no NOTIFY since the last SUBSCRIBE (RFC 6665 §4.1.2.4, case 23).
-    pub(crate) fn on_timer_n(&mut self, svc: &mut Services, now: Timestamp, events: &mut Vec<PuaEvent>) -> bool {
+    pub(crate) fn on_timer_n(
+        &mut self,
+        svc: &mut Services,
+        now: Timestamp,
+        events: &mut Vec<PuaEvent>,
+    ) -> bool {
         if self.rec.unsubscribing {
             // The final NOTIFY never came; the subscription is over anyway.
             if !self.end_reported {
-                events.push(PuaEvent::SubscriptionEnded { id: self.id, end: SubscriptionEnd::Unsubscribed, retry_at: None });
+                events.push(PuaEvent::SubscriptionEnded {
+                    id: self.id,
+                    end: SubscriptionEnd::Unsubscribed,
+                    retry_at: None,
+                });
             }
             self.forget(svc);
             return false;
@@ -581,7 +734,12 @@ impl Subscription {
     }
 
     /// The subscription's timer: refresh, retry, or the end of its wanted life.
-    pub(crate) fn on_timer(&mut self, svc: &mut Services, now: Timestamp, events: &mut Vec<PuaEvent>) -> bool {
+    pub(crate) fn on_timer(
+        &mut self,
+        svc: &mut Services,
+        now: Timestamp,
+        events: &mut Vec<PuaEvent>,
+    ) -> bool {
         if self.in_flight.is_some() {
             return true;
         }
@@ -622,7 +780,9 @@ impl Subscription {
         if !event_ok {
             // Case 31: an Event that is not this dialog's.
             tracing::info!(id = %self.id, event = ?req.headers.get("Event"), "NOTIFY with a foreign Event");
-            svc.reply(now, stx, req, 489, "Bad Event", |r| r.headers.push("Allow-Events", ours.clone()));
+            svc.reply(now, stx, req, 489, "Bad Event", |r| {
+                r.headers.push("Allow-Events", ours.clone())
+            });
             return true;
         }
         let state = match req.headers.get("Subscription-State").map(SubState::parse) {
@@ -646,7 +806,12 @@ impl Subscription {
             svc.reply(now, stx, req, 400, "Missing From Tag", |_| {});
             return true;
         };
-        let cseq = req.headers.get("CSeq").and_then(|v| CSeq::parse(v).ok()).map(|c| c.seq).unwrap_or(0);
+        let cseq = req
+            .headers
+            .get("CSeq")
+            .and_then(|v| CSeq::parse(v).ok())
+            .map(|c| c.seq)
+            .unwrap_or(0);
         let content_type = req.headers.get("Content-Type");
         let body = match parse_body(content_type, &req.body) {
             Ok(b) => b,
@@ -663,7 +828,8 @@ impl Subscription {
                     svc.reply(now, stx, req, 481, "Subscription Does Not Exist", |_| {});
                     return true;
                 }
-                return self.on_forked_notify(svc, now, stx, req, from_tag, cseq, state, body, events);
+                return self
+                    .on_forked_notify(svc, now, stx, req, from_tag, cseq, state, body, events);
             }
             Some(_) => {
                 if self.rec.remote_cseq.is_some_and(|rc| cseq <= rc) {
@@ -671,7 +837,11 @@ impl Subscription {
                     svc.reply(now, stx, req, 500, "Out Of Order", |_| {});
                     return true;
                 }
-                if let Some(c) = req.headers.get("Contact").and_then(|v| NameAddr::parse("Contact", v).ok()) {
+                if let Some(c) = req
+                    .headers
+                    .get("Contact")
+                    .and_then(|v| NameAddr::parse("Contact", v).ok())
+                {
                     self.rec.remote_target = Some(c.uri);
                 }
             }
@@ -702,7 +872,11 @@ impl Subscription {
         }
         match &state {
             SubState::Active { expires } | SubState::Pending { expires } => {
-                self.rec.phase = if matches!(state, SubState::Active { .. }) { Phase::Active } else { Phase::Pending };
+                self.rec.phase = if matches!(state, SubState::Active { .. }) {
+                    Phase::Active
+                } else {
+                    Phase::Pending
+                };
                 if matches!(state, SubState::Active { .. }) {
                     self.failures = 0;
                 }
@@ -718,17 +892,32 @@ impl Subscription {
                 }
                 self.persist(svc);
                 svc.reply(now, stx, req, 200, "OK", |_| {});
-                events.push(PuaEvent::Notify { id: self.id, state: state.clone(), body });
+                events.push(PuaEvent::Notify {
+                    id: self.id,
+                    state: state.clone(),
+                    body,
+                });
                 true
             }
-            SubState::Terminated { reason, retry_after } => {
+            SubState::Terminated {
+                reason,
+                retry_after,
+            } => {
                 self.rec.phase = Phase::Terminated;
                 self.persist(svc);
                 svc.reply(now, stx, req, 200, "OK", |_| {});
-                events.push(PuaEvent::Notify { id: self.id, state: state.clone(), body });
+                events.push(PuaEvent::Notify {
+                    id: self.id,
+                    state: state.clone(),
+                    body,
+                });
                 if self.rec.unsubscribing {
                     if !self.end_reported {
-                        events.push(PuaEvent::SubscriptionEnded { id: self.id, end: SubscriptionEnd::Unsubscribed, retry_at: None });
+                        events.push(PuaEvent::SubscriptionEnded {
+                            id: self.id,
+                            end: SubscriptionEnd::Unsubscribed,
+                            retry_at: None,
+                        });
                     }
                     self.forget(svc);
                     return false;
@@ -740,12 +929,18 @@ impl Subscription {
                 let consecutive = self.failures;
                 self.failures = self.failures.saturating_add(1);
                 let delay = match reason {
-                    Some(TerminationReason::Rejected | TerminationReason::Noresource | TerminationReason::Invariant) => {
+                    Some(
+                        TerminationReason::Rejected
+                        | TerminationReason::Noresource
+                        | TerminationReason::Invariant,
+                    ) => {
                         // Case 24: the notifier says not to come back.
                         return self.end_for_good(svc, end, events);
                     }
                     // Cases 25, 27: re-subscribe at once (back off only if it keeps happening).
-                    Some(TerminationReason::Deactivated | TerminationReason::Timeout) if consecutive == 0 => {
+                    Some(TerminationReason::Deactivated | TerminationReason::Timeout)
+                        if consecutive == 0 =>
+                    {
                         Duration::ZERO
                     }
                     // Case 26: not before retry-after.
@@ -756,7 +951,11 @@ impl Subscription {
                 };
                 self.in_flight = None;
                 if delay.is_zero() {
-                    events.push(PuaEvent::SubscriptionEnded { id: self.id, end, retry_at: Some(now) });
+                    events.push(PuaEvent::SubscriptionEnded {
+                        id: self.id,
+                        end,
+                        retry_at: Some(now),
+                    });
                     svc.cancel_timer(self.timer_n());
                     return self.send_initial(svc, now, events);
                 }
@@ -787,13 +986,20 @@ impl Subscription {
                 return true;
             }
             Some(d) => d.remote_cseq = cseq,
-            None => self.extra_dialogs.push(ExtraDialog { to_tag: from_tag.clone(), remote_cseq: cseq }),
+            None => self.extra_dialogs.push(ExtraDialog {
+                to_tag: from_tag.clone(),
+                remote_cseq: cseq,
+            }),
         }
         if matches!(state, SubState::Terminated { .. }) {
             self.extra_dialogs.retain(|d| d.to_tag != from_tag);
         }
         svc.reply(now, stx, req, 200, "OK", |_| {});
-        events.push(PuaEvent::Notify { id: self.id, state, body });
+        events.push(PuaEvent::Notify {
+            id: self.id,
+            state,
+            body,
+        });
         true
     }
 }
