@@ -339,15 +339,25 @@ pub fn parse_str(
     for key in ENV_LIST_KEYS {
         environment = environment.with_list_parse_key(key);
     }
-    if let Some(map) = env {
-        environment = environment.source(Some(map.into_iter().collect()));
-    }
+    let vars = env.unwrap_or_else(|| std::env::vars().collect());
+    environment = environment.source(Some(overrides(vars).collect()));
     let built = config::Config::builder()
         .add_source(config::File::from_str(text, config::FileFormat::Toml))
         .add_source(environment)
         .build()
         .map_err(config_error)?;
     built.try_deserialize::<FileConfig>().map_err(config_error)
+}
+
+/// The variables that are config overrides: `XSG_<SECTION>__<KEY>`. Every setting lives in
+/// a section, so a variable without `__` (such as `XSG_ADMIN`, the URL `ctl` uses) is not
+/// one and must not be read as a top-level key.
+fn overrides(vars: HashMap<String, String>) -> impl Iterator<Item = (String, String)> {
+    let prefix = format!("{ENV_PREFIX}_");
+    vars.into_iter().filter(move |(k, _)| {
+        k.strip_prefix(&prefix)
+            .is_some_and(|rest| rest.contains(ENV_SEPARATOR))
+    })
 }
 
 /// Turns the `config` crate's error into one with a key path. An unknown field is reported

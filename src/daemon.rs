@@ -14,20 +14,19 @@
 //! `Input::Restore` before any other input. Stop (SIGTERM/SIGINT cancel the token):
 //! `Input::Shutdown`, drain and perform the outputs, flush the transports, close.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
-use crate::core::engine::{AdminRequestId, EngineConfig, Input, Output};
-use crate::core::modules::admin::AdminReply;
+use crate::core::engine::{EngineConfig, Input, Output};
 use crate::core::persist::{StoreOp, StoredRow};
 use crate::core::sip::Peer;
 use crate::core::time::Timestamp;
+use crate::io::admin_http::{self, AdminCall, PendingAdmin};
 use crate::io::sip_transport::{self, SipSender, SipSockets};
 use crate::io::store::Store;
 
@@ -69,9 +68,8 @@ pub trait EngineDriver: Send + 'static {
     fn poll_timeout(&self) -> Option<Timestamp>;
 }
 
-// TEMPORARY until `core::engine::Engine` (helper pua) and `io::admin_http` (helper
-// ioadmin) land in main; replaced by `impl EngineDriver for Engine` and
-// `admin_http::{serve, AdminCall}` then.
+// TEMPORARY until `core::engine::Engine` (helper pua) lands in main; replaced by
+// `impl EngineDriver for Engine` then.
 struct Engine;
 impl Engine {
     fn new(_config: EngineConfig, _seed: u64) -> Self {
@@ -87,25 +85,6 @@ impl EngineDriver for Engine {
         None
     }
 }
-mod admin_http {
-    use crate::core::modules::admin::{AdminCommand, AdminReply};
-    use tokio::sync::{mpsc, oneshot};
-    use tokio_util::sync::CancellationToken;
-    #[derive(Debug)]
-    pub struct AdminCall {
-        pub command: AdminCommand,
-        pub reply: oneshot::Sender<AdminReply>,
-    }
-    pub async fn serve(
-        _listener: tokio::net::TcpListener,
-        _commands: mpsc::Sender<AdminCall>,
-        shutdown: CancellationToken,
-    ) -> std::io::Result<()> {
-        shutdown.cancelled().await;
-        Ok(())
-    }
-}
-use admin_http::AdminCall;
 
 /// Durable storage as the daemon uses it (`io::store::Store` in production).
 pub trait StoreDriver: Send + 'static {
@@ -178,8 +157,7 @@ where
 
     let mut engine = make_engine(engine_config);
     let mut loop_state = Loop {
-        pending_admin: HashMap::new(),
-        next_admin_id: 0,
+        pending_admin: PendingAdmin::new(),
         sip: None,
     };
 
@@ -191,7 +169,7 @@ where
     // Drivers start only now: their inputs queue behind the restore.
     let transport_cancel = CancellationToken::new();
     let (input_tx, mut input_rx) = mpsc::channel::<Stamped>(INPUT_QUEUE);
-    let transport = sockets.start(input_tx, transport_cancel.clone());
+    let transport = sockets.start(input_tx, transport_cancel);
     loop_state.sip = Some(Box::new(transport.sender()));
     // Outputs of the restore (e.g. refreshes due) go out once the transport exists.
     loop_state.drain(&mut engine, &mut store)?;
@@ -208,8 +186,13 @@ where
     });
 
     info!("gateway running");
+    let mut last_tick: Option<Timestamp> = None;
     let result = loop {
         let sleep = match engine.poll_timeout() {
+            // A deadline the last Tick did not clear would spin the task: back off a little.
+            Some(deadline) if last_tick.is_some_and(|t| deadline <= t) => {
+                now().until(deadline).max(Duration::from_millis(1))
+            }
             Some(deadline) => now().until(deadline),
             // Nothing scheduled: wake rarely, only to re-check.
             None => Duration::from_secs(3600),
@@ -221,13 +204,11 @@ where
                 Some((at, input)) => Some((at, input)),
                 None => break Ok(()),
             },
-            Some(call) = admin_rx.recv() => {
-                let id = loop_state.admit(call.reply);
-                Some((now(), Input::Admin { id, command: call.command }))
-            }
+            Some(call) = admin_rx.recv() => Some((now(), loop_state.pending_admin.register(call))),
             _ = tokio::time::sleep(sleep) => None,
         };
         let (at, input) = input.unwrap_or_else(|| (now(), Input::Tick));
+        last_tick = matches!(input, Input::Tick).then_some(at);
         engine.handle_input(at, input);
         if let Err(e) = loop_state.drain(&mut engine, &mut store) {
             break Err(e);
@@ -239,9 +220,9 @@ where
     engine.handle_input(now(), Input::Shutdown);
     let drained = loop_state.drain(&mut engine, &mut store);
     // Unanswered admin requests get a 503 from the HTTP driver when their sender drops.
-    loop_state.pending_admin.clear();
+    loop_state.pending_admin = PendingAdmin::new();
     loop_state.sip = None;
-    if tokio::time::timeout(FLUSH_TIMEOUT, transport.close(transport_cancel))
+    if tokio::time::timeout(FLUSH_TIMEOUT, transport.close())
         .await
         .is_err()
     {
@@ -257,8 +238,7 @@ where
 /// What the engine task keeps besides the engine.
 struct Loop {
     /// HTTP requests waiting for their `AdminReply`.
-    pending_admin: HashMap<AdminRequestId, oneshot::Sender<AdminReply>>,
-    next_admin_id: u64,
+    pending_admin: PendingAdmin,
     sip: Option<Box<dyn SipOut>>,
 }
 
@@ -274,13 +254,6 @@ impl SipOut for SipSender {
 }
 
 impl Loop {
-    fn admit(&mut self, reply: oneshot::Sender<AdminReply>) -> AdminRequestId {
-        self.next_admin_id += 1;
-        let id = AdminRequestId(self.next_admin_id);
-        self.pending_admin.insert(id, reply);
-        id
-    }
-
     /// Performs every pending output in order. A failed store write stops the daemon:
     /// continuing would acknowledge state that is not durable.
     fn drain<E: EngineDriver, S: StoreDriver>(
@@ -303,12 +276,9 @@ impl Loop {
                     }
                     None => warn!(peer = %to, "sip output before the transport started; dropped"),
                 },
-                Output::AdminReply { id, reply } => match self.pending_admin.remove(&id) {
-                    Some(tx) => {
-                        let _ = tx.send(reply);
-                    }
-                    None => debug!(id = id.0, "admin reply for a request no longer waiting"),
-                },
+                Output::AdminReply { id, reply } => {
+                    self.pending_admin.complete(id, reply);
+                }
             }
         }
         Ok(())
@@ -328,10 +298,12 @@ fn apply_blocking<S: StoreDriver>(store: &mut S, op: &StoreOp) -> Result<(), Str
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::modules::admin::AdminReply;
     use crate::core::modules::admin::HealthView;
     use crate::core::persist::StoreTable;
     use crate::core::sip::{Request, SipMessage, Transport};
     use std::sync::{Arc, Mutex};
+    use tokio::sync::oneshot;
 
     /// Everything the fakes saw, in order.
     type Journal = Arc<Mutex<Vec<String>>>;
@@ -542,8 +514,7 @@ mod tests {
             fail_on: None,
         };
         let mut l = Loop {
-            pending_admin: HashMap::new(),
-            next_admin_id: 0,
+            pending_admin: PendingAdmin::new(),
             sip: Some(Box::new(RecordingSip(journal.clone()))),
         };
         l.drain(&mut engine, &mut store).unwrap();
@@ -563,8 +534,7 @@ mod tests {
             fail_on: Some("a".into()),
         };
         let mut l = Loop {
-            pending_admin: HashMap::new(),
-            next_admin_id: 0,
+            pending_admin: PendingAdmin::new(),
             sip: Some(Box::new(RecordingSip(journal.clone()))),
         };
         assert!(matches!(
@@ -583,12 +553,16 @@ mod tests {
             notifier_dialogs: 0,
         });
         let mut l = Loop {
-            pending_admin: HashMap::new(),
-            next_admin_id: 0,
+            pending_admin: PendingAdmin::new(),
             sip: None,
         };
         let (tx, mut rx) = oneshot::channel();
-        let id = l.admit(tx);
+        let Input::Admin { id, .. } = l.pending_admin.register(AdminCall {
+            command: crate::core::modules::admin::AdminCommand::Health,
+            reply: tx,
+        }) else {
+            panic!("register gives an admin input")
+        };
         let (mut engine, _, _seen) = fake_engine(vec![Output::AdminReply {
             id,
             reply: health.clone(),

@@ -52,3 +52,10 @@ fn env_without_prefix_is_ignored() {
     let c = config::load_str(&sample(), env(&[("SIP__UDP_LISTEN", "127.0.0.1:5999")])).unwrap();
     assert_eq!(c.sip.udp_listen, Some("127.0.0.1:5060".parse().unwrap()));
 }
+
+#[test]
+fn env_without_section_is_not_a_config_key() {
+    // `XSG_ADMIN` is the URL the `ctl` client reads; it must not become a top-level key.
+    let c = config::load_str(&sample(), env(&[("XSG_ADMIN", "http://127.0.0.1:8560")])).unwrap();
+    assert!(c.admin.enabled);
+}

@@ -59,3 +59,23 @@ fn sip_port_in_use_exits_one() {
         "stderr names the address:\n{stderr}"
     );
 }
+
+#[test]
+fn json_log_format_gives_one_json_object_per_line() {
+    let mut gw = Gateway::start_custom(|c| c.replace("[log]\n", "[log]\nformat = \"json\"\n"), &[]);
+    let line = gw.wait_for_line("sip listening");
+    let v: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
+    assert_eq!(v["fields"]["message"], "sip listening");
+    let addr: std::net::SocketAddr = v["fields"]["addr"].as_str().unwrap().parse().unwrap();
+    assert_ne!(addr.port(), 0);
+}
+
+#[test]
+fn rust_log_wins_over_configured_level() {
+    // log.level = "error" would hide the "gateway running" line the harness waits for.
+    let mut gw = Gateway::start_custom(
+        |c| c.replace("level = \"debug\"", "level = \"error\""),
+        &[("RUST_LOG", "info")],
+    );
+    gw.wait_for_line("gateway running");
+}

@@ -99,7 +99,6 @@ fn two_pipelined_requests_get_two_answers() {
 /// A request without Content-Length cannot be framed on a stream (RFC 3261 §18.3): the
 /// gateway closes that connection.
 #[test]
-#[ignore = "needs io::sip_codec::StreamFramer (sipstack)"]
 fn missing_content_length_closes_the_connection() {
     let gw = Gateway::start();
     let mut s = connect(&gw);

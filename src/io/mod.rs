@@ -5,3 +5,4 @@ pub mod admin_http;
 pub mod sip_codec;
 pub mod sip_transport;
 pub mod store;
+pub mod xmpp_link;

@@ -38,6 +38,8 @@ const MAX_TCP_CONNECTIONS: usize = 1024;
 const CONNECTION_QUEUE: usize = 64;
 /// Messages queued for the sender task before sends fail.
 const SEND_QUEUE: usize = 1024;
+/// How long a connection whose input can no longer be framed stays open for the answer.
+const LINGER: Duration = Duration::from_secs(2);
 /// Connecting to a peer that does not answer counts as a transport error after this.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -121,14 +123,15 @@ impl SipTransport {
         self.sender.clone()
     }
 
-    /// Sends what is queued, then closes the sockets and waits for every TCP connection to
-    /// write its queue and close. Other `SipSender` clones must be dropped first.
-    pub async fn close(self, cancel: CancellationToken) {
+    /// Sends what is queued, then closes the sockets (cancelling the token given to
+    /// [`SipSockets::start`]) and waits for every TCP connection to write its queue and
+    /// close. Other `SipSender` clones must be dropped first.
+    pub async fn close(self) {
         let SipTransport { sender, send_task } = self;
         let shared = sender.shared.clone();
         drop(sender);
         let _ = send_task.await;
-        cancel.cancel();
+        shared.cancel.cancel();
         // Every connection task holds a slot until it has flushed and closed.
         let _ = shared
             .conn_slots
@@ -337,23 +340,19 @@ fn send_tcp(shared: &Arc<Shared>, to: Peer, bytes: Vec<u8>) {
     lock(&shared.conns).insert(to.addr, (id, tx));
     let shared = shared.clone();
     tokio::spawn(async move {
-        let connected = tokio::select! {
-            _ = shared.cancel.cancelled() => None,
-            r = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(to.addr)) => Some(r),
-        };
-        match connected {
-            Some(Ok(Ok(stream))) => {
+        // Not cut short by shutdown: what was queued before it should still leave (the
+        // daemon bounds the whole flush).
+        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(to.addr)).await {
+            Ok(Ok(stream)) => {
                 debug!(peer = %to, "sip tcp connection opened");
                 run_connection(stream, to.addr, id, rx, shared).await;
             }
-            other => {
-                if let Some(r) = other {
-                    let why = match r {
-                        Ok(Err(e)) => e.to_string(),
-                        _ => "timed out".into(),
-                    };
-                    warn!(peer = %to, "sip tcp connect failed: {why}");
-                }
+            failed => {
+                let why = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "timed out".into(),
+                };
+                warn!(peer = %to, "sip tcp connect failed: {why}");
                 shared.remove_conn(to.addr, id);
                 fail_queued(rx, to, &shared);
             }
@@ -387,6 +386,8 @@ async fn run_connection(
     let (mut reader, mut writer) = stream.into_split();
     let mut framer = StreamFramer::new();
     let mut buf = vec![0u8; 16 * 1024];
+    // Whether to keep writing for a moment after reading stopped (see below).
+    let mut linger = false;
     let reason: String = 'conn: loop {
         tokio::select! {
             _ = shared.cancel.cancelled() => break 'conn "shutdown".into(),
@@ -422,6 +423,7 @@ async fn run_connection(
                             // Answered 513 by the engine when salvageable; the rest of the
                             // stream cannot be framed any more.
                             shared.deliver(Input::SipOversized { from: peer, head }).await;
+                            linger = true;
                             break 'conn "oversized message".into();
                         }
                         Some(Framed::Broken(why)) => break 'conn format!("framing broken: {why}"),
@@ -430,6 +432,25 @@ async fn run_connection(
             }
         }
     };
+    if linger {
+        // Reading has stopped, but the engine's answer to what was read (a 400 or 513)
+        // must still leave on this connection: keep it for writes a little longer.
+        let deadline = tokio::time::sleep(LINGER);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = &mut deadline => break,
+                _ = shared.cancel.cancelled() => break,
+                queued = rx.recv() => {
+                    let Some(bytes) = queued else { break };
+                    if writer.write_all(&bytes).await.is_err() {
+                        shared.report_error(peer);
+                        break;
+                    }
+                }
+            }
+        }
+    }
     shared.remove_conn(addr, id);
     debug!(peer = %peer, reason = %reason, "sip tcp connection closed");
     // Give queued responses (e.g. the 513) a chance before closing our side.
@@ -451,5 +472,153 @@ pub fn log_bound(sockets: &SipSockets) {
     }
     if let Some(a) = sockets.tcp_addr() {
         info!(transport = %"tcp", addr = %a, "sip listening");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Sending paths only: receiving needs the codec and is covered by the loopback tests.
+    use super::*;
+    use crate::daemon::Stamped;
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    fn cfg(udp: bool, tcp: bool) -> SipDriverConfig {
+        let any = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        SipDriverConfig {
+            udp_listen: if udp { any } else { None },
+            tcp_listen: if tcp { any } else { None },
+            public_host: None,
+            max_message_size: 65536,
+        }
+    }
+
+    async fn start(udp: bool, tcp: bool) -> (SipTransport, mpsc::Receiver<Stamped>, SipSockets2) {
+        let sockets = SipSockets::bind(&cfg(udp, tcp)).await.unwrap();
+        let addrs = SipSockets2 {
+            tcp: sockets.tcp_addr(),
+        };
+        let (tx, rx) = mpsc::channel(16);
+        (sockets.start(tx, CancellationToken::new()), rx, addrs)
+    }
+
+    struct SipSockets2 {
+        tcp: Option<SocketAddr>,
+    }
+
+    fn peer(transport: Transport, addr: SocketAddr) -> Peer {
+        Peer { transport, addr }
+    }
+
+    async fn next_input(rx: &mut mpsc::Receiver<Stamped>) -> Input {
+        tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .expect("an input within the wait")
+            .expect("channel open")
+            .1
+    }
+
+    #[tokio::test]
+    async fn udp_send_reaches_the_peer() {
+        let (t, _rx, _) = start(true, false).await;
+        let peer_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let to = peer(Transport::Udp, peer_sock.local_addr().unwrap());
+        t.sender().send(to, b"hello".to_vec());
+        let mut buf = [0u8; 64];
+        let (n, _) = tokio::time::timeout(WAIT, peer_sock.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&buf[..n], b"hello");
+    }
+
+    #[tokio::test]
+    async fn udp_send_without_udp_socket_is_a_transport_error() {
+        let (t, mut rx, _) = start(false, true).await;
+        let to = peer(Transport::Udp, "127.0.0.1:9".parse().unwrap());
+        t.sender().send(to, b"x".to_vec());
+        assert_eq!(next_input(&mut rx).await, Input::SipTransportError { to });
+    }
+
+    /// RFC 3261 §18.1.1: a request to a peer without a connection opens one.
+    #[tokio::test]
+    async fn tcp_send_without_connection_opens_one() {
+        let (t, _rx, _) = start(false, true).await;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let to = peer(Transport::Tcp, listener.local_addr().unwrap());
+        t.sender().send(to, b"first".to_vec());
+        t.sender().send(to, b"second".to_vec());
+        let (mut stream, _) = tokio::time::timeout(WAIT, listener.accept())
+            .await
+            .unwrap()
+            .unwrap();
+        let mut got = vec![0u8; 11];
+        tokio::time::timeout(WAIT, stream.read_exact(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, b"firstsecond", "in order, on one connection");
+    }
+
+    /// RFC 3261 §17.1.4: a refused connection is reported to the transaction layer.
+    #[tokio::test]
+    async fn tcp_connect_refused_is_a_transport_error() {
+        let (t, mut rx, _) = start(false, true).await;
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let to = peer(Transport::Tcp, closed);
+        t.sender().send(to, b"x".to_vec());
+        assert_eq!(next_input(&mut rx).await, Input::SipTransportError { to });
+    }
+
+    /// RFC 3261 §18.2.2: a response to a TCP peer goes on the connection it opened.
+    #[tokio::test]
+    async fn tcp_send_to_connected_peer_reuses_its_connection() {
+        let (t, _rx, addrs) = start(false, true).await;
+        let mut client = TcpStream::connect(addrs.tcp.unwrap()).await.unwrap();
+        let to = peer(Transport::Tcp, client.local_addr().unwrap());
+        // The accept loop registers the connection asynchronously: retry until it is
+        // known, bounded. Until then the send would open a new connection to the client's
+        // port, which fails, so only the reuse path can deliver.
+        let mut got = [0u8; 5];
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let known = lock(&t.sender.shared.conns).contains_key(&to.addr);
+            if known {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "connection never registered"
+            );
+            tokio::task::yield_now().await;
+        }
+        t.sender().send(to, b"reply".to_vec());
+        tokio::time::timeout(WAIT, client.read_exact(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&got, b"reply");
+    }
+
+    #[tokio::test]
+    async fn close_flushes_queued_messages() {
+        let (t, _rx, _) = start(false, true).await;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let to = peer(Transport::Tcp, listener.local_addr().unwrap());
+        t.sender().send(to, b"bye".to_vec());
+        let accept = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut all = Vec::new();
+            s.read_to_end(&mut all).await.unwrap();
+            all
+        });
+        tokio::time::timeout(WAIT, t.close())
+            .await
+            .expect("close finishes");
+        let all = tokio::time::timeout(WAIT, accept).await.unwrap().unwrap();
+        assert_eq!(all, b"bye");
     }
 }

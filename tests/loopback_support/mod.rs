@@ -58,14 +58,23 @@ impl Gateway {
     }
 
     pub fn start_with(extra: &str) -> Gateway {
+        Self::start_custom(|c| c + extra, &[])
+    }
+
+    /// Starts with the loopback config passed through `edit`, and extra environment.
+    pub fn start_custom(edit: impl FnOnce(String) -> String, env: &[(&str, &str)]) -> Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
-        let text = loopback_config(dir.path(), extra);
+        let text = edit(loopback_config(dir.path(), ""));
         let path = dir.path().join("gateway.toml");
         std::fs::write(&path, text).expect("write config");
-        let mut child = Command::new(BIN)
+        let mut cmd = Command::new(BIN);
+        cmd.env_remove("RUST_LOG");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
             .arg("--config")
             .arg(&path)
-            .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -1,0 +1,166 @@
+"""Kamailio 5.6 as the SIP presence server of the interop suite (interop/kamailio/presence.cfg).
+
+One instance per test: a free loopback UDP port, a fresh SQLite database created from the
+Debian package's schema (WAL journal), its own log; started in the foreground (`-DD -E`) so
+its PID is recorded, and stopped by that PID.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import sqlite3
+import time
+from pathlib import Path
+from typing import Optional
+
+from . import sipmsg
+from .procs import LOOPBACK, ManagedProcess, free_port, tail
+
+INTEROP_DIR = Path(__file__).resolve().parent.parent
+CFG = INTEROP_DIR / "kamailio" / "presence.cfg"
+
+# Where the Debian package kamailio-sqlite-modules ships the schema.
+SCHEMA_DIRS = [Path("/usr/share/kamailio/db_sqlite"), Path("/usr/local/share/kamailio/db_sqlite")]
+SCHEMA_FILES = ["standard-create.sql", "presence-create.sql"]
+
+
+def kamailio_binary() -> str:
+    for cand in (shutil.which("kamailio"), "/usr/sbin/kamailio", "/usr/local/sbin/kamailio"):
+        if cand and Path(cand).exists():
+            return cand
+    raise RuntimeError("kamailio not found: run interop/setup.sh")
+
+
+def create_presence_db(path: Path) -> None:
+    """Creates the presence tables from Kamailio's own schema files, in WAL mode."""
+    for d in SCHEMA_DIRS:
+        if all((d / f).exists() for f in SCHEMA_FILES):
+            break
+    else:
+        raise RuntimeError(
+            f"Kamailio sqlite schema ({', '.join(SCHEMA_FILES)}) not found in "
+            f"{[str(d) for d in SCHEMA_DIRS]}: install kamailio-sqlite-modules (interop/setup.sh)"
+        )
+    con = sqlite3.connect(str(path))
+    try:
+        # WAL persists in the file; it lets Kamailio's processes and the test read concurrently.
+        mode = con.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        assert mode.lower() == "wal", f"sqlite refused WAL mode: {mode}"
+        for f in SCHEMA_FILES:
+            con.executescript((d / f).read_text())
+        con.commit()
+    finally:
+        con.close()
+
+
+class KamailioPS:
+    """A running Kamailio presence server on 127.0.0.1:port."""
+
+    def __init__(self, run_dir: Path, *, contact_port: Optional[int] = None) -> None:
+        self.run_dir = run_dir
+        self.port = free_port("udp")
+        # The Contact Kamailio puts in its 200s and NOTIFYs. A test may point it at a relay
+        # so in-dialog requests pass through that relay too.
+        self.contact_port = contact_port or self.port
+        self.db_path = run_dir / "kamailio-presence.sqlite"
+        self.log_path = run_dir / "kamailio.log"
+        self.proc: Optional[ManagedProcess] = None
+
+    @property
+    def addr(self) -> tuple[str, int]:
+        return (LOOPBACK, self.port)
+
+    @property
+    def uri(self) -> str:
+        return f"sip:{LOOPBACK}:{self.port}"
+
+    def start(self, ready_timeout: float = 15.0) -> "KamailioPS":
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        create_presence_db(self.db_path)
+        argv = [
+            kamailio_binary(),
+            "-f", str(CFG),
+            "-DD",  # stay in the foreground: the recorded PID is the main process
+            "-E",  # log to stderr (our log file)
+            "-l", f"udp:{LOOPBACK}:{self.port}",
+            "-n", "2",
+            "-m", "64",
+            "-Y", str(self.run_dir / "kamailio-rundir"),
+            f"--substdef=!KAM_PORT!{self.port}!",
+            f"--substdef=!PS_CONTACT_PORT!{self.contact_port}!",
+            f"--substdef=!DB_FILE!{self.db_path}!",
+        ]  # fmt: skip
+        (self.run_dir / "kamailio-rundir").mkdir(exist_ok=True)
+        self.proc = ManagedProcess("kamailio", argv, self.log_path, cwd=self.run_dir).start()
+        self._wait_ready(ready_timeout)
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        """OPTIONS until a 200 comes back; bounded in time and attempts."""
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind((LOOPBACK, 0))
+        s.settimeout(0.25)
+        port = s.getsockname()[1]
+        deadline = time.monotonic() + timeout
+        try:
+            for attempt in range(int(timeout / 0.25) + 1):
+                if not self.proc.alive():
+                    raise RuntimeError(
+                        f"kamailio exited with {self.proc.proc.returncode} during start:\n"
+                        + tail(self.log_path)
+                    )
+                req = sipmsg.build_request(
+                    "OPTIONS",
+                    self.uri,
+                    via_host=LOOPBACK,
+                    via_port=port,
+                    from_uri="sip:probe@127.0.0.1",
+                    from_tag=sipmsg.new_token(),
+                    to_uri=self.uri,
+                    to_tag=None,
+                    call_id=sipmsg.new_token("probe-"),
+                    cseq=attempt + 1,
+                )
+                s.sendto(req.to_bytes(), self.addr)
+                try:
+                    data, _ = s.recvfrom(65535)
+                    if sipmsg.parse(data).status == 200:
+                        return
+                except (socket.timeout, sipmsg.SipParseError):
+                    pass
+                if time.monotonic() > deadline:
+                    break
+        finally:
+            s.close()
+        raise RuntimeError(f"kamailio on port {self.port} not answering OPTIONS:\n" + tail(self.log_path))
+
+    def stop(self) -> None:
+        if self.proc:
+            self.proc.stop(grace=5.0)
+
+    # ---- inspection (read-only; WAL lets us read while Kamailio writes) -----------------
+
+    def _query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+        con = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=5.0)
+        con.row_factory = sqlite3.Row
+        try:
+            return con.execute(sql, args).fetchall()
+        finally:
+            con.close()
+
+    def active_watchers(self, presentity_uri: Optional[str] = None) -> list[dict]:
+        sql = "SELECT * FROM active_watchers"
+        args: tuple = ()
+        if presentity_uri:
+            sql += " WHERE presentity_uri = ?"
+            args = (presentity_uri,)
+        return [dict(r) for r in self._query(sql, args)]
+
+    def presentities(self, username: Optional[str] = None) -> list[dict]:
+        sql = "SELECT * FROM presentity"
+        args: tuple = ()
+        if username:
+            sql += " WHERE username = ?"
+            args = (username,)
+        return [dict(r) for r in self._query(sql, args)]
