@@ -25,7 +25,8 @@ fn establish(h: &mut Harness) -> Request {
 
 fn ended(h: &Harness) -> Vec<(SubscriptionEnd, bool)> {
     h.events
-        .borrow()
+        .lock()
+        .unwrap()
         .iter()
         .filter_map(|e| match e {
             PuaEvent::SubscriptionEnded { end, retry_at, .. } => {

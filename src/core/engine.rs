@@ -96,6 +96,9 @@ pub struct EngineConfig {
     /// Cap of the exponential back-off after failures (product.md: 10 minutes).
     pub max_backoff: Duration,
     pub user_agent: String,
+    /// Notifier side: least time between two state-update NOTIFYs of one dialog; zero
+    /// turns the throttle off (product.md: default 0).
+    pub min_notify_interval: Duration,
 }
 
 impl Default for EngineConfig {
@@ -114,6 +117,7 @@ impl Default for EngineConfig {
             refresh_window: (0.8, 0.9),
             max_backoff: Duration::from_secs(600),
             user_agent: concat!("xmpp-sip-gateway/", env!("CARGO_PKG_VERSION")).into(),
+            min_notify_interval: Duration::ZERO,
         }
     }
 }
@@ -133,6 +137,10 @@ use super::sip::digest;
 use super::sip::headers::{CSeq, EventHeader, NameAddr};
 use super::sip::message::{salvage_for_reply, Salvaged};
 use super::sip::message::{Method, Request, Response, Transport};
+use super::sip::notifier::{
+    Body as NotifierBody, Decision, Notifier, NotifierAction, NotifierConfig, NotifierDialogId,
+    NotifierDialogView, NotifierEvent, NotifierPolicy, NotifyOutcome, SubscribeInfo,
+};
 use super::sip::transaction::{
     ClientTxId, RequestDisposition, ServerTxId, TransactionLayer, TxEvent,
 };
@@ -190,10 +198,25 @@ pub struct Services {
     pub timers: TimerTable<TimerKey>,
     out: VecDeque<Output>,
     outgoing: HashMap<ClientTxId, Outgoing>,
+    /// The notifier side: dialogs of SIP watchers (RFC 6665 §4.2).
+    pub notifier: Notifier,
+    /// Notifier events waiting for their module.
+    notifier_events: VecDeque<(ModuleId, NotifierEvent)>,
+    /// Which module serves which event package (lowercase).
+    package_owners: Vec<(String, ModuleId)>,
 }
 
 impl Services {
-    fn new(config: EngineConfig, seed: u64) -> Self {
+    fn new(config: EngineConfig, seed: u64, package_owners: Vec<(String, ModuleId)>) -> Self {
+        let notifier = Notifier::new(NotifierConfig {
+            min_expires: config.min_expires,
+            max_expires: config.max_expires,
+            default_expires: config.default_expires,
+            contact_uri: config.contact_uri.clone(),
+            min_notify_interval: config.min_notify_interval,
+            user_agent: config.user_agent.clone(),
+            ..NotifierConfig::default()
+        });
         Services {
             tx: TransactionLayer::new(config.tx.clone()),
             config,
@@ -201,6 +224,81 @@ impl Services {
             timers: TimerTable::new(),
             out: VecDeque::new(),
             outgoing: HashMap::new(),
+            notifier,
+            notifier_events: VecDeque::new(),
+            package_owners,
+        }
+    }
+
+    /// The module serving `package`, if any.
+    pub fn package_owner(&self, package: &str) -> Option<ModuleId> {
+        self.package_owners
+            .iter()
+            .find(|(p, _)| p.eq_ignore_ascii_case(package))
+            .map(|(_, m)| *m)
+    }
+
+    /// Performs the notifier's actions in order (see `sip::notifier`): store writes, the
+    /// response on `stx`, NOTIFY client transactions, events for the owning module.
+    pub fn perform_notifier_actions(
+        &mut self,
+        now: Timestamp,
+        actions: Vec<NotifierAction>,
+        stx: Option<ServerTxId>,
+    ) {
+        for action in actions {
+            match action {
+                NotifierAction::Store(op) => self.store(op),
+                NotifierAction::Respond(resp) => match stx {
+                    Some(stx) => {
+                        self.tx.respond(now, stx, resp);
+                        self.flush_tx();
+                    }
+                    None => tracing::warn!(
+                        status = resp.status,
+                        "notifier response without a transaction"
+                    ),
+                },
+                NotifierAction::SendNotify {
+                    dialog,
+                    to_uri,
+                    subscriber,
+                    request,
+                } => {
+                    // The next hop's numeric address, else back where the SUBSCRIBE came from
+                    // (no DNS in the core).
+                    let peer = uri_peer(&to_uri).unwrap_or(subscriber);
+                    let tx = self
+                        .tx
+                        .send_request(now, &mut self.ids, peer, request.clone());
+                    self.outgoing.insert(
+                        tx,
+                        Outgoing {
+                            owner: TxOwner::Notifier(dialog.0),
+                            peer,
+                            request,
+                            auth_rounds: 0,
+                        },
+                    );
+                    self.flush_tx();
+                }
+                NotifierAction::Event(ev) => {
+                    let owner = match &ev {
+                        NotifierEvent::Created { view, .. } | NotifierEvent::Ended { view, .. } => {
+                            ModuleId::parse(&view.owner)
+                        }
+                        NotifierEvent::Refreshed { dialog, .. } => self
+                            .notifier
+                            .view(now, *dialog)
+                            .and_then(|v| ModuleId::parse(&v.owner)),
+                        NotifierEvent::Polled { event, .. } => self.package_owner(&event.package),
+                    };
+                    match owner {
+                        Some(o) => self.notifier_events.push_back((o, ev)),
+                        None => tracing::warn!(?ev, "notifier event without an owning module"),
+                    }
+                }
+            }
         }
     }
 
@@ -311,7 +409,8 @@ impl Services {
             407 => ("Proxy-Authenticate", "Proxy-Authorization"),
             _ => return None,
         };
-        if out.auth_rounds >= MAX_ROUNDS {
+        // NOTIFY CSeqs belong to the notifier's dialog state; they are not re-sent here.
+        if out.auth_rounds >= MAX_ROUNDS || matches!(out.owner, TxOwner::Notifier(_)) {
             return None;
         }
         for value in resp.headers.get_all(challenge_header) {
@@ -473,8 +572,19 @@ impl Engine {
 
     /// An engine with the given modules (each `ModuleId` at most once).
     pub fn with_modules(config: EngineConfig, seed: u64, modules: Vec<Box<dyn Module>>) -> Self {
+        let mut owners: Vec<(String, ModuleId)> = Vec::new();
+        for m in &modules {
+            for p in m.served_events() {
+                let p = p.to_ascii_lowercase();
+                if owners.iter().any(|(q, _)| *q == p) {
+                    tracing::warn!(package = %p, module = m.id().as_str(), "package already served; ignored");
+                } else {
+                    owners.push((p, m.id()));
+                }
+            }
+        }
         Engine {
-            svc: Services::new(config, seed),
+            svc: Services::new(config, seed, owners),
             pua: PuaService::new(),
             modules,
             shutting_down: false,
@@ -525,6 +635,7 @@ impl Engine {
             Input::Admin { id, command } => self.on_admin(now, id, command),
             Input::Restore(rows) => {
                 self.pua.restore(&mut self.svc, now, &rows);
+                self.svc.notifier.restore(&rows);
                 let stats = self.notifier_dialogs();
                 for m in self.modules.iter_mut() {
                     let mut ctx = ModuleCtx::new(now, m.id(), &mut self.pua, &mut self.svc, stats);
@@ -553,15 +664,18 @@ impl Engine {
         if self.shutting_down {
             return None;
         }
-        match (self.svc.tx.next_deadline(), self.svc.timers.next_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.svc.tx.next_deadline(),
+            self.svc.timers.next_deadline(),
+            self.svc.notifier.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn notifier_dialogs(&self) -> usize {
-        // TODO(notifier): count notifier dialogs once src/core/sip/notifier.rs lands.
-        0
+        self.svc.notifier.len()
     }
 
     fn on_tick(&mut self, now: Timestamp) {
@@ -571,12 +685,20 @@ impl Engine {
         for ev in self.svc.tx.handle_timeout(now) {
             self.on_tx_event(now, ev);
         }
+        if self.svc.notifier.next_deadline().is_some_and(|d| d <= now) {
+            let policy = PolicyAdapter {
+                modules: &self.modules,
+                owners: &self.svc.package_owners,
+                owner: None,
+            };
+            let actions = self.svc.notifier.handle_timeout(now, &policy);
+            self.svc.perform_notifier_actions(now, actions, None);
+            self.dispatch_events(now);
+        }
         while let Some(key) = self.svc.timers.pop_expired(now) {
             match key {
                 TimerKey::Pua(t) => self.pua.on_timer(&mut self.svc, now, t),
-                TimerKey::Notifier(_) => {
-                    // TODO(notifier): route to the notifier once it lands.
-                }
+                TimerKey::Notifier(_) => {}
                 TimerKey::Module(mid, token) => {
                     let stats = self.notifier_dialogs();
                     if let Some(m) = self.modules.iter_mut().find(|m| m.id() == mid) {
@@ -595,10 +717,17 @@ impl Engine {
     fn dispatch_events(&mut self, now: Timestamp) {
         for _ in 0..64 {
             let events = self.pua.take_events();
-            if events.is_empty() {
+            let nevents: Vec<_> = self.svc.notifier_events.drain(..).collect();
+            if events.is_empty() && nevents.is_empty() {
                 return;
             }
             let stats = self.notifier_dialogs();
+            for (owner, ev) in nevents {
+                if let Some(m) = self.modules.iter_mut().find(|m| m.id() == owner) {
+                    let mut ctx = ModuleCtx::new(now, owner, &mut self.pua, &mut self.svc, stats);
+                    m.on_notifier_event(&mut ctx, &ev);
+                }
+            }
             for (owner, ev) in events {
                 match self.modules.iter_mut().find(|m| m.id() == owner) {
                     Some(m) => {
@@ -651,8 +780,16 @@ impl Engine {
                 self.pua
                     .on_response(&mut self.svc, now, out.owner, tx, response.as_ref())
             }
-            TxOwner::Notifier(_) => {
-                // TODO(notifier): hand NOTIFY responses to the notifier once it lands.
+            TxOwner::Notifier(d) => {
+                let outcome = match &response {
+                    Some(r) => NotifyOutcome::Response(r.status),
+                    None => NotifyOutcome::Timeout,
+                };
+                let actions =
+                    self.svc
+                        .notifier
+                        .on_notify_outcome(now, NotifierDialogId(d), outcome);
+                self.svc.perform_notifier_actions(now, actions, None);
             }
         }
     }
@@ -665,12 +802,12 @@ impl Engine {
     /// Event packages some module serves as a notifier.
     fn served_packages(&self) -> Vec<String> {
         let mut v: Vec<String> = self
-            .modules
+            .svc
+            .package_owners
             .iter()
-            .flat_map(|m| m.served_events())
+            .map(|(p, _)| p.clone())
             .collect();
         v.sort();
-        v.dedup();
         v
     }
 
@@ -710,7 +847,7 @@ impl Engine {
         }
         match &req.method {
             Method::Notify => self.on_notify(now, stx, &req),
-            Method::Subscribe => self.on_subscribe(now, stx, &req),
+            Method::Subscribe => self.on_subscribe(now, from, stx, &req),
             // RFC 6665 §4.1: SUBSCRIBE cannot be cancelled; the CANCEL is answered and the
             // SUBSCRIBE completes normally (standards.md §16 case 33).
             Method::Cancel => self.svc.reply(now, stx, &req, 200, "OK", |_| {}),
@@ -750,7 +887,7 @@ impl Engine {
         }
     }
 
-    fn on_subscribe(&mut self, now: Timestamp, stx: ServerTxId, req: &Request) {
+    fn on_subscribe(&mut self, now: Timestamp, from: Peer, stx: ServerTxId, req: &Request) {
         let served = self.served_packages();
         let package = req
             .headers
@@ -766,11 +903,17 @@ impl Engine {
             });
             return;
         };
-        // TODO(notifier): hand the SUBSCRIBE to src/core/sip/notifier.rs for `package` once
-        // it lands; until then a served package cannot be reached (no module serves one).
-        tracing::warn!(package = %package, "notifier not wired yet");
-        self.svc
-            .reply(now, stx, req, 500, "Notifier Unavailable", |_| {});
+        let owner = self.svc.package_owner(&package);
+        let policy = PolicyAdapter {
+            modules: &self.modules,
+            owners: &self.svc.package_owners,
+            owner,
+        };
+        let actions = self
+            .svc
+            .notifier
+            .on_subscribe(now, &mut self.svc.ids, from, req, &policy);
+        self.svc.perform_notifier_actions(now, actions, Some(stx));
     }
 
     fn on_malformed(&mut self, from: Peer, raw: &[u8], error: &str) {
@@ -806,6 +949,75 @@ impl Engine {
                 self.svc.tx.respond_stateless(from, s.top_via(), resp);
             }
             None => tracing::warn!(peer = %from, "oversized message dropped"),
+        }
+    }
+}
+
+/// The notifier policy of the engine's modules: each question goes to the module serving
+/// the package (or owning the dialog).
+struct PolicyAdapter<'a> {
+    modules: &'a [Box<dyn Module>],
+    owners: &'a [(String, ModuleId)],
+    /// The module new dialogs belong to (the one serving the SUBSCRIBE's package).
+    owner: Option<ModuleId>,
+}
+
+impl PolicyAdapter<'_> {
+    fn serving(&self, package: &str) -> Option<&dyn Module> {
+        let id = self
+            .owners
+            .iter()
+            .find(|(p, _)| p.eq_ignore_ascii_case(package))
+            .map(|(_, m)| *m)?;
+        self.modules
+            .iter()
+            .find(|m| m.id() == id)
+            .map(|m| m.as_ref())
+    }
+}
+
+impl NotifierPolicy for PolicyAdapter<'_> {
+    fn owner(&self) -> &str {
+        self.owner.map(ModuleId::as_str).unwrap_or("engine")
+    }
+
+    fn packages(&self) -> Vec<String> {
+        self.owners.iter().map(|(p, _)| p.clone()).collect()
+    }
+
+    fn body_types(&self, package: &str) -> Vec<String> {
+        self.serving(package)
+            .map(|m| m.notifier_body_types(package))
+            .unwrap_or_default()
+    }
+
+    fn default_expires(&self, package: &str) -> Option<u32> {
+        self.serving(package)
+            .and_then(|m| m.notifier_default_expires(package))
+    }
+
+    fn min_notify_interval(&self, package: &str) -> Option<Duration> {
+        self.serving(package)
+            .and_then(|m| m.notifier_min_notify_interval(package))
+    }
+
+    fn authorize(&self, info: &SubscribeInfo<'_>) -> Decision {
+        match self.serving(&info.event.package) {
+            Some(m) => m.authorize(info),
+            None => Decision::reject(403),
+        }
+    }
+
+    fn final_body(
+        &self,
+        dialog: &NotifierDialogView,
+        cached: Option<&NotifierBody>,
+    ) -> Option<NotifierBody> {
+        match ModuleId::parse(&dialog.owner)
+            .and_then(|id| self.modules.iter().find(|m| m.id() == id))
+        {
+            Some(m) => m.final_body(dialog, cached),
+            None => cached.cloned(),
         }
     }
 }

@@ -3,8 +3,7 @@
 //! and never retransmitted), and a log of every PUA event the admin module receives.
 #![allow(dead_code)]
 
-use std::cell::RefCell;
-use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use xmpp_sip_gateway::core::engine::{
@@ -59,7 +58,7 @@ pub fn test_config() -> EngineConfig {
 /// The admin module, recording every PUA event it gets.
 pub struct Recorder {
     inner: AdminModule,
-    log: Rc<RefCell<Vec<PuaEvent>>>,
+    log: Arc<Mutex<Vec<PuaEvent>>>,
 }
 
 impl Module for Recorder {
@@ -67,7 +66,7 @@ impl Module for Recorder {
         ModuleId::Admin
     }
     fn on_pua_event(&mut self, ctx: &mut ModuleCtx<'_>, event: &PuaEvent) {
-        self.log.borrow_mut().push(event.clone());
+        self.log.lock().unwrap().push(event.clone());
         self.inner.on_pua_event(ctx, event)
     }
     fn on_admin(
@@ -83,7 +82,7 @@ impl Module for Recorder {
 pub struct Harness {
     pub engine: Engine,
     pub clock: ManualClock,
-    pub events: Rc<RefCell<Vec<PuaEvent>>>,
+    pub events: Arc<Mutex<Vec<PuaEvent>>>,
     next_admin: u64,
     next_branch: u64,
     /// Every output so far, in order.
@@ -96,13 +95,20 @@ impl Harness {
     }
 
     pub fn with_config(config: EngineConfig) -> Self {
-        let events = Rc::new(RefCell::new(Vec::new()));
+        Self::with_modules(config, Vec::new())
+    }
+
+    /// The recording admin module plus `extra` modules.
+    pub fn with_modules(config: EngineConfig, extra: Vec<Box<dyn Module>>) -> Self {
+        let events = Arc::new(Mutex::new(Vec::new()));
         let rec = Recorder {
             inner: AdminModule::new(),
             log: events.clone(),
         };
+        let mut modules: Vec<Box<dyn Module>> = vec![Box::new(rec)];
+        modules.extend(extra);
         Harness {
-            engine: Engine::with_modules(config, 42, vec![Box::new(rec)]),
+            engine: Engine::with_modules(config, 42, modules),
             clock: ManualClock::starting_at(Timestamp::from_secs(1_700_000_000)),
             events,
             next_admin: 0,
@@ -159,7 +165,7 @@ impl Harness {
     }
 
     pub fn take_events(&self) -> Vec<PuaEvent> {
-        self.events.borrow_mut().drain(..).collect()
+        self.events.lock().unwrap().drain(..).collect()
     }
 
     pub fn admin(&mut self, command: AdminCommand) -> (AdminRequestId, Vec<Output>) {

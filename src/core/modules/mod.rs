@@ -9,12 +9,18 @@
 
 pub mod admin;
 
+use std::time::Duration;
+
 use super::engine::{AdminRequestId, Services, TimerKey};
 use super::ids::IdGenerator;
 use super::persist::{StoreOp, StoredRow};
 use super::pua::{
     PuaEvent, PuaService, PublicationId, PublishError, PublishRequest, SubscribeRequest,
     SubscriptionId,
+};
+use super::sip::notifier::{
+    Body as NotifierBody, Decision, NotifierDialogId, NotifierDialogView, NotifierEvent,
+    StateChange, SubscribeInfo,
 };
 use super::time::Timestamp;
 use admin::{AdminCommand, AdminReply};
@@ -125,10 +131,32 @@ impl<'a> ModuleCtx<'a> {
     pub fn admin_reply(&mut self, id: AdminRequestId, reply: AdminReply) {
         self.svc.admin_reply(id, reply);
     }
+
+    /// Pushes state or a Subscription-State change to one of this module's notifier
+    /// dialogs (see `Notifier::notify`); the resulting NOTIFYs and store writes go out.
+    pub fn notify(
+        &mut self,
+        dialog: NotifierDialogId,
+        change: Option<StateChange>,
+        body: Option<NotifierBody>,
+    ) {
+        let actions = self.svc.notifier.notify(self.now, dialog, change, body);
+        self.svc.perform_notifier_actions(self.now, actions, None);
+    }
+
+    /// Pushes `body` to every live dialog of `package` for `presentity`.
+    pub fn notify_presentity(&mut self, package: &str, presentity: &str, body: NotifierBody) {
+        let actions = self
+            .svc
+            .notifier
+            .notify_presentity(self.now, package, presentity, body);
+        self.svc.perform_notifier_actions(self.now, actions, None);
+    }
 }
 
-/// A module's hooks; every default does nothing.
-pub trait Module {
+/// A module's hooks; every default does nothing. Modules live in the engine, which the
+/// daemon moves to its own task, hence `Send`.
+pub trait Module: Send {
     fn id(&self) -> ModuleId;
 
     /// Event packages (lowercase, e.g. `presence`) whose SUBSCRIBEs this module serves as
@@ -158,8 +186,49 @@ pub trait Module {
         let _ = (ctx, token);
     }
 
-    /// The stored rows at start (after the PUA restored its own records).
+    /// The stored rows at start (after the PUA and the notifier restored their records).
     fn on_restore(&mut self, ctx: &mut ModuleCtx<'_>, rows: &[StoredRow]) {
         let _ = (ctx, rows);
+    }
+
+    // ----- notifier policy (for the packages in `served_events`) -----
+
+    /// Media types `package` can produce, preferred first (see `NotifierPolicy::body_types`).
+    fn notifier_body_types(&self, package: &str) -> Vec<String> {
+        let _ = package;
+        Vec::new()
+    }
+
+    /// Interval granted when a SUBSCRIBE has no Expires; `None`: the configured default.
+    fn notifier_default_expires(&self, package: &str) -> Option<u32> {
+        let _ = package;
+        None
+    }
+
+    /// NOTIFY throttle for `package`; `None`: the configured one.
+    fn notifier_min_notify_interval(&self, package: &str) -> Option<Duration> {
+        let _ = package;
+        None
+    }
+
+    /// Decides a new subscription or poll, at once (RFC 6665 §4.2.1.3). Default: 403.
+    fn authorize(&self, info: &SubscribeInfo<'_>) -> Decision {
+        let _ = info;
+        Decision::reject(403)
+    }
+
+    /// The body of the final `terminated;reason=timeout` NOTIFY of an active dialog.
+    fn final_body(
+        &self,
+        dialog: &NotifierDialogView,
+        cached: Option<&NotifierBody>,
+    ) -> Option<NotifierBody> {
+        let _ = dialog;
+        cached.cloned()
+    }
+
+    /// News about one of this module's notifier dialogs.
+    fn on_notifier_event(&mut self, ctx: &mut ModuleCtx<'_>, event: &NotifierEvent) {
+        let _ = (ctx, event);
     }
 }
