@@ -33,7 +33,7 @@ fn expected(alg: &str, method: &str, uri: &str, nonce: &str, nc: &str, cnonce: &
             hex::encode(Md5::digest(s.as_bytes()))
         }
     };
-    let ha1 = hash(format!("gw:sip.example:secret"));
+    let ha1 = hash("gw:sip.example:secret".to_string());
     let ha2 = hash(format!("{method}:{uri}"));
     hash(format!("{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}"))
 }

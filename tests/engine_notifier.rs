@@ -67,7 +67,7 @@ fn subscribe(h: &mut Harness, event: &str) -> Request {
 fn subscribe_for_a_served_package_gets_200_and_an_active_notify() {
     let (mut h, log) = harness();
     let s = subscribe(&mut h, "presence");
-    let outs = h.from_server(s);
+    let outs = h.peer_request(s);
     assert_eq!(one_response(&outs).status, 200);
     let n = one_request(&outs, Method::Notify);
     assert!(header(&n, "Subscription-State")
@@ -85,7 +85,7 @@ fn subscribe_for_a_served_package_gets_200_and_an_active_notify() {
 fn subscribe_for_another_package_gets_489_listing_served_ones() {
     let (mut h, _) = harness();
     let s = subscribe(&mut h, "dialog");
-    let resp = one_response(&h.from_server(s));
+    let resp = one_response(&h.peer_request(s));
     assert_eq!(resp.status, 489);
     assert_eq!(resp.headers.get("Allow-Events"), Some("presence"));
 }
@@ -95,7 +95,7 @@ fn subscribe_for_another_package_gets_489_listing_served_ones() {
 fn notify_answered_481_ends_the_notifier_dialog() {
     let (mut h, log) = harness();
     let s = subscribe(&mut h, "presence");
-    let outs = h.from_server(s);
+    let outs = h.peer_request(s);
     let n = one_request(&outs, Method::Notify);
     h.answer(&n, 481, |_| {});
     let ended = log.lock().unwrap().iter().any(|e| {
@@ -114,7 +114,7 @@ fn notify_answered_481_ends_the_notifier_dialog() {
 fn health_counts_notifier_dialogs() {
     let (mut h, _) = harness();
     let s = subscribe(&mut h, "presence");
-    h.from_server(s);
+    h.peer_request(s);
     let (_, outs) = h.admin(AdminCommand::Health);
     assert!(
         matches!(&admin_replies(&outs)[..], [(_, AdminReply::Health(v))] if v.notifier_dialogs == 1)
@@ -126,7 +126,7 @@ fn health_counts_notifier_dialogs() {
 fn notifier_dialogs_are_restored() {
     let (mut h1, _) = harness();
     let s = subscribe(&mut h1, "presence");
-    h1.from_server(s);
+    h1.peer_request(s);
     let rows = Harness::rows_from_puts(&h1.all);
     let (mut h2, _) = harness();
     h2.input(xmpp_sip_gateway::core::engine::Input::Restore(rows));

@@ -80,7 +80,7 @@ From: <sip:ben@sip.example>;tag=f1\r\nTo: <sip:anna@xmpp.example>;tag=t1\r\nCall
 fn unknown_method_gets_501_with_allow() {
     let mut h = Harness::new();
     let r = request(&mut h, Method::Other("FROB".into()), &[]);
-    let resp = one_response(&h.from_server(r));
+    let resp = one_response(&h.peer_request(r));
     assert_eq!(resp.status, 501);
     assert!(resp.headers.get("Allow").unwrap().contains("SUBSCRIBE"));
 }
@@ -90,7 +90,7 @@ fn known_but_unserved_methods_get_405_with_allow() {
     for m in [Method::Publish, Method::Register, Method::Message] {
         let mut h = Harness::new();
         let r = request(&mut h, m.clone(), &[]);
-        let resp = one_response(&h.from_server(r));
+        let resp = one_response(&h.peer_request(r));
         assert_eq!(resp.status, 405, "{m}");
         assert!(resp.headers.get("Allow").unwrap().contains("NOTIFY"));
     }
@@ -104,14 +104,14 @@ fn subscribe_for_an_unserved_package_gets_489() {
         Method::Subscribe,
         &[("Event", "foo"), ("Expires", "3600")],
     );
-    assert_eq!(one_response(&h.from_server(r)).status, 489);
+    assert_eq!(one_response(&h.peer_request(r)).status, 489);
 }
 
 #[test]
 fn subscribe_without_event_gets_489() {
     let mut h = Harness::new();
     let r = request(&mut h, Method::Subscribe, &[("Expires", "3600")]);
-    assert_eq!(one_response(&h.from_server(r)).status, 489);
+    assert_eq!(one_response(&h.peer_request(r)).status, 489);
 }
 
 /// Case 33: a CANCEL is answered 200 and cancels nothing.
@@ -119,7 +119,7 @@ fn subscribe_without_event_gets_489() {
 fn case33_cancel_is_answered_200() {
     let mut h = Harness::new();
     let r = request(&mut h, Method::Cancel, &[]);
-    let resp = one_response(&h.from_server(r));
+    let resp = one_response(&h.peer_request(r));
     assert_eq!(resp.status, 200);
 }
 
@@ -128,7 +128,7 @@ fn request_without_call_id_gets_400() {
     let mut h = Harness::new();
     let mut r = request(&mut h, Method::Notify, &[]);
     r.headers.remove("Call-ID");
-    let resp = one_response(&h.from_server(r));
+    let resp = one_response(&h.peer_request(r));
     assert_eq!(resp.status, 400);
     assert!(resp.reason.contains("Call-ID"));
 }
@@ -173,4 +173,21 @@ fn unroutable_publish_fails_with_500() {
         matches!(&replies[..], [(rid, AdminReply::Published(o))] if *rid == id && o.code == 500),
         "{replies:?}"
     );
+}
+
+/// The daemon moves the engine into its own task.
+#[test]
+fn engine_is_send() {
+    fn assert_send<T: Send>() {}
+    assert_send::<xmpp_sip_gateway::core::engine::Engine>();
+}
+
+/// After Shutdown the engine asks for no more wake-ups.
+#[test]
+fn shutdown_stops_timers() {
+    let mut h = Harness::new();
+    h.admin(Harness::subscribe_cmd("presence", -1));
+    assert!(h.engine.poll_timeout().is_some());
+    h.input(Input::Shutdown);
+    assert_eq!(h.engine.poll_timeout(), None);
 }

@@ -218,7 +218,7 @@ fn subscription_list_shows_the_last_notify_state_and_body() {
     let (_, outs) = h.admin(Harness::subscribe_cmd("presence", -1));
     let s = one_request(&outs, Method::Subscribe);
     let n = h.notify(&s, "n1", 1, "active;expires=600", Some(PIDF_OPEN));
-    h.from_server(n);
+    h.peer_request(n);
     let (_, outs) = h.admin(AdminCommand::ListSubscriptions);
     match &admin_replies(&outs)[..] {
         [(_, AdminReply::Subscriptions(v))] => {

@@ -203,3 +203,17 @@ fn etag_is_stored_before_the_reply_acknowledges_it() {
         .position(|o| matches!(o, Output::AdminReply { .. }));
     assert!(put.is_some() && reply.is_some() && put < reply, "{outs:#?}");
 }
+
+/// A transport error on the PUBLISH counts as a timeout (RFC 3261 §17.1.4): reported as
+/// 408, then retried after a back-off.
+#[test]
+fn transport_error_is_a_timeout_and_is_retried() {
+    use xmpp_sip_gateway::core::engine::Input;
+    use xmpp_sip_gateway::core::modules::admin::AdminReply;
+    let mut h = Harness::new();
+    let _p = initial(&mut h, -1);
+    let outs = h.input(Input::SipTransportError { to: server() });
+    assert!(matches!(&admin_replies(&outs)[..], [(_, AdminReply::Published(o))] if o.code == 408));
+    let again = h.next_request(Method::Publish, 10).0;
+    assert_eq!(again.body, PIDF_OPEN.as_bytes());
+}

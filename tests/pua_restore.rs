@@ -64,7 +64,7 @@ fn restored_subscription_is_refreshed_in_dialog() {
     let s = one_request(&outs, Method::Subscribe);
     h1.answer(&s, 200, |r| r.headers.push("Expires", "3600"));
     let n = h1.notify(&s, "n1", 1, "active;expires=3600", None);
-    h1.from_server(n);
+    h1.peer_request(n);
     let rows = Harness::rows_from_puts(&h1.all);
 
     let mut h2 = Harness::new();
@@ -88,11 +88,11 @@ fn restored_subscription_accepts_notifies_of_its_dialog() {
     let (_, outs) = h1.admin(Harness::subscribe_cmd("presence", -1));
     let s = one_request(&outs, Method::Subscribe);
     let n = h1.notify(&s, "n1", 1, "active;expires=3600", None);
-    h1.from_server(n);
+    h1.peer_request(n);
     let rows = Harness::rows_from_puts(&h1.all);
 
     let mut h2 = Harness::new();
     h2.input(Input::Restore(rows));
     let n2 = h2.notify(&s, "n1", 2, "active;expires=3600", Some(PIDF_CLOSED));
-    assert_eq!(one_response(&h2.from_server(n2)).status, 200);
+    assert_eq!(one_response(&h2.peer_request(n2)).status, 200);
 }

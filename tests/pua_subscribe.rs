@@ -17,7 +17,7 @@ fn establish(h: &mut Harness) -> Request {
     let sub = start(h, "presence");
     h.answer(&sub, 200, |r| r.headers.push("Expires", "3600"));
     let n = h.notify(&sub, "n1", 1, "active;expires=3600", Some(PIDF_OPEN));
-    let outs = h.from_server(n);
+    let outs = h.peer_request(n);
     assert_eq!(one_response(&outs).status, 200);
     h.take_events();
     sub
@@ -84,7 +84,7 @@ fn case17_pending_notify_is_answered_200() {
     let s = start(&mut h, "presence");
     h.answer(&s, 200, |r| r.headers.push("Expires", "3600"));
     let n = h.notify(&s, "n1", 1, "pending;expires=3600", None);
-    assert_eq!(one_response(&h.from_server(n)).status, 200);
+    assert_eq!(one_response(&h.peer_request(n)).status, 200);
     assert!(h.take_events().iter().any(|e| matches!(
         e,
         PuaEvent::Notify {
@@ -102,7 +102,7 @@ fn case18_active_notify_delivers_state_and_schedules_refresh() {
     let s = start(&mut h, "presence");
     h.answer(&s, 200, |r| r.headers.push("Expires", "3600"));
     let n = h.notify(&s, "n1", 1, "active;expires=499", Some(PIDF_OPEN));
-    assert_eq!(one_response(&h.from_server(n)).status, 200);
+    assert_eq!(one_response(&h.peer_request(n)).status, 200);
     assert!(h.take_events().iter().any(|e| matches!(
         e,
         PuaEvent::Notify {
@@ -122,7 +122,7 @@ fn case19_second_active_notify_is_an_update() {
     let mut h = Harness::new();
     let s = establish(&mut h);
     let n = h.notify(&s, "n1", 2, "active;expires=3000", Some(PIDF_CLOSED));
-    assert_eq!(one_response(&h.from_server(n)).status, 200);
+    assert_eq!(one_response(&h.peer_request(n)).status, 200);
     let ev = h.take_events();
     assert_eq!(
         ev.iter()
@@ -208,7 +208,7 @@ fn case23_timer_n_without_notify_fails_and_retries() {
     assert_ne!(header(&retry, "Call-ID"), header(&s, "Call-ID"));
     // A NOTIFY for the failed dialog is now refused.
     let late = h.notify(&s, "n1", 1, "active;expires=3600", None);
-    assert_eq!(one_response(&h.from_server(late)).status, 481);
+    assert_eq!(one_response(&h.peer_request(late)).status, 481);
 }
 
 /// Case 24: terminated;reason=rejected → 200, ended for good, no re-SUBSCRIBE.
@@ -217,7 +217,7 @@ fn case24_terminated_rejected_is_final() {
     let mut h = Harness::new();
     let s = establish(&mut h);
     let n = h.notify(&s, "n1", 2, "terminated;reason=rejected", None);
-    assert_eq!(one_response(&h.from_server(n)).status, 200);
+    assert_eq!(one_response(&h.peer_request(n)).status, 200);
     assert_eq!(ended(&h).last().map(|e| e.1), Some(false));
     assert!(requests(&h.advance(secs(7200)), Method::Subscribe).is_empty());
 }
@@ -228,7 +228,7 @@ fn case25_terminated_deactivated_resubscribes_at_once_on_a_new_dialog() {
     let mut h = Harness::new();
     let s = establish(&mut h);
     let n = h.notify(&s, "n1", 2, "terminated;reason=deactivated", None);
-    let outs = h.from_server(n);
+    let outs = h.peer_request(n);
     assert_eq!(one_response(&outs).status, 200);
     let fresh = one_request(&outs, Method::Subscribe);
     assert_ne!(header(&fresh, "Call-ID"), header(&s, "Call-ID"));
@@ -247,7 +247,7 @@ fn case26_probation_waits_for_retry_after() {
         "terminated;reason=probation;retry-after=600",
         None,
     );
-    assert!(requests(&h.from_server(n), Method::Subscribe).is_empty());
+    assert!(requests(&h.peer_request(n), Method::Subscribe).is_empty());
     assert!(requests(&h.advance(secs(599)), Method::Subscribe).is_empty());
     assert_eq!(requests(&h.advance(secs(2)), Method::Subscribe).len(), 1);
     assert_eq!(ended(&h).last().map(|e| e.1), Some(true));
@@ -259,7 +259,7 @@ fn case27_terminated_timeout_resubscribes() {
     let mut h = Harness::new();
     let s = establish(&mut h);
     let n = h.notify(&s, "n1", 2, "terminated;reason=timeout", None);
-    assert_eq!(requests(&h.from_server(n), Method::Subscribe).len(), 1);
+    assert_eq!(requests(&h.peer_request(n), Method::Subscribe).len(), 1);
     assert!(ended(&h).iter().all(|e| e.1), "never ended for good");
 }
 
@@ -282,7 +282,7 @@ fn case28_unsubscribe_is_in_dialog_expires_zero() {
     h.answer(&u, 200, |r| r.headers.push("Expires", "0"));
     assert!(ended(&h).contains(&(SubscriptionEnd::Unsubscribed, false)));
     let n = h.notify(&s, "n1", 2, "terminated;reason=timeout", None);
-    let outs = h.from_server(n);
+    let outs = h.peer_request(n);
     assert_eq!(one_response(&outs).status, 200);
     assert!(requests(&outs, Method::Subscribe).is_empty());
 }
@@ -293,7 +293,7 @@ fn case29_second_fork_notify_for_presence_gets_481() {
     let mut h = Harness::new();
     let s = establish(&mut h);
     let n = h.notify(&s, "b2", 1, "active;expires=3600", None);
-    assert_eq!(one_response(&h.from_server(n)).status, 481);
+    assert_eq!(one_response(&h.peer_request(n)).status, 481);
 }
 
 /// Case 29 (winfo): other packages keep each forked dialog.
@@ -303,9 +303,9 @@ fn case29_second_fork_notify_for_winfo_is_accepted() {
     let s = start(&mut h, "presence.winfo");
     h.answer(&s, 200, |r| r.headers.push("Expires", "3600"));
     let a = h.notify(&s, "a1", 1, "active;expires=3600", None);
-    assert_eq!(one_response(&h.from_server(a)).status, 200);
+    assert_eq!(one_response(&h.peer_request(a)).status, 200);
     let b = h.notify(&s, "b2", 1, "active;expires=3600", None);
-    assert_eq!(one_response(&h.from_server(b)).status, 200);
+    assert_eq!(one_response(&h.peer_request(b)).status, 200);
 }
 
 /// Case 30: a NOTIFY matching no subscription gets 481.
@@ -315,7 +315,7 @@ fn case30_unmatched_notify_gets_481() {
     let s = establish(&mut h);
     let mut n = h.notify(&s, "n1", 2, "active;expires=3600", None);
     n.headers.set("Call-ID", "unknown@elsewhere");
-    assert_eq!(one_response(&h.from_server(n)).status, 481);
+    assert_eq!(one_response(&h.peer_request(n)).status, 481);
 }
 
 /// Case 31: a NOTIFY with Event: dialog on a presence dialog gets 489.
@@ -324,7 +324,7 @@ fn case31_notify_with_a_foreign_event_gets_489() {
     let mut h = Harness::new();
     let s = establish(&mut h);
     let n = h.notify_with_event(&s, "n1", 2, "active;expires=3600", None, "dialog");
-    assert_eq!(one_response(&h.from_server(n)).status, 489);
+    assert_eq!(one_response(&h.peer_request(n)).status, 489);
 }
 
 /// Case 32: a NOTIFY before the 200 is accepted and creates the dialog.
@@ -333,7 +333,7 @@ fn case32_notify_before_the_200_creates_the_dialog() {
     let mut h = Harness::new();
     let s = start(&mut h, "presence");
     let n = h.notify(&s, "n1", 1, "active;expires=600", Some(PIDF_OPEN));
-    assert_eq!(one_response(&h.from_server(n)).status, 200);
+    assert_eq!(one_response(&h.peer_request(n)).status, 200);
     h.answer(&s, 200, |r| r.headers.push("Expires", "3600"));
     let r = h.next_request(Method::Subscribe, 560).0;
     assert!(
@@ -352,7 +352,7 @@ fn refresh_uses_route_set_and_remote_target_from_the_notify() {
     let mut n = h.notify(&s, "n1", 1, "active;expires=600", None);
     n.headers
         .push("Record-Route", "<sip:127.0.0.1:5070;transport=tcp;lr>");
-    h.from_server(n);
+    h.peer_request(n);
     let r = h.next_request(Method::Subscribe, 560).0;
     assert_eq!(r.uri, "sip:notifier@127.0.0.1:5070;transport=tcp");
     assert!(header(&r, "Route")
@@ -366,7 +366,7 @@ fn notify_with_bad_subscription_state_gets_400() {
     let mut h = Harness::new();
     let s = establish(&mut h);
     let n = h.notify(&s, "n1", 2, "bogus;;", None);
-    assert_eq!(one_response(&h.from_server(n)).status, 400);
+    assert_eq!(one_response(&h.peer_request(n)).status, 400);
 }
 
 /// A NOTIFY whose body does not parse gets 400.
@@ -381,7 +381,7 @@ fn notify_with_unparseable_body_gets_400() {
         "active;expires=3600",
         Some("<presence><unclosed>"),
     );
-    assert_eq!(one_response(&h.from_server(n)).status, 400);
+    assert_eq!(one_response(&h.peer_request(n)).status, 400);
 }
 
 /// Store writes precede the 200 that acknowledges a NOTIFY (product.md, Persistence).
@@ -391,10 +391,40 @@ fn dialog_is_stored_before_the_notify_is_answered() {
     let mut h = Harness::new();
     let s = start(&mut h, "presence");
     let n = h.notify(&s, "n1", 1, "active;expires=600", None);
-    let outs = h.from_server(n);
+    let outs = h.peer_request(n);
     let put = outs.iter().position(|o| matches!(o, Output::Store(_)));
     let ok = outs
         .iter()
         .position(|o| matches!(o, Output::SendSip { .. }));
     assert!(put.is_some() && put < ok, "{outs:#?}");
+}
+
+/// Timer N also runs on refreshes: a refresh accepted but never followed by a NOTIFY
+/// fails the dialog, and the subscription is re-made on a new one.
+#[test]
+fn refresh_without_notify_fails_on_timer_n_and_resubscribes() {
+    let mut h = Harness::new();
+    let s = establish(&mut h);
+    let r = h.next_request(Method::Subscribe, 3300).0;
+    h.answer(&r, 200, |resp| resp.headers.push("Expires", "3600"));
+    h.advance(secs(33));
+    assert!(ended(&h).contains(&(SubscriptionEnd::NoNotify, true)));
+    let fresh = h.next_request(Method::Subscribe, 10).0;
+    assert_ne!(header(&fresh, "Call-ID"), header(&s, "Call-ID"));
+}
+
+/// A server answering 423 again and again is not retried forever.
+#[test]
+fn repeated_423_is_not_retried_forever() {
+    let mut h = Harness::new();
+    let mut s = start(&mut h, "presence");
+    for _ in 0..2 {
+        let outs = h.answer(&s, 423, |r| r.headers.push("Min-Expires", "7200"));
+        s = one_request(&outs, Method::Subscribe);
+    }
+    let outs = h.answer(&s, 423, |r| r.headers.push("Min-Expires", "7200"));
+    assert!(
+        requests(&outs, Method::Subscribe).is_empty(),
+        "third 423 not retried at once"
+    );
 }

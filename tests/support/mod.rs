@@ -176,7 +176,7 @@ impl Harness {
     }
 
     /// A request from the scripted server.
-    pub fn from_server(&mut self, req: Request) -> Vec<Output> {
+    pub fn peer_request(&mut self, req: Request) -> Vec<Output> {
         self.input(Input::Sip {
             from: server(),
             message: SipMessage::Request(req),

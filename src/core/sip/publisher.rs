@@ -217,10 +217,7 @@ impl Publication {
             key: self.id.to_string(),
             owner: self.owner.as_str().to_string(),
             subject: self.rec.presentity.clone(),
-            expires_at: match self.rec.desired_until {
-                Some(u) => Some(Timestamp(u)),
-                None => None,
-            },
+            expires_at: self.rec.desired_until.map(Timestamp),
             data,
         });
     }
@@ -354,13 +351,11 @@ impl Publication {
         } else {
             PubOp::Initial
         };
-        if op == PubOp::Initial || op == PubOp::Modify {
-            if self.rec.body.is_none() && op == PubOp::Initial {
-                tracing::warn!(id = %self.id, "publication has no body to publish anew; dropped");
-                events.push(self.result(412, "No Body To Republish", None, false, self.op_seq));
-                self.forget(svc);
-                return false;
-            }
+        if op == PubOp::Initial && self.rec.body.is_none() {
+            tracing::warn!(id = %self.id, "publication has no body to publish anew; dropped");
+            events.push(self.result(412, "No Body To Republish", None, false, self.op_seq));
+            self.forget(svc);
+            return false;
         }
         if op == PubOp::Modify && self.rec.body.is_none() {
             return self.send(svc, now, PubOp::Refresh, events);

@@ -294,6 +294,9 @@ impl Subscription {
     }
 
     fn wanted_expires(&self, svc: &Services, now: Timestamp) -> u32 {
+        if self.rec.desired == Some(0) {
+            return 0;
+        }
         let base = match (self.rec.desired_until, self.rec.desired) {
             (Some(u), _) => now.secs_until(Timestamp(u)).clamp(1, u32::MAX as u64) as u32,
             (None, Some(d)) => d,
@@ -322,9 +325,9 @@ impl Subscription {
         events: &mut Vec<PuaEvent>,
     ) -> bool {
         if let Some(d) = self.rec.desired {
-            if d > 0 {
-                self.rec.desired_until = Some((now + Duration::from_secs(d as u64)).as_millis());
-            }
+            // `Some(0)` is a fetch (RFC 6665 §4.4.3): wanted until now, so the final
+            // NOTIFY ends it instead of prompting a re-subscription.
+            self.rec.desired_until = Some((now + Duration::from_secs(d as u64)).as_millis());
         }
         self.send_initial(svc, now, events)
     }
