@@ -217,3 +217,16 @@ fn transport_error_is_a_timeout_and_is_retried() {
     let again = h.next_request(Method::Publish, 10).0;
     assert_eq!(again.body, PIDF_OPEN.as_bytes());
 }
+
+/// A caller's publish without a body on an existing publication is a refresh: no body,
+/// SIP-If-Match of the current tag (RFC 3903 §4.2.2).
+#[test]
+fn caller_publish_without_body_refreshes() {
+    let mut h = Harness::new();
+    let p = initial(&mut h, -1);
+    ok_with(&mut h, &p, "e1", 1800);
+    let (_, outs) = h.admin(Harness::publish_cmd(BEN, -1, None, Some("e1")));
+    let r = one_request(&outs, Method::Publish);
+    assert!(r.body.is_empty());
+    assert_eq!(header(&r, "SIP-If-Match"), Some("e1"));
+}

@@ -96,3 +96,20 @@ fn restored_subscription_accepts_notifies_of_its_dialog() {
     let n2 = h2.notify(&s, "n1", 2, "active;expires=3600", Some(PIDF_CLOSED));
     assert_eq!(one_response(&h2.peer_request(n2)).status, 200);
 }
+
+/// Records due at once after a restart are paced, not sent in one burst.
+#[test]
+fn due_records_are_paced_after_a_restart() {
+    let mut h1 = Harness::new();
+    h1.admin(Harness::subscribe_cmd("presence", -1));
+    h1.admin(Harness::subscribe_cmd("presence.winfo", -1));
+    let rows = Harness::rows_from_puts(&h1.all);
+    assert_eq!(rows.len(), 2);
+
+    let mut h2 = Harness::new();
+    h2.advance(secs(7200));
+    h2.input(Input::Restore(rows));
+    assert_eq!(requests(&h2.advance(secs(0)), Method::Subscribe).len(), 1);
+    let pace = h2.engine.config().restore_pace;
+    assert_eq!(requests(&h2.advance(pace), Method::Subscribe).len(), 1);
+}

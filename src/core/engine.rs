@@ -99,6 +99,9 @@ pub struct EngineConfig {
     /// Notifier side: least time between two state-update NOTIFYs of one dialog; zero
     /// turns the throttle off (product.md: default 0).
     pub min_notify_interval: Duration,
+    /// After a restart, records due at once are sent this far apart (product.md: restart
+    /// must not storm; 20 ms = 50 requests per second).
+    pub restore_pace: Duration,
 }
 
 impl Default for EngineConfig {
@@ -118,6 +121,7 @@ impl Default for EngineConfig {
             max_backoff: Duration::from_secs(600),
             user_agent: concat!("xmpp-sip-gateway/", env!("CARGO_PKG_VERSION")).into(),
             min_notify_interval: Duration::ZERO,
+            restore_pace: Duration::from_millis(20),
         }
     }
 }

@@ -506,6 +506,7 @@ impl PuaService {
     /// Rows from the store at start: rebuilds records and schedules their refreshes in
     /// place (restored publications keep their ETag, subscriptions their dialog).
     pub fn restore(&mut self, svc: &mut Services, now: Timestamp, rows: &[StoredRow]) {
+        let mut slot = now;
         for row in rows {
             match row.table {
                 StoreTable::Publications => {
@@ -518,7 +519,7 @@ impl PuaService {
                             let id = PublicationId(rec.id);
                             self.next_id = self.next_id.max(rec.id);
                             let mut p = Publication::from_record(owner, rec);
-                            p.resume(svc, now);
+                            p.resume(svc, now, &mut slot);
                             self.publications.insert(id, p);
                         }
                         Err(e) => {
@@ -536,7 +537,7 @@ impl PuaService {
                             let id = SubscriptionId(rec.id);
                             self.next_id = self.next_id.max(rec.id);
                             let mut s = Subscription::from_record(owner, rec);
-                            s.resume(svc, now);
+                            s.resume(svc, now, &mut slot);
                             self.subscriptions.insert(id, s);
                         }
                         Err(e) => {

@@ -97,6 +97,8 @@ pub struct Publication {
     in_flight: Option<InFlight>,
     /// The wanted state changed since the last PUBLISH went out.
     dirty: bool,
+    /// The caller asked for a PUBLISH (a change or a refresh) not sent yet.
+    kick: bool,
     failures: u32,
     /// Latest caller operation (for matching results to admin commands).
     op_seq: u64,
@@ -142,6 +144,7 @@ impl Publication {
             rec,
             in_flight: None,
             dirty: true,
+            kick: false,
             failures: 0,
             op_seq: 1,
             retries_423: 0,
@@ -155,6 +158,7 @@ impl Publication {
             rec,
             in_flight: None,
             dirty: false,
+            kick: false,
             failures: 0,
             op_seq: 0,
             retries_423: 0,
@@ -277,12 +281,20 @@ impl Publication {
 
     /// After a restart: refresh in place with the stored entity-tag at its normal time
     /// (at once if due); a lapsed one is published anew.
-    pub(crate) fn resume(&mut self, svc: &mut Services, now: Timestamp) {
+    pub(crate) fn resume(&mut self, svc: &mut Services, now: Timestamp, slot: &mut Timestamp) {
         let at = if self.rec.removing || !self.etag_valid(now) {
             self.dirty = true;
             now
         } else {
             self.rec.refresh_at.map(Timestamp).unwrap_or(now).max(now)
+        };
+        // Whatever is due at once is paced (product.md: a restart must not storm).
+        let at = if at <= now {
+            let at = (*slot).max(now);
+            *slot = at + svc.config.restore_pace;
+            at
+        } else {
+            at
         };
         svc.set_timer(self.timer(), at);
     }
@@ -296,6 +308,7 @@ impl Publication {
         events: &mut Vec<PuaEvent>,
     ) -> bool {
         self.op_seq += 1;
+        let has_body = change.body.is_some();
         if change.expires == Some(0) {
             self.rec.removing = true;
         } else {
@@ -314,8 +327,12 @@ impl Publication {
                 self.rec.extra_headers = change.extra_headers;
             }
         }
-        // A caller's refresh (no body) also goes out at once; it is "dirty" either way.
-        self.dirty = true;
+        // A new body makes the next PUBLISH a modify; without one the caller asked for a
+        // refresh. Either goes out now, or after the outstanding one (case 67).
+        if self.rec.removing || has_body {
+            self.dirty = true;
+        }
+        self.kick = true;
         self.persist(svc);
         if self.in_flight.is_some() {
             // Case 67: wait for the outstanding PUBLISH; only the latest state goes out.
@@ -406,6 +423,7 @@ impl Publication {
             }
         }
         self.dirty = false;
+        self.kick = false;
         self.persist(svc);
         match svc.send_request(now, TxOwner::Publication(self.id), &[], req) {
             Ok(tx) => {
@@ -568,7 +586,7 @@ impl Publication {
             true,
             flight.op_seq,
         ));
-        if self.dirty || self.rec.removing {
+        if self.dirty || self.kick || self.rec.removing {
             return self.send_next(svc, now, events);
         }
         svc.set_timer(self.timer(), next);

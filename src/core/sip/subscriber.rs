@@ -334,7 +334,7 @@ impl Subscription {
 
     /// After a restart: refresh the stored dialog in place at its normal time (at once if
     /// due), CSeq continuing; without a live dialog, subscribe anew.
-    pub(crate) fn resume(&mut self, svc: &mut Services, now: Timestamp) {
+    pub(crate) fn resume(&mut self, svc: &mut Services, now: Timestamp, slot: &mut Timestamp) {
         let live =
             self.rec.to_tag.is_some() && self.rec.expires_at.is_some_and(|e| now < Timestamp(e));
         let at = if live {
@@ -342,6 +342,14 @@ impl Subscription {
         } else {
             self.rec.phase = Phase::Init;
             now
+        };
+        // Whatever is due at once is paced (product.md: a restart must not storm).
+        let at = if at <= now {
+            let at = (*slot).max(now);
+            *slot = at + svc.config.restore_pace;
+            at
+        } else {
+            at
         };
         svc.set_timer(self.timer(), at);
     }
