@@ -204,11 +204,11 @@ fn case23_timer_n_without_notify_fails_and_retries() {
         .take_events()
         .iter()
         .any(|e| matches!(e, PuaEvent::Notify { .. })));
-    let retry = h.next_request(Method::Subscribe, 10).0;
-    assert_ne!(header(&retry, "Call-ID"), header(&s, "Call-ID"));
-    // A NOTIFY for the failed dialog is now refused.
+    // Once Timer N has fired, a NOTIFY that would create the dialog is refused.
     let late = h.notify(&s, "n1", 1, "active;expires=3600", None);
     assert_eq!(one_response(&h.peer_request(late)).status, 481);
+    let retry = h.next_request(Method::Subscribe, 10).0;
+    assert_ne!(header(&retry, "Call-ID"), header(&s, "Call-ID"));
 }
 
 /// Case 24: terminated;reason=rejected → 200, ended for good, no re-SUBSCRIBE.

@@ -562,6 +562,14 @@ impl Publication {
             .and_then(|r| r.headers.get("Expires"))
             .and_then(|v| parse_delta_seconds("Expires", v).ok())
             .unwrap_or(flight.expires);
+        // An ESC granting 0 s would make us refresh in a tight loop; never below 60 s of
+        // spacing (its next answer decides).
+        let granted = if granted == 0 {
+            tracing::warn!(id = %self.id, "2xx to PUBLISH granting 0 s");
+            60
+        } else {
+            granted
+        };
         match resp_etag {
             Some(e) if !e.is_empty() => self.rec.etag = Some(e),
             _ => tracing::warn!(id = %self.id, "2xx to PUBLISH without SIP-ETag"),

@@ -149,6 +149,9 @@ pub struct Subscription {
     retries_423: u8,
 }
 
+/// Most forked dialogs kept per subscription (winfo, dialog).
+const MAX_EXTRA_DIALOGS: usize = 16;
+
 /// Response codes to a refresh that end the dialog (RFC 6665 §4.1.2.2).
 fn ends_dialog(status: u16) -> bool {
     matches!(status, 404 | 405 | 410 | 416 | 480..=485 | 489 | 501 | 604)
@@ -233,7 +236,10 @@ impl Subscription {
     }
 
     pub(crate) fn matches_notify(&self, call_id: &str, to_tag: Option<&str>) -> bool {
-        !self.rec.call_id.is_empty()
+        // Between a failure and the retry (phase Init) the old dialog is dead: a late
+        // NOTIFY on it gets 481 (RFC 6665 §4.1.2.4, after Timer N).
+        self.rec.phase != Phase::Init
+            && !self.rec.call_id.is_empty()
             && self.rec.call_id == call_id
             && to_tag == Some(self.rec.from_tag.as_str())
     }
@@ -997,6 +1003,11 @@ impl Subscription {
                 return true;
             }
             Some(d) => d.remote_cseq = cseq,
+            None if self.extra_dialogs.len() >= MAX_EXTRA_DIALOGS => {
+                // Bounded input (product.md, Security): more forks than this are refused.
+                svc.reply(now, stx, req, 481, "Subscription Does Not Exist", |_| {});
+                return true;
+            }
             None => self.extra_dialogs.push(ExtraDialog {
                 to_tag: from_tag.clone(),
                 remote_cseq: cseq,
