@@ -997,13 +997,14 @@ impl Subscription {
         body: Body,
         events: &mut Vec<PuaEvent>,
     ) -> bool {
+        let full = self.extra_dialogs.len() >= MAX_EXTRA_DIALOGS;
         match self.extra_dialogs.iter_mut().find(|d| d.to_tag == from_tag) {
             Some(d) if cseq <= d.remote_cseq => {
                 svc.reply(now, stx, req, 500, "Out Of Order", |_| {});
                 return true;
             }
             Some(d) => d.remote_cseq = cseq,
-            None if self.extra_dialogs.len() >= MAX_EXTRA_DIALOGS => {
+            None if full => {
                 // Bounded input (product.md, Security): more forks than this are refused.
                 svc.reply(now, stx, req, 481, "Subscription Does Not Exist", |_| {});
                 return true;
