@@ -136,3 +136,24 @@ fn second_401_with_stale_is_answered_again() {
         Some("n2")
     );
 }
+
+/// Credentials bound to another realm are not offered; the challenge is final.
+#[test]
+fn challenge_for_an_unknown_realm_is_final() {
+    use xmpp_sip_gateway::core::engine::Credential;
+    let mut cfg = test_config();
+    cfg.credentials = vec![Credential {
+        realm: Some("other.example".into()),
+        username: "gw".into(),
+        password: "secret".into(),
+    }];
+    let mut h = Harness::with_config(cfg);
+    let p = publish(&mut h);
+    let outs = h.answer(&p, 401, |r| {
+        r.headers.push(
+            "WWW-Authenticate",
+            "Digest realm=\"sip.example\", nonce=\"n1\", qop=\"auth\"",
+        )
+    });
+    assert!(requests(&outs, Method::Publish).is_empty());
+}

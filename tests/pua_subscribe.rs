@@ -428,3 +428,44 @@ fn repeated_423_is_not_retried_forever() {
         "third 423 not retried at once"
     );
 }
+
+/// A subscription ended for good is deleted from the store.
+#[test]
+fn final_termination_deletes_the_stored_subscription() {
+    use xmpp_sip_gateway::core::engine::Output;
+    use xmpp_sip_gateway::core::persist::{StoreOp, StoreTable};
+    let mut h = Harness::new();
+    let s = establish(&mut h);
+    let n = h.notify(&s, "n1", 2, "terminated;reason=noresource", None);
+    let outs = h.peer_request(n);
+    assert!(outs.iter().any(|o| matches!(
+        o,
+        Output::Store(StoreOp::Delete {
+            table: StoreTable::Subscriptions,
+            ..
+        })
+    )));
+}
+
+/// Within a dialog a NOTIFY older than the last one is refused (RFC 3261 §12.2.2): the
+/// highest CSeq holds the current document (RFC 3856 §6.6).
+#[test]
+fn out_of_order_notify_is_refused() {
+    let mut h = Harness::new();
+    let s = establish(&mut h);
+    let n5 = h.notify(&s, "n1", 5, "active;expires=3600", Some(PIDF_CLOSED));
+    h.peer_request(n5);
+    let n3 = h.notify(&s, "n1", 3, "active;expires=3600", Some(PIDF_OPEN));
+    assert_eq!(one_response(&h.peer_request(n3)).status, 500);
+}
+
+/// dialog;sla subscriptions keep forked dialogs as well (RFC 6665 §4.1.2.4).
+#[test]
+fn case29_second_fork_notify_for_dialog_sla_is_accepted() {
+    let mut h = Harness::new();
+    let s = start(&mut h, "dialog;sla");
+    let a = h.notify(&s, "a1", 1, "active;expires=3600", None);
+    assert_eq!(one_response(&h.peer_request(a)).status, 200);
+    let b = h.notify(&s, "b2", 1, "active;expires=3600", None);
+    assert_eq!(one_response(&h.peer_request(b)).status, 200);
+}
