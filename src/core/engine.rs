@@ -1048,3 +1048,44 @@ fn basic_problem(req: &Request) -> Option<String> {
         _ => Some("Bad CSeq".into()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uri_peer_uses_numeric_host_default_port_and_udp() {
+        let p = uri_peer("sip:ben@192.0.2.1").unwrap();
+        assert_eq!(
+            (p.transport, p.addr),
+            (Transport::Udp, "192.0.2.1:5060".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn uri_peer_honours_port_and_transport_tcp() {
+        let p = uri_peer("<sip:192.0.2.1:5080;transport=TCP;lr>").unwrap();
+        assert_eq!(
+            (p.transport, p.addr),
+            (Transport::Tcp, "192.0.2.1:5080".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn uri_peer_reads_ipv6_references() {
+        let p = uri_peer("sip:ben@[2001:db8::1]:5070").unwrap();
+        assert_eq!(p.addr, "[2001:db8::1]:5070".parse().unwrap());
+    }
+
+    #[test]
+    fn uri_peer_refuses_names_without_dns() {
+        assert_eq!(uri_peer("sip:ben@sip.example"), None);
+        assert_eq!(uri_peer("mailto:ben@192.0.2.1"), None);
+    }
+
+    #[test]
+    fn reason_text_is_one_bounded_line() {
+        let r = reason_text(&format!("bad\r\nthing{}", "x".repeat(500)));
+        assert!(!r.contains('\r') && !r.contains('\n') && r.chars().count() <= 120);
+    }
+}
