@@ -270,3 +270,42 @@ fn health_counts_records() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Publish commands coalesced behind an outstanding PUBLISH (case 67) are answered when
+/// the PUBLISH carrying their state is answered, not before.
+#[test]
+fn coalesced_publish_commands_are_answered_by_the_publish_that_carries_them() {
+    let mut h = Harness::new();
+    let (first, outs) = h.admin(Harness::publish_cmd(
+        "sip:ben@sip.example",
+        -1,
+        Some(PIDF_OPEN),
+        None,
+    ));
+    let p1 = one_request(&outs, Method::Publish);
+    let (second, _) = h.admin(Harness::publish_cmd(
+        "sip:ben@sip.example",
+        -1,
+        Some(PIDF_CLOSED),
+        None,
+    ));
+    let (third, _) = h.admin(Harness::publish_cmd(
+        "sip:ben@sip.example",
+        -1,
+        Some("<latest/>"),
+        None,
+    ));
+    let outs = h.answer(&p1, 200, |r| {
+        r.headers.push("SIP-ETag", "e1");
+        r.headers.push("Expires", "1800");
+    });
+    let ids: Vec<_> = admin_replies(&outs).into_iter().map(|(id, _)| id).collect();
+    assert_eq!(ids, vec![first]);
+    let p2 = one_request(&outs, Method::Publish);
+    let outs = h.answer(&p2, 200, |r| {
+        r.headers.push("SIP-ETag", "e2");
+        r.headers.push("Expires", "1800");
+    });
+    let ids: Vec<_> = admin_replies(&outs).into_iter().map(|(id, _)| id).collect();
+    assert_eq!(ids, vec![second, third]);
+}
