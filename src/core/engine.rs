@@ -552,6 +552,21 @@ fn reason_text(s: &str) -> String {
 }
 
 /// The gateway's core: see the module doc for the drive contract.
+///
+/// Routing of incoming SIP (architecture.md, Core and drivers; every request gets an
+/// explicit answer):
+/// - a peer outside `EngineConfig::trusted` → 403; missing From/To/Call-ID/CSeq → 400;
+///   an unparseable message → 400 naming the problem, an oversized one → 513 (both
+///   stateless, when enough headers can be salvaged; otherwise dropped and logged);
+/// - NOTIFY → the PUA's subscriptions (481 when none matches, 489 for another Event,
+///   400 for a bad Subscription-State or body);
+/// - SUBSCRIBE → the notifier when a module serves the package, else 489 with
+///   `Allow-Events`; CANCEL → 200 and nothing else (RFC 6665 §4.1, case 33);
+/// - OPTIONS → 200; other known methods → 405, unknown ones → 501, both with `Allow`.
+///
+/// Outgoing requests go to the first Route, else `outbound_proxy`, else the numeric host
+/// of the Request-URI; 401/407 are answered once with the configured credentials (again
+/// only on `stale=true`), then the challenge is the final response.
 pub struct Engine {
     svc: Services,
     pua: PuaService,
