@@ -445,8 +445,9 @@ async fn run_connection(
                     let Some(bytes) = queued else { break };
                     if writer.write_all(&bytes).await.is_err() {
                         shared.report_error(peer);
-                        break;
                     }
+                    // The one answer the engine gives to the unframeable message.
+                    break;
                 }
             }
         }
