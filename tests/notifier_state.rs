@@ -338,3 +338,45 @@ fn rate_limit_never_delays_the_notify_after_a_refresh() {
     let actions = h.subscribe(&Sub::initial().in_dialog(&tag, 2), &policy);
     assert_eq!(notifies(&actions).len(), 1);
 }
+
+/// standards.md §11: the policy's per-package interval (5 s for winfo) throttles even
+/// when the configured default is off.
+#[test]
+fn package_interval_from_policy_throttles_winfo_updates() {
+    let mut h = Harness::new();
+    let policy = TestPolicy::active(None);
+    let sub = Sub::initial().header("Event", "presence.winfo");
+    let (id, _) = h.established(&sub, &policy);
+    let now = h.now();
+    let winfo = xmpp_sip_gateway::core::sip::notifier::Body::new(
+        "application/watcherinfo+xml",
+        "<watcherinfo version='1'/>",
+    );
+    let actions = h.notifier.notify(now, id, None, Some(winfo));
+    assert!(notifies(&actions).is_empty());
+    assert_eq!(
+        h.notifier.next_deadline(),
+        Some(now + Duration::from_secs(5))
+    );
+}
+
+/// The module may name the resource (a proxy may have rewritten the Request-URI); the
+/// dialog is then found under that name.
+#[test]
+fn policy_named_resource_is_the_dialog_presentity() {
+    let mut h = Harness::new();
+    let mut policy = TestPolicy::pending();
+    policy.decision = policy
+        .decision
+        .clone()
+        .for_resource("sip:anna@xmpp.example");
+    let sub = Sub::initial();
+    let mut sub = sub;
+    sub.req.uri = "sip:anna@198.51.100.1:5060".into();
+    let (id, _) = h.established(&sub, &policy);
+    assert_eq!(
+        h.notifier
+            .dialogs_between("presence", WATCHER, "sip:anna@xmpp.example"),
+        vec![id]
+    );
+}

@@ -112,6 +112,21 @@ fn send_request_adds_top_via_with_branch_and_rport() {
     assert_eq!(via.rport(), Some(None));
 }
 
+#[test]
+fn send_request_replaces_any_stale_via() {
+    let mut h = Harness::new();
+    let mut req = subscribe();
+    req.headers
+        .push("Via", "SIP/2.0/UDP old.example;branch=z9hG4bKold");
+    let now = h.clock.now();
+    h.layer.send_request(now, &mut h.ids, udp_peer(), req);
+    let SipMessage::Request(sent) = h.drain().remove(0).1 else {
+        panic!()
+    };
+    assert_eq!(sent.headers.count("Via"), 1);
+    assert_ne!(top_via(&sent.headers).unwrap().branch(), Some("z9hG4bKold"));
+}
+
 /// standards.md §16 case 72: retransmits at 0.5, 1.5, 3.5, 7.5, 11.5 … s; Timer F at 32 s.
 #[test]
 fn udp_request_without_answer_retransmits_with_doubling_then_times_out_at_32s() {

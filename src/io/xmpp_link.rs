@@ -108,6 +108,9 @@ impl XmppLinkConfig {
 }
 
 /// What the link reports to the daemon.
+// Nearly every event is a `Stanza`; boxing it would add an allocation per stanza to
+// save space only on the rare control events.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum LinkEvent {
     /// Handshake accepted; stanzas flow (queued ones are sent first).
@@ -122,6 +125,13 @@ pub enum LinkEvent {
         condition: Condition,
         reason: String,
         bounced: bool,
+    },
+    /// A connection attempt failed (TCP, timeout, or a refusal after the link had been
+    /// up); the next one follows after `retry_in` (the jittered back-off).
+    ConnectFailed {
+        attempt: u32,
+        reason: String,
+        retry_in: Duration,
     },
     /// The first handshake of the process was refused; [`run`] returns an error next.
     FirstHandshakeRefused { reason: String },
@@ -174,6 +184,8 @@ pub async fn run(
             _ = shutdown.cancelled() => return Ok(()),
             r = tokio::time::timeout(cfg.handshake_timeout, connect(&cfg)) => r,
         };
+        // Why this attempt failed; `None` after a session that was up and then lost.
+        let mut failure = None;
         match connected {
             Ok(Ok(stream)) => {
                 ever_up = true;
@@ -216,12 +228,15 @@ pub async fn run(
             }
             Ok(Err(Attempt::Refused(reason))) => {
                 error!(component = %cfg.component_jid, %reason, attempt, "component handshake refused; retrying");
+                failure = Some(reason);
             }
             Ok(Err(Attempt::Failed(reason))) => {
                 warn!(server = %cfg.server, %reason, attempt, "XMPP connection failed");
+                failure = Some(reason);
             }
             Err(_) => {
                 warn!(server = %cfg.server, attempt, "XMPP connect/handshake timed out");
+                failure = Some("connect/handshake timed out".into());
             }
         }
         let delay = backoff_delay(
@@ -230,6 +245,16 @@ pub async fn run(
             cfg.backoff_max,
             rand::random::<f64>(),
         );
+        if let Some(reason) = failure {
+            let event = LinkEvent::ConnectFailed {
+                attempt,
+                reason,
+                retry_in: delay,
+            };
+            if events.send(event).await.is_err() {
+                return Ok(());
+            }
+        }
         attempt = attempt.saturating_add(1);
         debug!(?delay, attempt, "XMPP reconnect back-off");
         let deadline = Instant::now() + delay;
@@ -276,7 +301,7 @@ async fn connect(cfg: &XmppLinkConfig) -> Result<Xml, Attempt> {
     let Some(stream_id) = stream_id else {
         // A header error (host-unknown…) comes as header without id + stream error.
         return Err(match next_element(&mut stream).await {
-            Ok(el) if is_stream_error(&el) => Attempt::Refused(stream_error_text(&el)),
+            Ok(el) if is_stream_error(&el) => refusal(&el),
             _ => Attempt::Failed("server stream header has no id".into()),
         });
     };
@@ -289,52 +314,65 @@ async fn connect(cfg: &XmppLinkConfig) -> Result<Xml, Attempt> {
         .map_err(|e| Attempt::Failed(format!("sending handshake: {e}")))?;
     match next_element(&mut stream).await {
         Ok(el) if el.name() == "handshake" && el.ns() == NS_COMPONENT => Ok(stream),
-        Ok(el) if is_stream_error(&el) => Err(Attempt::Refused(stream_error_text(&el))),
+        Ok(el) if is_stream_error(&el) => Err(refusal(&el)),
         Ok(el) => Err(Attempt::Refused(format!(
             "unexpected <{}/> instead of <handshake/>",
             el.name()
         ))),
-        Err(Some(e)) => Err(Attempt::Failed(format!("waiting for <handshake/>: {e}"))),
-        Err(None) => Err(Attempt::Refused(
-            "stream closed before the handshake succeeded".into(),
-        )),
+        Err(Some(reason)) => Err(Attempt::Refused(format!(
+            "{reason} before the handshake succeeded"
+        ))),
+        Err(None) => Err(Attempt::Failed("timed out waiting for <handshake/>".into())),
     }
 }
 
-/// The next element during setup; `Err(None)` when the stream or connection closed.
+/// The next element during setup; `Err(Some(reason))` when the stream or connection
+/// ended, `Err(None)` on a read timeout.
+///
+/// Servers end the connection after a bad handshake (XEP-0114 §3) with or without a
+/// footer, and tokio-xmpp reports a bare EOF as `InvalidData`, so every hard end but a
+/// timeout counts as "closed".
 async fn next_element(stream: &mut Xml) -> Result<minidom::Element, Option<String>> {
     loop {
         match stream.next().await {
             Some(Ok(el)) => return Ok(el),
             Some(Err(ReadError::SoftTimeout)) => continue,
-            Some(Err(ReadError::StreamFooterReceived)) | None => return Err(None),
-            Some(Err(ReadError::HardError(e))) if is_closed(&e) => return Err(None),
+            Some(Err(ReadError::StreamFooterReceived)) | None => {
+                return Err(Some("stream closed".into()))
+            }
+            Some(Err(ReadError::HardError(e))) if e.kind() == io::ErrorKind::TimedOut => {
+                return Err(None)
+            }
             Some(Err(e)) => return Err(Some(e.to_string())),
         }
     }
 }
 
-fn is_closed(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::UnexpectedEof
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::BrokenPipe
-    )
+/// A refusal, except `conflict`: another session of this component is still registered
+/// (a restart racing the old connection's teardown), which resolves by itself.
+fn refusal(el: &minidom::Element) -> Attempt {
+    let text = stream_error_text(el);
+    if stream_error_condition(el) == "conflict" {
+        Attempt::Failed(text)
+    } else {
+        Attempt::Refused(text)
+    }
 }
 
 fn is_stream_error(el: &minidom::Element) -> bool {
     el.name() == "error" && el.ns() == NS_STREAMS
 }
 
-/// `condition: text` of a `<stream:error/>` (RFC 6120 §4.9).
-fn stream_error_text(el: &minidom::Element) -> String {
-    let condition = el
-        .children()
+fn stream_error_condition(el: &minidom::Element) -> String {
+    el.children()
         .find(|c| c.ns() == NS_STREAM_ERRORS && c.name() != "text")
         .map(|c| c.name().to_string())
-        .unwrap_or_else(|| "undefined-condition".into());
+        .unwrap_or_else(|| "undefined-condition".into())
+}
+
+/// `condition: text` of a `<stream:error/>` (RFC 6120 §4.9).
+fn stream_error_text(el: &minidom::Element) -> String {
+    let condition = stream_error_condition(el);
     match el
         .children()
         .find(|c| c.ns() == NS_STREAM_ERRORS && c.name() == "text")
@@ -476,7 +514,24 @@ impl Session<'_> {
         self.send_element(&ping).await
     }
 
+    /// Sends a stanza from the engine, unless it breaks XEP-0114 §3 addressing (no `to`,
+    /// or a `from` outside the component domain): Prosody answers that by closing the
+    /// whole stream (`invalid-from`), so such a stanza is dropped here with an error log
+    /// (standards.md §16 case 3 as a last line of defence).
     async fn send(&mut self, stanza: &Stanza) -> Result<(), String> {
+        let from_ok = stanza
+            .from()
+            .is_some_and(|f| f.domain.eq_ignore_ascii_case(&self.cfg.component_jid));
+        if !from_ok || stanza.to().is_none() {
+            let el = stanza.to_element();
+            error!(
+                from = el.attr("from").unwrap_or(""),
+                to = el.attr("to").unwrap_or(""),
+                component = %self.cfg.component_jid,
+                "dropping an outbound stanza without a valid to or with a from outside the component domain"
+            );
+            return Ok(());
+        }
         self.send_element(&stanza.to_element()).await
     }
 

@@ -50,6 +50,7 @@ impl TestPolicy {
             decision: Decision {
                 authorization,
                 body,
+                resource: None,
             },
             closed: None,
             seen: RefCell::new(Vec::new()),
@@ -72,6 +73,11 @@ impl NotifierPolicy for TestPolicy {
             "presence.winfo" => vec!["application/watcherinfo+xml".into()],
             _ => vec![],
         }
+    }
+
+    /// RFC 3857: watcherinfo at most once per 5 s, whatever the configured default.
+    fn min_notify_interval(&self, package: &str) -> Option<Duration> {
+        (package == "presence.winfo").then_some(Duration::from_secs(5))
     }
 
     fn authorize(&self, info: &SubscribeInfo<'_>) -> Decision {
@@ -207,6 +213,7 @@ pub fn config() -> NotifierConfig {
         default_expires: 3600,
         contact_uri: "sip:gw@198.51.100.1:5060".into(),
         min_notify_interval: Duration::ZERO,
+        max_dialogs_per_watcher: 3,
         user_agent: "test-gw".into(),
     }
 }

@@ -193,6 +193,9 @@ impl NameAddr {
         if v.is_empty() {
             return Err(err(header, "empty value"));
         }
+        if v.chars().any(|c| c.is_control() && c != '\t') {
+            return Err(err(header, "control character"));
+        }
         let (display, rest) = if v.starts_with('"') {
             let (d, rest) =
                 take_quoted(v).ok_or_else(|| err(header, "unterminated quoted display name"))?;
@@ -289,7 +292,9 @@ impl fmt::Display for NameAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(d) = &self.display {
             f.write_str("\"")?;
-            for c in d.chars() {
+            // Control characters are dropped so a display name taken from elsewhere
+            // (an XMPP nickname) can never break the header line.
+            for c in d.chars().filter(|c| !c.is_control()) {
                 if c == '"' || c == '\\' {
                     f.write_str("\\")?;
                 }
@@ -814,6 +819,16 @@ mod tests {
         assert_eq!(l[0].uri, "sip:a@b;x=1,2");
         assert_eq!(l[0].params.value("q"), Some("0.5"));
         assert_eq!(l[1].uri, "sip:c@d");
+    }
+
+    #[test]
+    fn name_addr_never_prints_control_characters() {
+        let n = NameAddr {
+            display: Some("evil\r\nX-Injected: 1".into()),
+            ..NameAddr::new("sip:a@b")
+        };
+        assert_eq!(n.to_string(), "\"evilX-Injected: 1\" <sip:a@b>");
+        assert!(NameAddr::parse("To", "\"a\r\nb\" <sip:a@b>").is_err());
     }
 
     #[test]

@@ -47,7 +47,7 @@ use super::headers::{
     media_type, parse_accept, parse_delta_seconds, CSeq, EventHeader, NameAddr, Params, SubState,
     TerminationReason,
 };
-use super::message::{Method, Peer, Request, Response, Transport};
+use super::message::{response_to, Method, Peer, Request, Response, Transport};
 
 /// Max-Forwards of the NOTIFYs we originate (RFC 3261 §8.1.1.6 recommends 70).
 const MAX_FORWARDS: &str = "70";
@@ -71,6 +71,9 @@ pub struct NotifierConfig {
     /// Least time between two state-update NOTIFYs of one dialog; zero turns the throttle
     /// off (product.md: default 0).
     pub min_notify_interval: Duration,
+    /// Most live subscriptions one watcher (From URI) may hold; more get 403
+    /// (product.md, Security: every input is bounded). Zero: no bound.
+    pub max_dialogs_per_watcher: usize,
     /// Sent as `User-Agent` in NOTIFYs and `Server` in responses.
     pub user_agent: String,
 }
@@ -83,6 +86,7 @@ impl Default for NotifierConfig {
             default_expires: 3600,
             contact_uri: "sip:gateway@127.0.0.1:5060".into(),
             min_notify_interval: Duration::ZERO,
+            max_dialogs_per_watcher: 1000,
             user_agent: concat!("xmpp-sip-gateway/", env!("CARGO_PKG_VERSION")).into(),
         }
     }
@@ -144,9 +148,45 @@ pub enum Authorization {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
     pub authorization: Authorization,
-    /// The current state for the first NOTIFY; `None` = no state yet (a NOTIFY without a
-    /// body). Ignored unless the authorization is `Active`.
+    /// The current state, cached for the dialog; `None` = no state yet (a NOTIFY without
+    /// a body). Sent only while the dialog is active.
     pub body: Option<Body>,
+    /// The resource as the module names it, used as the dialog's presentity (views,
+    /// [`Notifier::dialogs_for`]). `None` keeps the Request-URI. Lets a module normalise
+    /// when a proxy rewrote the Request-URI (the To URI still names the resource).
+    pub resource: Option<String>,
+}
+
+impl Decision {
+    pub fn pending() -> Self {
+        Decision {
+            authorization: Authorization::Pending,
+            body: None,
+            resource: None,
+        }
+    }
+
+    pub fn active(body: Option<Body>) -> Self {
+        Decision {
+            authorization: Authorization::Active,
+            body,
+            resource: None,
+        }
+    }
+
+    pub fn reject(code: u16) -> Self {
+        Decision {
+            authorization: Authorization::Reject(code),
+            body: None,
+            resource: None,
+        }
+    }
+
+    /// Names the resource (see [`Decision::resource`]).
+    pub fn for_resource(mut self, resource: impl Into<String>) -> Self {
+        self.resource = Some(resource.into());
+        self
+    }
 }
 
 /// What the policy is told about a SUBSCRIBE it must decide.
@@ -156,6 +196,8 @@ pub struct SubscribeInfo<'a> {
     pub watcher: &'a str,
     /// The resource: the Request-URI (RFC 6665 §4.2.1).
     pub presentity: &'a str,
+    /// The To URI (the resource as the subscriber addressed it).
+    pub to_uri: &'a str,
     pub event: &'a EventHeader,
     /// The negotiated NOTIFY body type, `None` when the package produces no bodies.
     pub content_type: Option<&'a str>,
@@ -185,6 +227,14 @@ pub trait NotifierPolicy {
     /// Interval granted when the SUBSCRIBE has no Expires (RFC 6665 §7.2, package defined).
     /// `None` uses [`NotifierConfig::default_expires`].
     fn default_expires(&self, package: &str) -> Option<u32> {
+        let _ = package;
+        None
+    }
+
+    /// Least time between state-update NOTIFYs for this package, overriding
+    /// [`NotifierConfig::min_notify_interval`] (e.g. 5 s for `presence.winfo`, RFC 3857
+    /// §5.2 / standards.md §11). `None` uses the configured value.
+    fn min_notify_interval(&self, package: &str) -> Option<Duration> {
         let _ = package;
         None
     }
@@ -353,6 +403,8 @@ struct Dialog {
     /// The latest full state the module pushed.
     body: Option<Body>,
     subscriber: Peer,
+    /// Least time between state-update NOTIFYs (zero: no throttle).
+    min_interval: Duration,
     /// Polls are answered on a transient dialog that is never stored.
     durable: bool,
     // Transient sending state (not persisted).
@@ -603,9 +655,21 @@ impl Notifier {
         };
 
         let is_poll = granted == 0;
+        let limit = self.config.max_dialogs_per_watcher;
+        if !is_poll && limit > 0 && self.live_dialogs_of(&b.from.uri) >= limit {
+            tracing::warn!(call_id, watcher = %b.from.uri, limit, "watcher has too many subscriptions");
+            out.push(NotifierAction::Respond(self.reply(
+                req,
+                403,
+                "Too Many Subscriptions",
+                ids,
+            )));
+            return;
+        }
         let info = SubscribeInfo {
             watcher: &b.from.uri,
             presentity: &req.uri,
+            to_uri: &b.to.uri,
             event: &event,
             content_type: content_type.as_deref(),
             expires: granted,
@@ -614,6 +678,7 @@ impl Notifier {
             from,
         };
         let decision = policy.authorize(&info);
+        let presentity = decision.resource.clone().unwrap_or_else(|| req.uri.clone());
         let phase = match decision.authorization {
             Authorization::Reject(code) => {
                 let code = if (400..700).contains(&code) {
@@ -653,7 +718,7 @@ impl Notifier {
             remote_target: contact,
             route_set,
             event: event.clone(),
-            presentity: req.uri.clone(),
+            presentity: presentity.clone(),
             watcher: b.from.uri.clone(),
             phase,
             expires_at: now + Duration::from_secs(u64::from(granted)),
@@ -663,6 +728,9 @@ impl Notifier {
             content_type,
             body,
             subscriber: from,
+            min_interval: policy
+                .min_notify_interval(&event.package)
+                .unwrap_or(self.config.min_notify_interval),
             durable: !is_poll,
             outstanding: false,
             needs_notify: false,
@@ -708,7 +776,7 @@ impl Notifier {
             self.queue(now, id, true, out);
             out.push(NotifierAction::Event(NotifierEvent::Polled {
                 watcher: b.from.uri.clone(),
-                presentity: req.uri.clone(),
+                presentity: presentity.clone(),
                 event,
                 authorization,
                 had_state,
@@ -770,7 +838,19 @@ impl Notifier {
                 .dialogs
                 .get(&id)
                 .is_some_and(|d| same_subscription(&d.event, &ev)),
-            _ => false,
+            Ok(None) => {
+                tracing::info!(call_id, dialog = %id, "in-dialog SUBSCRIBE without Event");
+                let mut resp = self.reply(req, 489, "Bad Event", ids);
+                resp.headers
+                    .push("Allow-Events", policy.packages().join(", "));
+                out.push(NotifierAction::Respond(resp));
+                return;
+            }
+            Err(reason) => {
+                tracing::warn!(call_id, %reason, "malformed Event header");
+                out.push(NotifierAction::Respond(self.reply(req, 400, &reason, ids)));
+                return;
+            }
         };
         if !same_event {
             tracing::info!(call_id, dialog = %id, "in-dialog SUBSCRIBE for another Event");
@@ -877,7 +957,8 @@ impl Notifier {
     /// Pushes state from the module owning `dialog` (RFC 6665 §4.2.2).
     ///
     /// `body`: `Some` replaces the cached full state (when its type is acceptable to the
-    /// subscriber); `None` keeps it. With `change`:
+    /// subscriber); `None` keeps it. A body equal to the cached one sends nothing.
+    /// With `change`:
     /// - `None`: on an active dialog a NOTIFY with the cached state follows, throttled by
     ///   `min_notify_interval` and coalesced (case 44); on a pending dialog the state is
     ///   only cached (pending NOTIFYs carry no body).
@@ -930,7 +1011,9 @@ impl Notifier {
             tracing::info!(%dialog, "notifier dialog activated");
         }
         let is_active = d.phase == Phase::Active;
-        if activated || changed {
+        if activated {
+            // The authorization is durable at once; state alone is written with the
+            // NOTIFY that carries it (cached presence may be written behind).
             out.extend(self.put_op(dialog).map(NotifierAction::Store));
         }
         if activated {
@@ -1085,7 +1168,7 @@ impl Notifier {
                     continue;
                 }
             };
-            match record.into_dialog(id) {
+            match record.into_dialog(id, self.config.min_notify_interval) {
                 Some(dialog) => {
                     self.timers.set(TimerKey::Expiry(id), dialog.expires_at);
                     self.insert(dialog);
@@ -1109,6 +1192,20 @@ impl Notifier {
                     && d.presentity == presentity
             })
             .map(|d| d.id)
+            .collect()
+    }
+
+    /// Live dialogs of `package` from `watcher` (From URI) to `presentity`, in id order:
+    /// what an XMPP `subscribed`/`unsubscribed` between one pair acts on.
+    pub fn dialogs_between(
+        &self,
+        package: &str,
+        watcher: &str,
+        presentity: &str,
+    ) -> Vec<NotifierDialogId> {
+        self.dialogs_for(package, presentity)
+            .into_iter()
+            .filter(|id| self.dialogs.get(id).is_some_and(|d| d.watcher == watcher))
             .collect()
     }
 
@@ -1160,6 +1257,15 @@ impl Notifier {
 
     fn reply(&self, req: &Request, status: u16, reason: &str, ids: &mut IdGenerator) -> Response {
         reply_tagged(req, status, reason, || ids.tag(), &self.config.user_agent)
+    }
+
+    fn live_dialogs_of(&self, watcher: &str) -> usize {
+        self.dialogs
+            .values()
+            .filter(|d| {
+                d.durable && !matches!(d.phase, Phase::Terminating { .. }) && d.watcher == watcher
+            })
+            .count()
     }
 
     fn fresh_id(&self, ids: &mut IdGenerator) -> NotifierDialogId {
@@ -1258,10 +1364,10 @@ impl Notifier {
 
     /// Sends the queued NOTIFY unless one is outstanding or the throttle holds it back.
     fn flush(&mut self, now: Timestamp, id: NotifierDialogId, out: &mut Vec<NotifierAction>) {
-        let interval = self.config.min_notify_interval;
         let Some(d) = self.dialogs.get_mut(&id) else {
             return;
         };
+        let interval = d.min_interval;
         if !d.needs_notify || d.outstanding {
             return;
         }
@@ -1553,22 +1659,7 @@ fn strip_uri_params_for_ruri(uri: &str) -> String {
     out
 }
 
-/// A response to `req` (RFC 3261 §8.2.6): Via, From, To, Call-ID, CSeq copied.
-/// Private stand-in for `message::response_to` until that lands.
-fn response_to(req: &Request, status: u16, reason: &str) -> Response {
-    let mut resp = Response::new(status, reason);
-    for via in req.headers.get_all("Via") {
-        resp.headers.push("Via", via);
-    }
-    for name in ["From", "To", "Call-ID", "CSeq"] {
-        if let Some(v) = req.headers.get(name) {
-            resp.headers.push(name, v);
-        }
-    }
-    resp
-}
-
-/// Our answer to a SUBSCRIBE: [`response_to`] plus a To-tag when the request had none
+/// Our answer to a SUBSCRIBE: [`response_to`] (RFC 3261 §8.2.6) plus a To-tag when the request had none
 /// (RFC 3261 §8.2.6.2; `tag` is drawn only then) and a Server header.
 fn reply_tagged(
     req: &Request,
@@ -1619,6 +1710,9 @@ struct DialogRecord {
     body_hex: Option<String>,
     subscriber_transport: String,
     subscriber_addr: String,
+    /// Absent in rows written before it existed: the configured interval applies.
+    #[serde(default)]
+    min_interval_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -1688,10 +1782,11 @@ impl DialogRecord {
             body_hex,
             subscriber_transport: d.subscriber.transport.as_str().to_string(),
             subscriber_addr: d.subscriber.addr.to_string(),
+            min_interval_ms: Some(d.min_interval.as_millis().min(u128::from(u64::MAX)) as u64),
         }
     }
 
-    fn into_dialog(self, id: NotifierDialogId) -> Option<Dialog> {
+    fn into_dialog(self, id: NotifierDialogId, default_interval: Duration) -> Option<Dialog> {
         if self.version != RECORD_VERSION {
             return None;
         }
@@ -1735,6 +1830,10 @@ impl DialogRecord {
             content_type: self.content_type,
             body,
             subscriber: Peer { transport, addr },
+            min_interval: self
+                .min_interval_ms
+                .map(Duration::from_millis)
+                .unwrap_or(default_interval),
             durable: true,
             outstanding: false,
             needs_notify: false,

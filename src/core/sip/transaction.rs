@@ -201,7 +201,9 @@ impl TransactionLayer {
     ///
     /// Adds the top Via `SIP/2.0/<transport> <via_udp|via_tcp>;branch=z9hG4bK…;rport`
     /// (RFC 3261 §8.1.1.7, RFC 3581), queues the first transmission, and arms Timer F
-    /// (64·T1) and, on UDP, Timer E (T1) (§17.1.2.2).
+    /// (64·T1) and, on UDP, Timer E (T1) (§17.1.2.2). The gateway is a UA, never a proxy,
+    /// so any Via already in `request` (say, one copied from an earlier attempt) is
+    /// removed first: a new transaction always has exactly one Via with a new branch.
     pub fn send_request(
         &mut self,
         now: Timestamp,
@@ -211,6 +213,7 @@ impl TransactionLayer {
     ) -> ClientTxId {
         let id = ClientTxId(self.fresh_id());
         let branch = ids.branch();
+        request.headers.remove("Via");
         let sent_by = match to.transport {
             Transport::Udp => &self.config.via_udp,
             Transport::Tcp => &self.config.via_tcp,
@@ -515,7 +518,8 @@ impl TransactionLayer {
         self.servers.get(&tx).map(|t| t.peer)
     }
 
-    /// The peer a client transaction sends to.
+    /// The peer a client transaction sends to; `None` once the transaction has ended
+    /// (after Timer K, at once for a final response on TCP, or after a timeout).
     pub fn client_peer(&self, tx: ClientTxId) -> Option<Peer> {
         self.clients.get(&tx).map(|t| t.peer)
     }
