@@ -1,8 +1,9 @@
 //! Shared, tolerant XML reading and writing for the SIP event bodies.
 //!
-//! Bodies are read into a small owned tree ([`Element`]) by an iterative loop over quick-xml
-//! events: nothing recurses on the input's nesting, and the tree itself is at most
-//! [`MAX_DEPTH`] deep, so walking or dropping it cannot exhaust the stack.
+//! Bodies are read into a small tree ([`Element`], borrowing names, values and text from
+//! the input where it can) by an iterative loop over quick-xml events: nothing recurses on
+//! the input's nesting, and the tree itself is at most [`MAX_DEPTH`] deep, so walking or
+//! dropping it cannot exhaust the stack.
 //!
 //! Tolerance (real PIDF bodies carry these): a UTF-8 byte order mark, the XML declaration,
 //! comments, processing instructions and a DOCTYPE are skipped. No entity is ever expanded
