@@ -16,6 +16,7 @@ use super::sip::{Peer, SipMessage};
 pub struct AdminRequestId(pub u64);
 
 #[derive(Clone, Debug, PartialEq)]
+#[allow(clippy::large_enum_variant)] // inputs move once, by value, into the engine
 pub enum Input {
     /// Time has passed; fire due timers.
     Tick,
@@ -51,6 +52,7 @@ pub enum Input {
 }
 
 #[derive(Clone, Debug, PartialEq)]
+#[allow(clippy::large_enum_variant)] // outputs move once, by value, to their driver
 pub enum Output {
     SendSip {
         to: Peer,

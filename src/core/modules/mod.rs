@@ -8,6 +8,7 @@
 //! ids, outputs) are reached through the [`ModuleCtx`] handed to each hook.
 
 pub mod admin;
+pub mod bridge;
 
 use std::time::Duration;
 
