@@ -105,3 +105,18 @@ pub fn assert_stanzas_well_addressed(h: &Harness) {
         assert!(s.to().is_some(), "stanza without to: {s:?}");
     }
 }
+
+/// Plays the SIP phone: answers every NOTIFY in `outs` (and in what those answers cause)
+/// with 200, returning every output including `outs`.
+pub fn phone_answers(h: &mut Harness, outs: Vec<Output>) -> Vec<Output> {
+    let mut all = outs.clone();
+    let mut pending: Vec<Request> = crate::support::requests(&outs, Method::Notify);
+    for _ in 0..32 {
+        let Some(n) = pending.pop() else { break };
+        let resp = crate::support::response_to(&n, 200, "OK");
+        let more = h.input(Input::Sip { from: phone(), message: SipMessage::Response(resp) });
+        pending.extend(crate::support::requests(&more, Method::Notify));
+        all.extend(more);
+    }
+    all
+}
