@@ -159,6 +159,7 @@ where
     let mut loop_state = Loop {
         pending_admin: PendingAdmin::new(),
         sip: None,
+        xmpp: None,
     };
 
     // Restore comes before any other input, so nothing races with rebuilding state.
@@ -240,6 +241,8 @@ struct Loop {
     /// HTTP requests waiting for their `AdminReply`.
     pending_admin: PendingAdmin,
     sip: Option<Box<dyn SipOut>>,
+    /// The component link's outbound queue, when `[xmpp]` is configured.
+    xmpp: Option<tokio::sync::mpsc::Sender<crate::core::xmpp::stanza::Stanza>>,
 }
 
 /// Where `SendSip` outputs go (the SIP transport; a recorder in tests).
@@ -279,6 +282,14 @@ impl Loop {
                 Output::AdminReply { id, reply } => {
                     self.pending_admin.complete(id, reply);
                 }
+                Output::SendStanza(stanza) => match &self.xmpp {
+                    Some(tx) => {
+                        if tx.try_send(stanza).is_err() {
+                            warn!("xmpp outbound queue full or closed; stanza dropped");
+                        }
+                    }
+                    None => debug!("no component link configured; stanza dropped"),
+                },
             }
         }
         Ok(())
@@ -516,6 +527,7 @@ mod tests {
         let mut l = Loop {
             pending_admin: PendingAdmin::new(),
             sip: Some(Box::new(RecordingSip(journal.clone()))),
+            xmpp: None,
         };
         l.drain(&mut engine, &mut store).unwrap();
         assert_eq!(
@@ -536,6 +548,7 @@ mod tests {
         let mut l = Loop {
             pending_admin: PendingAdmin::new(),
             sip: Some(Box::new(RecordingSip(journal.clone()))),
+            xmpp: None,
         };
         assert!(matches!(
             l.drain(&mut engine, &mut store),
@@ -555,6 +568,7 @@ mod tests {
         let mut l = Loop {
             pending_admin: PendingAdmin::new(),
             sip: None,
+            xmpp: None,
         };
         let (tx, mut rx) = oneshot::channel();
         let Input::Admin { id, .. } = l.pending_admin.register(AdminCall {
