@@ -197,14 +197,6 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
 }
 
-/// Notifier settings the engine does not take yet (its `EngineConfig` carries the Expires
-/// bounds).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NotifierConfig {
-    /// Minimum spacing of NOTIFYs per dialog; zero disables the throttle (product.md).
-    pub min_notify_interval: Duration,
-}
-
 /// `[xmpp]`: the XEP-0114 component link (next release).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct XmppConfig {
@@ -252,7 +244,6 @@ pub struct Config {
     /// The engine's slice. `tx.via_*`, `local_host` and `contact_uri` are provisional until
     /// the sockets are bound: see [`Config::engine_config_for`].
     pub engine: EngineConfig,
-    pub notifier: NotifierConfig,
     pub store: StoreConfig,
     pub admin: AdminConfig,
     pub xmpp: Option<XmppConfig>,
@@ -429,11 +420,6 @@ pub fn validate(file: &FileConfig) -> Result<Config, ConfigErrors> {
     let log = validate_log(&file.log, &mut errs);
     let sip = validate_sip(&file.sip, &mut errs);
     let engine = validate_engine(file, &sip, &mut errs);
-    let notifier = NotifierConfig {
-        min_notify_interval: Duration::from_millis(
-            file.notifier.min_notify_interval_ms.unwrap_or(0),
-        ),
-    };
     let store = StoreConfig {
         path: match file.store.path.as_deref() {
             Some("") => {
@@ -464,7 +450,6 @@ pub fn validate(file: &FileConfig) -> Result<Config, ConfigErrors> {
             log,
             sip,
             engine,
-            notifier,
             store,
             admin,
             xmpp,
@@ -678,6 +663,9 @@ fn validate_engine(
         refresh_window,
         max_backoff,
         user_agent,
+        min_notify_interval: Duration::from_millis(
+            file.notifier.min_notify_interval_ms.unwrap_or(0),
+        ),
         ..d
     };
     apply_addresses(&mut engine, sip_cfg, sip_cfg.udp_listen, sip_cfg.tcp_listen);
@@ -949,6 +937,14 @@ mod tests {
         assert_eq!(c.sip.max_message_size, 65536);
         assert_eq!(c.store.path, PathBuf::from("gateway.db"));
         assert_eq!(c.admin.listen, "127.0.0.1:8560".parse().unwrap());
+        assert_eq!(c.engine.min_notify_interval, Duration::ZERO);
+    }
+
+    #[test]
+    fn notifier_interval_reaches_the_engine() {
+        let text = format!("{}[notifier]\nmin_notify_interval_ms = 250\n", minimal());
+        let c = load_str(&text, Some(HashMap::new())).unwrap();
+        assert_eq!(c.engine.min_notify_interval, Duration::from_millis(250));
     }
 
     #[test]

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
-use crate::core::engine::{EngineConfig, Input, Output};
+use crate::core::engine::{Engine, EngineConfig, Input, Output};
 use crate::core::persist::{StoreOp, StoredRow};
 use crate::core::sip::Peer;
 use crate::core::time::Timestamp;
@@ -68,21 +68,15 @@ pub trait EngineDriver: Send + 'static {
     fn poll_timeout(&self) -> Option<Timestamp>;
 }
 
-// TEMPORARY until `core::engine::Engine` (helper pua) lands in main; replaced by
-// `impl EngineDriver for Engine` then.
-struct Engine;
-impl Engine {
-    fn new(_config: EngineConfig, _seed: u64) -> Self {
-        Engine
-    }
-}
 impl EngineDriver for Engine {
-    fn handle_input(&mut self, _now: Timestamp, _input: Input) {}
+    fn handle_input(&mut self, now: Timestamp, input: Input) {
+        Engine::handle_input(self, now, input)
+    }
     fn poll_output(&mut self) -> Option<Output> {
-        None
+        Engine::poll_output(self)
     }
     fn poll_timeout(&self) -> Option<Timestamp> {
-        None
+        Engine::poll_timeout(self)
     }
 }
 
