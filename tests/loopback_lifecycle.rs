@@ -95,7 +95,7 @@ fn sample_config_runs_with_environment_overrides() {
             ("XSG_ADMIN__LISTEN", "127.0.0.1:0"),
             ("XSG_STORE__PATH", store.to_str().unwrap()),
         ],
-        dir,
+        Some(dir),
     );
     assert_ne!(gw.udp.unwrap().port(), 5060);
     assert_ne!(gw.admin.unwrap().port(), 8560);
