@@ -153,6 +153,7 @@ where
     let mut loop_state = Loop {
         pending_admin: PendingAdmin::new(),
         sip: None,
+        xmpp: None,
     };
 
     // Restore comes before any other input, so nothing races with rebuilding state.
@@ -234,6 +235,8 @@ struct Loop {
     /// HTTP requests waiting for their `AdminReply`.
     pending_admin: PendingAdmin,
     sip: Option<Box<dyn SipOut>>,
+    /// The component link's outbound queue, when `[xmpp]` is configured.
+    xmpp: Option<tokio::sync::mpsc::Sender<crate::core::xmpp::stanza::Stanza>>,
 }
 
 /// Where `SendSip` outputs go (the SIP transport; a recorder in tests).
@@ -273,6 +276,14 @@ impl Loop {
                 Output::AdminReply { id, reply } => {
                     self.pending_admin.complete(id, reply);
                 }
+                Output::SendStanza(stanza) => match &self.xmpp {
+                    Some(tx) => {
+                        if tx.try_send(stanza).is_err() {
+                            warn!("xmpp outbound queue full or closed; stanza dropped");
+                        }
+                    }
+                    None => debug!("no component link configured; stanza dropped"),
+                },
             }
         }
         Ok(())
@@ -510,6 +521,7 @@ mod tests {
         let mut l = Loop {
             pending_admin: PendingAdmin::new(),
             sip: Some(Box::new(RecordingSip(journal.clone()))),
+            xmpp: None,
         };
         l.drain(&mut engine, &mut store).unwrap();
         assert_eq!(
@@ -530,6 +542,7 @@ mod tests {
         let mut l = Loop {
             pending_admin: PendingAdmin::new(),
             sip: Some(Box::new(RecordingSip(journal.clone()))),
+            xmpp: None,
         };
         assert!(matches!(
             l.drain(&mut engine, &mut store),
@@ -549,6 +562,7 @@ mod tests {
         let mut l = Loop {
             pending_admin: PendingAdmin::new(),
             sip: None,
+            xmpp: None,
         };
         let (tx, mut rx) = oneshot::channel();
         let Input::Admin { id, .. } = l.pending_admin.register(AdminCall {
