@@ -23,15 +23,23 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
 use crate::core::engine::{Engine, EngineConfig, Input, Output};
+use crate::core::modules::admin::AdminModule;
+use crate::core::modules::bridge::BridgeModule;
+use crate::core::modules::Module;
 use crate::core::persist::{StoreOp, StoredRow};
 use crate::core::sip::Peer;
 use crate::core::time::Timestamp;
+use crate::core::xmpp::stanza::Stanza;
 use crate::io::admin_http::{self, AdminCall, PendingAdmin};
 use crate::io::sip_transport::{self, SipSender, SipSockets};
 use crate::io::store::Store;
+use crate::io::xmpp_link::{self, LinkEvent, XmppLinkConfig};
 
 /// Inputs queued for the engine before drivers wait (back-pressure on the sockets).
 const INPUT_QUEUE: usize = 1024;
+/// Stanzas queued for the component link before sends are dropped (the link itself also
+/// queues while it is down).
+const XMPP_QUEUE: usize = 1024;
 /// Admin commands queued before the HTTP handlers wait.
 const ADMIN_QUEUE: usize = 64;
 /// How long shutdown waits for queued messages to leave.
@@ -58,6 +66,10 @@ pub enum DaemonError {
     Store(String),
     #[error("{0}")]
     Bind(std::io::Error),
+    /// The first component handshake was refused (product.md: fail fast, then it is a
+    /// configuration problem, not a network one).
+    #[error("{0}")]
+    XmppLink(String),
 }
 
 /// The engine as the daemon drives it: `core::engine::Engine` in production, a scripted
@@ -100,8 +112,14 @@ impl StoreDriver for Store {
 pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), DaemonError> {
     let store = Store::open(&config.store.path).map_err(|e| DaemonError::Store(e.to_string()))?;
     let seed: u64 = rand::random();
+    let modules_config = config.clone();
     run_with(config, store, cancel, move |engine_config| {
-        Engine::new(engine_config, seed)
+        let mut modules: Vec<Box<dyn Module>> = vec![Box::new(AdminModule::new())];
+        if let Some(bridge) = modules_config.bridge_module_config(&engine_config) {
+            info!(mode = ?bridge.mode, domains = bridge.domains.len(), "presence bridge enabled");
+            modules.push(Box::new(BridgeModule::new(bridge)));
+        }
+        Engine::with_modules(engine_config, seed, modules)
     })
     .await
 }
@@ -169,6 +187,18 @@ where
     // Outputs of the restore (e.g. refreshes due) go out once the transport exists.
     loop_state.drain(&mut engine, &mut store)?;
 
+    // The XEP-0114 component link, when configured. Its events are engine inputs like any
+    // driver's; the engine's `SendStanza` outputs go to its outbound queue.
+    let xmpp_cancel = CancellationToken::new();
+    let (link_tx, mut link_rx) = mpsc::channel::<LinkEvent>(INPUT_QUEUE);
+    let link_task = config.xmpp.as_ref().map(|x| {
+        let (out_tx, out_rx) = mpsc::channel(XMPP_QUEUE);
+        loop_state.xmpp = Some(out_tx);
+        let cfg = XmppLinkConfig::new(x.server.clone(), x.component_jid.clone(), x.secret.clone());
+        info!(server = %x.server, component = %x.component_jid, "xmpp component link starting");
+        tokio::spawn(xmpp_link::run(cfg, link_tx, out_rx, xmpp_cancel.clone()))
+    });
+
     let (admin_tx, mut admin_rx) = mpsc::channel::<AdminCall>(ADMIN_QUEUE);
     let admin_cancel = CancellationToken::new();
     let admin_task = admin_listener.map(|listener| {
@@ -182,6 +212,7 @@ where
 
     info!("gateway running");
     let mut last_tick: Option<Timestamp> = None;
+    let mut xmpp_up = false;
     let result = loop {
         let sleep = match engine.poll_timeout() {
             // A deadline the last Tick did not clear would spin the task: back off a little.
@@ -200,6 +231,11 @@ where
                 None => break Ok(()),
             },
             Some(call) = admin_rx.recv() => Some((now(), loop_state.pending_admin.register(call))),
+            Some(event) = link_rx.recv() => match link_input(event, &mut xmpp_up) {
+                Ok(Some(input)) => Some((now(), input)),
+                Ok(None) => continue,
+                Err(e) => break Err(e),
+            },
             _ = tokio::time::sleep(sleep) => None,
         };
         let (at, input) = input.unwrap_or_else(|| (now(), Input::Tick));
@@ -217,6 +253,19 @@ where
     // Unanswered admin requests get a 503 from the HTTP driver when their sender drops.
     loop_state.pending_admin = PendingAdmin::new();
     loop_state.sip = None;
+    // Dropping the outbound queue lets the link send what the shutdown queued (the
+    // `unavailable` presences) and close its stream.
+    loop_state.xmpp = None;
+    if !xmpp_up {
+        // Nothing can be flushed over a link that is down (or still connecting).
+        xmpp_cancel.cancel();
+    }
+    if let Some(task) = link_task {
+        if tokio::time::timeout(FLUSH_TIMEOUT, task).await.is_err() {
+            warn!("xmpp link did not close within {FLUSH_TIMEOUT:?}");
+        }
+        xmpp_cancel.cancel();
+    }
     if tokio::time::timeout(FLUSH_TIMEOUT, transport.close())
         .await
         .is_err()
@@ -230,13 +279,56 @@ where
     result.and(drained)
 }
 
+/// The engine input for a link event; `Err` when the daemon must stop.
+fn link_input(event: LinkEvent, up: &mut bool) -> Result<Option<Input>, DaemonError> {
+    match event {
+        LinkEvent::Up => *up = true,
+        LinkEvent::Down(_) => *up = false,
+        _ => {}
+    }
+    Ok(match event {
+        LinkEvent::Up => {
+            info!("xmpp component link up");
+            Some(Input::XmppLinkUp)
+        }
+        LinkEvent::Down(reason) => {
+            warn!(reason = %reason, "xmpp component link down");
+            Some(Input::XmppLinkDown)
+        }
+        LinkEvent::Stanza(stanza) => Some(Input::Stanza(stanza)),
+        LinkEvent::Bad {
+            condition,
+            reason,
+            bounced,
+        } => {
+            warn!(?condition, bounced, reason = %reason, "bad element from the xmpp server");
+            None
+        }
+        LinkEvent::ConnectFailed {
+            attempt,
+            reason,
+            retry_in,
+        } => {
+            warn!(attempt, retry_in_ms = retry_in.as_millis() as u64, reason = %reason,
+                "xmpp component connect failed");
+            None
+        }
+        LinkEvent::FirstHandshakeRefused { reason } => {
+            return Err(DaemonError::XmppLink(format!(
+                "the XMPP server refused the component handshake: {reason} \
+                 (check xmpp.component_jid and xmpp.secret against the server's configuration)"
+            )));
+        }
+    })
+}
+
 /// What the engine task keeps besides the engine.
 struct Loop {
     /// HTTP requests waiting for their `AdminReply`.
     pending_admin: PendingAdmin,
     sip: Option<Box<dyn SipOut>>,
     /// The component link's outbound queue, when `[xmpp]` is configured.
-    xmpp: Option<tokio::sync::mpsc::Sender<crate::core::xmpp::stanza::Stanza>>,
+    xmpp: Option<mpsc::Sender<Stanza>>,
 }
 
 /// Where `SendSip` outputs go (the SIP transport; a recorder in tests).
