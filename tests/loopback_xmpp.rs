@@ -106,3 +106,56 @@ fn sigterm_closes_the_component_stream() {
         gw.log.join("\n")
     );
 }
+
+/// End to end through the real binary: an XMPP `subscribe` to a SIP contact becomes a SIP
+/// SUBSCRIBE (Event: presence) at the outbound proxy (RFC 8048 §5.2; product.md, Address
+/// mapping, scheme `domain`).
+#[test]
+fn xmpp_subscribe_reaches_the_sip_proxy_as_subscribe() {
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    proxy.set_read_timeout(Some(WAIT)).unwrap();
+    let xmpp_addr = server.local_addr().unwrap();
+    let proxy_addr = proxy.local_addr().unwrap();
+    let mut gw = Gateway::start_custom(
+        |c| {
+            c.replace(
+                "[sip]\n",
+                &format!("[sip]\noutbound_proxy = \"udp:{proxy_addr}\"\n"),
+            ) + &format!(
+                "[xmpp]\ncomponent_jid = \"{COMPONENT}\"\nsecret = \"{SECRET}\"\n\
+                     server = \"{xmpp_addr}\"\n\
+                     [bridge]\nmode = \"notifier\"\n[[bridge.domains]]\n\
+                     xmpp_domain = \"xmpp.test\"\ncomponent_domain = \"{COMPONENT}\"\n\
+                     sip_domain = \"sip.test\"\nscheme = \"domain\"\n"
+            )
+        },
+        &[],
+    );
+    let (mut s, _, _) = accept_until_handshake(&server);
+    s.write_all(b"<handshake/>").unwrap();
+    gw.wait_for_line("xmpp component link up");
+    s.write_all(
+        format!("<presence from='alice@xmpp.test' to='bob@{COMPONENT}' type='subscribe'/>")
+            .as_bytes(),
+    )
+    .unwrap();
+    let mut buf = [0u8; 65536];
+    let subscribe = loop {
+        let (n, _) = proxy
+            .recv_from(&mut buf)
+            .expect("a SUBSCRIBE within the wait");
+        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if msg.starts_with("SUBSCRIBE ") {
+            break msg;
+        }
+    };
+    assert!(
+        subscribe.starts_with("SUBSCRIBE sip:bob@sip.test"),
+        "{subscribe}"
+    );
+    assert_eq!(
+        loopback_support::header(&subscribe, "Event"),
+        Some("presence")
+    );
+}
