@@ -13,7 +13,9 @@ use xmpp_sip_gateway::core::xmpp::stanza::PresenceType;
 fn winfo(version: u32, state: &str, watchers: &[(&str, &str, &str)]) -> String {
     let mut w = String::new();
     for (id, status, uri) in watchers {
-        w.push_str(&format!("<watcher id='{id}' status='{status}' event='subscribe'>{uri}</watcher>"));
+        w.push_str(&format!(
+            "<watcher id='{id}' status='{status}' event='subscribe'>{uri}</watcher>"
+        ));
     }
     format!(
         "<?xml version='1.0'?><watcherinfo xmlns='urn:ietf:params:xml:ns:watcherinfo' version='{version}' state='{state}'>\
@@ -25,8 +27,18 @@ fn winfo(version: u32, state: &str, watchers: &[(&str, &str, &str)]) -> String {
 #[test]
 fn one_publish_per_user_not_per_stanza() {
     let mut h = harness(SipSideMode::Publish);
-    let mut outs = stanza_in(&mut h, pres("anna@xmpp.example/desk", BEN, PresenceType::Available));
-    outs.extend(stanza_in(&mut h, pres("anna@xmpp.example/desk", "carl@sip.example", PresenceType::Available)));
+    let mut outs = stanza_in(
+        &mut h,
+        pres("anna@xmpp.example/desk", BEN, PresenceType::Available),
+    );
+    outs.extend(stanza_in(
+        &mut h,
+        pres(
+            "anna@xmpp.example/desk",
+            "carl@sip.example",
+            PresenceType::Available,
+        ),
+    ));
     let p = requests(&outs, Method::Publish);
     assert_eq!(p.len(), 1, "{outs:#?}");
     assert_eq!(p[0].uri, ANNA_URI);
@@ -38,13 +50,19 @@ fn one_publish_per_user_not_per_stanza() {
 #[test]
 fn last_resource_unavailable_removes_the_publication() {
     let mut h = harness(SipSideMode::Publish);
-    let outs = stanza_in(&mut h, pres("anna@xmpp.example/desk", BEN, PresenceType::Available));
+    let outs = stanza_in(
+        &mut h,
+        pres("anna@xmpp.example/desk", BEN, PresenceType::Available),
+    );
     let publish = one_request(&outs, Method::Publish);
     h.answer(&publish, 200, |r| {
         r.headers.push("SIP-ETag", "e1");
         r.headers.push("Expires", "3600");
     });
-    let outs = stanza_in(&mut h, pres("anna@xmpp.example/desk", BEN, PresenceType::Unavailable));
+    let outs = stanza_in(
+        &mut h,
+        pres("anna@xmpp.example/desk", BEN, PresenceType::Unavailable),
+    );
     let remove = one_request(&outs, Method::Publish);
     assert_eq!(header(&remove, "Expires"), Some("0"));
     assert_eq!(header(&remove, "SIP-If-Match"), Some("e1"));
@@ -56,14 +74,17 @@ fn last_resource_unavailable_removes_the_publication() {
 #[test]
 fn pending_winfo_watcher_becomes_exactly_one_xmpp_subscribe() {
     let mut h = harness(SipSideMode::Publish);
-    let outs = stanza_in(&mut h, pres("anna@xmpp.example/desk", BEN, PresenceType::Available));
+    let outs = stanza_in(
+        &mut h,
+        pres("anna@xmpp.example/desk", BEN, PresenceType::Available),
+    );
     let sub = one_request(&outs, Method::Subscribe);
     assert_eq!(header(&sub, "Event"), Some("presence.winfo"));
     h.answer(&sub, 200, |r| r.headers.push("Expires", "3600"));
     let body = winfo(0, "full", &[("w1", "pending", "sip:carl@sip.example")]);
     let mut n = h.notify(&sub, "ps1", 1, "active;expires=3600", Some(&body));
     n.headers.set("Content-Type", "application/watcherinfo+xml");
-    let outs = h.from_server(n);
+    let outs = h.peer_request(n);
     let s = of_kind(&outs, PresenceType::Subscribe);
     assert_eq!(s.len(), 1, "{outs:#?}");
     assert_eq!(s[0].from.to_string(), "carl@sip.example");
@@ -71,14 +92,20 @@ fn pending_winfo_watcher_becomes_exactly_one_xmpp_subscribe() {
     let body = winfo(1, "full", &[("w1", "pending", "sip:carl@sip.example")]);
     let mut n = h.notify(&sub, "ps1", 2, "active;expires=3600", Some(&body));
     n.headers.set("Content-Type", "application/watcherinfo+xml");
-    assert!(of_kind(&h.from_server(n), PresenceType::Subscribe).is_empty(), "no duplicate request");
+    assert!(
+        of_kind(&h.peer_request(n), PresenceType::Subscribe).is_empty(),
+        "no duplicate request"
+    );
 }
 
 /// A watcher that went away and comes back is asked again (counts stay right).
 #[test]
 fn watcher_that_leaves_and_returns_is_asked_again() {
     let mut h = harness(SipSideMode::Publish);
-    let outs = stanza_in(&mut h, pres("anna@xmpp.example/desk", BEN, PresenceType::Available));
+    let outs = stanza_in(
+        &mut h,
+        pres("anna@xmpp.example/desk", BEN, PresenceType::Available),
+    );
     let sub = one_request(&outs, Method::Subscribe);
     h.answer(&sub, 200, |r| r.headers.push("Expires", "3600"));
     let mut seq = 0;
@@ -87,7 +114,7 @@ fn watcher_that_leaves_and_returns_is_asked_again() {
         let body = winfo(seq - 1, state, &[("w1", status, "sip:carl@sip.example")]);
         let mut n = h.notify(&sub, "ps1", seq, "active;expires=3600", Some(&body));
         n.headers.set("Content-Type", "application/watcherinfo+xml");
-        of_kind(&h.from_server(n), PresenceType::Subscribe).len()
+        of_kind(&h.peer_request(n), PresenceType::Subscribe).len()
     };
     assert_eq!(send(&mut h, "full", "pending"), 1);
     assert_eq!(send(&mut h, "partial", "terminated"), 0);

@@ -16,7 +16,10 @@ use xmpp_sip_gateway::core::xmpp::stanza::PresenceType;
 /// Ben's phone subscribes to Anna; returns the outputs.
 fn phone_subscribes(h: &mut support::Harness, call_id: &str) -> Vec<Output> {
     let b = h.branch();
-    let outs = from_phone(h, subscribe_from_phone(BEN_URI, ANNA_URI, call_id, None, &b));
+    let outs = from_phone(
+        h,
+        subscribe_from_phone(BEN_URI, ANNA_URI, call_id, None, &b),
+    );
     phone_answers(h, outs)
 }
 
@@ -35,7 +38,10 @@ fn approve(h: &mut support::Harness) -> Vec<Output> {
 }
 
 /// A stanza in, the phone answering every NOTIFY it causes.
-fn xmpp(h: &mut support::Harness, p: xmpp_sip_gateway::core::xmpp::stanza::Presence) -> Vec<Output> {
+fn xmpp(
+    h: &mut support::Harness,
+    p: xmpp_sip_gateway::core::xmpp::stanza::Presence,
+) -> Vec<Output> {
     let outs = stanza_in(h, p);
     phone_answers(h, outs)
 }
@@ -115,8 +121,14 @@ fn unavailable_resource_becomes_closed_tuple() {
     let mut h = harness(SipSideMode::Notifier);
     phone_subscribes(&mut h, "c1");
     approve(&mut h);
-    xmpp(&mut h, pres("anna@xmpp.example/desk", BEN, PresenceType::Available));
-    let outs = xmpp(&mut h, pres("anna@xmpp.example/desk", BEN, PresenceType::Unavailable));
+    xmpp(
+        &mut h,
+        pres("anna@xmpp.example/desk", BEN, PresenceType::Available),
+    );
+    let outs = xmpp(
+        &mut h,
+        pres("anna@xmpp.example/desk", BEN, PresenceType::Unavailable),
+    );
     let doc = parse_pidf(&one_request(&outs, Method::Notify).body).unwrap();
     assert_eq!(doc.tuples[0].id, "ID-desk");
     assert_eq!(doc.tuples[0].basic, Some(Basic::Closed));
@@ -160,7 +172,10 @@ fn expires_zero_in_dialog_sends_closed_timeout_notify_and_unavailable() {
 fn poll_without_state_sends_an_xmpp_probe() {
     let mut h = harness(SipSideMode::Notifier);
     let b = h.branch();
-    let outs = from_phone(&mut h, subscribe_from_phone(BEN_URI, ANNA_URI, "p1", Some(0), &b));
+    let outs = from_phone(
+        &mut h,
+        subscribe_from_phone(BEN_URI, ANNA_URI, "p1", Some(0), &b),
+    );
     assert_eq!(one_response(&outs).status, 200);
     assert!(state(&one_request(&outs, Method::Notify)).starts_with("terminated;reason=timeout"));
     let probes = of_kind(&outs, PresenceType::Probe);
@@ -174,7 +189,10 @@ fn poll_without_state_sends_an_xmpp_probe() {
 fn sips_target_is_rejected_without_xmpp() {
     let mut h = harness(SipSideMode::Notifier);
     let b = h.branch();
-    let outs = from_phone(&mut h, subscribe_from_phone(BEN_URI, "sips:anna@xmpp.example", "s1", None, &b));
+    let outs = from_phone(
+        &mut h,
+        subscribe_from_phone(BEN_URI, "sips:anna@xmpp.example", "s1", None, &b),
+    );
     assert!(one_response(&outs).status >= 400);
     assert!(stanzas(&outs).is_empty());
 }
@@ -183,7 +201,10 @@ fn sips_target_is_rejected_without_xmpp() {
 fn unknown_xmpp_domain_gets_404() {
     let mut h = harness(SipSideMode::Notifier);
     let b = h.branch();
-    let outs = from_phone(&mut h, subscribe_from_phone(BEN_URI, "sip:zed@elsewhere.example", "s1", None, &b));
+    let outs = from_phone(
+        &mut h,
+        subscribe_from_phone(BEN_URI, "sip:zed@elsewhere.example", "s1", None, &b),
+    );
     assert_eq!(one_response(&outs).status, 404);
     assert!(stanzas(&outs).is_empty());
 }
@@ -195,7 +216,10 @@ fn two_dialogs_of_one_watcher_ask_the_xmpp_user_once() {
     let mut h = harness(SipSideMode::Notifier);
     let a = phone_subscribes(&mut h, "c1");
     let b = phone_subscribes(&mut h, "c2");
-    assert_eq!(of_kind(&a, PresenceType::Subscribe).len() + of_kind(&b, PresenceType::Subscribe).len(), 1);
+    assert_eq!(
+        of_kind(&a, PresenceType::Subscribe).len() + of_kind(&b, PresenceType::Subscribe).len(),
+        1
+    );
     let outs = approve(&mut h);
     assert_eq!(notifies(&outs).len(), 2, "both dialogs activated");
 }
@@ -206,7 +230,10 @@ fn authorized_watcher_is_active_at_once_with_cached_state() {
     let mut h = harness(SipSideMode::Notifier);
     phone_subscribes(&mut h, "c1");
     approve(&mut h);
-    xmpp(&mut h, pres("anna@xmpp.example/desk", BEN, PresenceType::Available));
+    xmpp(
+        &mut h,
+        pres("anna@xmpp.example/desk", BEN, PresenceType::Available),
+    );
     let outs = phone_subscribes(&mut h, "c2");
     let n = one_request(&outs, Method::Notify);
     assert!(state(&n).starts_with("active"));
@@ -236,7 +263,10 @@ fn restart_keeps_notifying_the_existing_dialog() {
     let rows = support::Harness::rows_from_puts(&h.all);
     let mut h2 = harness(SipSideMode::Notifier);
     h2.input(Input::Restore(rows));
-    let outs = stanza_in(&mut h2, pres("anna@xmpp.example/desk", BEN, PresenceType::Available));
+    let outs = stanza_in(
+        &mut h2,
+        pres("anna@xmpp.example/desk", BEN, PresenceType::Available),
+    );
     let n = one_request(&outs, Method::Notify);
     assert_eq!(header(&n, "Call-ID"), Some("c1"));
     assert!(state(&n).starts_with("active"));
@@ -247,7 +277,10 @@ fn restart_keeps_notifying_the_existing_dialog() {
 #[test]
 fn directed_presence_without_authorization_is_not_mapped() {
     let mut h = harness(SipSideMode::Notifier);
-    let outs = stanza_in(&mut h, pres("anna@xmpp.example/desk", BEN, PresenceType::Available));
+    let outs = stanza_in(
+        &mut h,
+        pres("anna@xmpp.example/desk", BEN, PresenceType::Available),
+    );
     assert!(notifies(&outs).is_empty());
     assert!(stanzas(&outs).is_empty());
 }
@@ -261,7 +294,10 @@ fn component_answers_disco_info() {
         to: jid("sip.example"),
         id: "d1".into(),
         kind: IqType::Get,
-        payload: Some(Element::new("query", "http://jabber.org/protocol/disco#info")),
+        payload: Some(Element::new(
+            "query",
+            "http://jabber.org/protocol/disco#info",
+        )),
         error: None,
     };
     let outs = h.input(Input::Stanza(Stanza::Iq(iq)));

@@ -25,7 +25,10 @@ const PIDF_BEN_CLOSED: &str = "<?xml version='1.0' encoding='UTF-8'?>\
 /// Anna subscribes to Ben; returns the SUBSCRIBE that went out.
 fn subscribe(h: &mut support::Harness) -> Request {
     let outs = stanza_in(h, pres(ANNA, BEN, PresenceType::Subscribe));
-    assert!(stanzas(&outs).is_empty(), "no XMPP output on subscribe: {outs:#?}");
+    assert!(
+        stanzas(&outs).is_empty(),
+        "no XMPP output on subscribe: {outs:#?}"
+    );
     one_request(&outs, Method::Subscribe)
 }
 
@@ -34,7 +37,7 @@ fn active(h: &mut support::Harness) -> Request {
     let sub = subscribe(h);
     h.answer(&sub, 200, |r| r.headers.push("Expires", "3600"));
     let n = h.notify(&sub, "ps1", 1, "active;expires=3600", Some(PIDF_BEN_OPEN));
-    h.from_server(n);
+    h.peer_request(n);
     sub
 }
 
@@ -62,7 +65,7 @@ fn ok_and_pending_notify_keep_the_pair_neutral() {
     let outs = h.answer(&sub, 200, |r| r.headers.push("Expires", "3600"));
     assert!(stanzas(&outs).is_empty());
     let n = h.notify(&sub, "ps1", 1, "pending;expires=3600", None);
-    let outs = h.from_server(n);
+    let outs = h.peer_request(n);
     assert_eq!(one_response(&outs).status, 200);
     assert!(stanzas(&outs).is_empty(), "pending is neutral: {outs:#?}");
 }
@@ -74,7 +77,7 @@ fn first_active_notify_sends_subscribed_then_presence_per_tuple() {
     let sub = subscribe(&mut h);
     h.answer(&sub, 200, |r| r.headers.push("Expires", "3600"));
     let n = h.notify(&sub, "ps1", 1, "active;expires=499", Some(PIDF_BEN_OPEN));
-    let outs = h.from_server(n);
+    let outs = h.peer_request(n);
     assert_eq!(one_response(&outs).status, 200);
     let p = presences(&outs);
     assert_eq!(p.len(), 2, "{p:#?}");
@@ -97,7 +100,7 @@ fn second_active_notify_sends_no_second_subscribed() {
     let mut h = harness(SipSideMode::Notifier);
     let sub = active(&mut h);
     let n = h.notify(&sub, "ps1", 2, "active;expires=3000", Some(PIDF_BEN_OPEN));
-    let outs = h.from_server(n);
+    let outs = h.peer_request(n);
     assert!(of_kind(&outs, PresenceType::Subscribed).is_empty());
 }
 
@@ -113,7 +116,10 @@ fn final_403_489_603_send_unsubscribed_and_no_retry() {
         assert_eq!(u[0].from.to_string(), BEN);
         assert_eq!(u[0].to.to_string(), ANNA);
         let later = h.advance(secs(1200));
-        assert!(requests(&later, Method::Subscribe).is_empty(), "{code}: retried");
+        assert!(
+            requests(&later, Method::Subscribe).is_empty(),
+            "{code}: retried"
+        );
     }
 }
 
@@ -123,7 +129,7 @@ fn terminated_rejected_sends_unsubscribed_without_resubscribe() {
     let mut h = harness(SipSideMode::Notifier);
     let sub = active(&mut h);
     let n = h.notify(&sub, "ps1", 2, "terminated;reason=rejected", None);
-    let outs = h.from_server(n);
+    let outs = h.peer_request(n);
     assert_eq!(one_response(&outs).status, 200);
     assert_eq!(of_kind(&outs, PresenceType::Unsubscribed).len(), 1);
     assert!(requests(&h.advance(secs(1200)), Method::Subscribe).is_empty());
@@ -135,7 +141,7 @@ fn terminated_deactivated_resubscribes_at_once_keeping_authorization() {
     let mut h = harness(SipSideMode::Notifier);
     let sub = active(&mut h);
     let n = h.notify(&sub, "ps1", 2, "terminated;reason=deactivated", None);
-    let mut outs = h.from_server(n);
+    let mut outs = h.peer_request(n);
     outs.extend(h.advance(secs(1)));
     let again = one_request(&outs, Method::Subscribe);
     assert_ne!(header(&again, "Call-ID"), header(&sub, "Call-ID"));
@@ -148,9 +154,12 @@ fn terminated_timeout_never_unsubscribes() {
     let mut h = harness(SipSideMode::Notifier);
     let sub = active(&mut h);
     let n = h.notify(&sub, "ps1", 2, "terminated;reason=timeout", None);
-    let mut outs = h.from_server(n);
+    let mut outs = h.peer_request(n);
     outs.extend(h.advance(secs(5)));
-    assert!(!requests(&outs, Method::Subscribe).is_empty(), "re-SUBSCRIBE expected");
+    assert!(
+        !requests(&outs, Method::Subscribe).is_empty(),
+        "re-SUBSCRIBE expected"
+    );
     assert!(of_kind(&outs, PresenceType::Unsubscribed).is_empty());
     assert!(of_kind(&outs, PresenceType::Unsubscribe).is_empty());
 }
@@ -165,7 +174,10 @@ fn xmpp_unsubscribe_sends_expires_zero_in_dialog_then_unsubscribed() {
     assert_eq!(header(&un, "Expires"), Some("0"));
     assert_eq!(header(&un, "Call-ID"), header(&sub, "Call-ID"));
     assert_eq!(cseq_of(&un), cseq_of(&sub) + 1);
-    assert!(of_kind(&outs, PresenceType::Unsubscribed).is_empty(), "only after the 200");
+    assert!(
+        of_kind(&outs, PresenceType::Unsubscribed).is_empty(),
+        "only after the 200"
+    );
     let outs = h.answer(&un, 200, |r| r.headers.push("Expires", "0"));
     assert_eq!(of_kind(&outs, PresenceType::Unsubscribed).len(), 1);
 }
@@ -176,7 +188,7 @@ fn closed_pidf_becomes_unavailable() {
     let mut h = harness(SipSideMode::Notifier);
     let sub = active(&mut h);
     let n = h.notify(&sub, "ps1", 2, "active;expires=3000", Some(PIDF_BEN_CLOSED));
-    let outs = h.from_server(n);
+    let outs = h.peer_request(n);
     let u = of_kind(&outs, PresenceType::Unavailable);
     assert_eq!(u.len(), 1, "{outs:#?}");
     assert_eq!(u[0].from.to_string(), "ben@sip.example/ph7");
@@ -195,11 +207,11 @@ fn jabber_show_is_copied_and_invalid_show_dropped() {
     let mut h = harness(SipSideMode::Notifier);
     let sub = active(&mut h);
     let n = h.notify(&sub, "ps1", 2, "active;expires=3000", Some(&doc("dnd")));
-    let p = of_kind(&h.from_server(n), PresenceType::Available);
+    let p = of_kind(&h.peer_request(n), PresenceType::Available);
     assert_eq!(p[0].show, Some(Show::Dnd));
     assert_eq!(p[0].statuses[0].1, "Busy");
     let n = h.notify(&sub, "ps1", 3, "active;expires=3000", Some(&doc("busy")));
-    let p = of_kind(&h.from_server(n), PresenceType::Available);
+    let p = of_kind(&h.peer_request(n), PresenceType::Available);
     assert_eq!(p[0].show, None);
 }
 
@@ -209,7 +221,7 @@ fn bodiless_active_notify_changes_nothing() {
     let mut h = harness(SipSideMode::Notifier);
     let sub = active(&mut h);
     let n = h.notify(&sub, "ps1", 2, "active;expires=3000", None);
-    let outs = h.from_server(n);
+    let outs = h.peer_request(n);
     assert_eq!(one_response(&outs).status, 200);
     assert!(stanzas(&outs).is_empty(), "{outs:#?}");
 }
@@ -226,7 +238,10 @@ fn probe_answered_404_becomes_item_not_found_with_probe_id() {
     let e = of_kind(&outs, PresenceType::Error);
     assert_eq!(e.len(), 1, "{outs:#?}");
     assert_eq!(e[0].id.as_deref(), Some("pr1"));
-    assert_eq!(e[0].error.as_ref().unwrap().condition, Condition::ItemNotFound);
+    assert_eq!(
+        e[0].error.as_ref().unwrap().condition,
+        Condition::ItemNotFound
+    );
 }
 
 /// Case 57: 503 → internal-server-error, never service-unavailable.
@@ -237,14 +252,20 @@ fn probe_answered_503_becomes_internal_server_error() {
     let sub = one_request(&outs, Method::Subscribe);
     let outs = h.answer(&sub, 503, |_| {});
     let e = of_kind(&outs, PresenceType::Error);
-    assert_eq!(e[0].error.as_ref().unwrap().condition, Condition::InternalServerError);
+    assert_eq!(
+        e[0].error.as_ref().unwrap().condition,
+        Condition::InternalServerError
+    );
 }
 
 /// Case 77.
 #[test]
 fn subscribe_from_unserved_domain_is_forbidden_without_sip() {
     let mut h = harness(SipSideMode::Notifier);
-    let outs = stanza_in(&mut h, pres("eve@other.example", BEN, PresenceType::Subscribe));
+    let outs = stanza_in(
+        &mut h,
+        pres("eve@other.example", BEN, PresenceType::Subscribe),
+    );
     assert!(requests(&outs, Method::Subscribe).is_empty());
     let e = of_kind(&outs, PresenceType::Error);
     assert_eq!(e.len(), 1);
@@ -256,10 +277,17 @@ fn subscribe_from_unserved_domain_is_forbidden_without_sip() {
 fn notify_reaches_only_its_watcher() {
     let mut h = harness(SipSideMode::Notifier);
     // Carl watches another SIP user; Anna watches Ben.
-    stanza_in(&mut h, pres("carl@xmpp.example", "dora@sip.example", PresenceType::Subscribe));
+    stanza_in(
+        &mut h,
+        pres(
+            "carl@xmpp.example",
+            "dora@sip.example",
+            PresenceType::Subscribe,
+        ),
+    );
     let sub = active(&mut h);
     let n = h.notify(&sub, "ps1", 2, "active;expires=3000", Some(PIDF_BEN_CLOSED));
-    let outs = h.from_server(n);
+    let outs = h.peer_request(n);
     for p in presences(&outs) {
         assert_eq!(p.to.bare(), ANNA, "leaked to {}", p.to);
     }
@@ -272,8 +300,11 @@ fn probe_for_authorized_pair_creates_a_dialog() {
     let sub = active(&mut h);
     // The dialog fails for good (no retry): 481 to a refresh, then 404 to the new one.
     let n = h.notify(&sub, "ps1", 2, "terminated;reason=noresource", None);
-    h.from_server(n);
-    let outs = stanza_in(&mut h, pres("anna@xmpp.example/desk", BEN, PresenceType::Probe));
+    h.peer_request(n);
+    let outs = stanza_in(
+        &mut h,
+        pres("anna@xmpp.example/desk", BEN, PresenceType::Probe),
+    );
     let again = one_request(&outs, Method::Subscribe);
     assert_ne!(header(&again, "Expires"), Some("0"));
 }
@@ -287,10 +318,17 @@ fn restart_keeps_the_pair_and_its_dialog() {
     let mut h2 = harness(SipSideMode::Notifier);
     h2.input(Input::Restore(rows));
     let n = h2.notify(&sub, "ps1", 5, "active;expires=3000", Some(PIDF_BEN_CLOSED));
-    let outs = h2.from_server(n);
+    let outs = h2.peer_request(n);
     assert_eq!(one_response(&outs).status, 200);
-    assert_eq!(of_kind(&outs, PresenceType::Unavailable).len(), 1, "{outs:#?}");
-    assert!(of_kind(&outs, PresenceType::Subscribed).is_empty(), "authorization was restored");
+    assert_eq!(
+        of_kind(&outs, PresenceType::Unavailable).len(),
+        1,
+        "{outs:#?}"
+    );
+    assert!(
+        of_kind(&outs, PresenceType::Subscribed).is_empty(),
+        "authorization was restored"
+    );
 }
 
 /// Case 3 over a whole scenario: every emitted stanza is from the component domain.
@@ -300,7 +338,7 @@ fn every_emitted_stanza_is_from_the_component_domain() {
     let sub = active(&mut h);
     stanza_in(&mut h, pres(ANNA, BEN, PresenceType::Probe));
     let n = h.notify(&sub, "ps1", 2, "terminated;reason=rejected", None);
-    h.from_server(n);
+    h.peer_request(n);
     assert_stanzas_well_addressed(&h);
 }
 
@@ -320,7 +358,14 @@ fn one_dialog_is_shared_by_the_users_resources() {
     let mut h = harness(SipSideMode::Notifier);
     active(&mut h);
     let outs = stanza_in(&mut h, pres(ANNA, BEN, PresenceType::Subscribe));
-    assert!(requests(&outs, Method::Subscribe).is_empty(), "the live dialog is reused");
-    assert_eq!(of_kind(&outs, PresenceType::Subscribed).len(), 1, "idempotent answer");
+    assert!(
+        requests(&outs, Method::Subscribe).is_empty(),
+        "the live dialog is reused"
+    );
+    assert_eq!(
+        of_kind(&outs, PresenceType::Subscribed).len(),
+        1,
+        "idempotent answer"
+    );
     let _ = BridgeModule::new;
 }

@@ -160,8 +160,8 @@ use super::sip::transaction::{
     ClientTxId, RequestDisposition, ServerTxId, TransactionLayer, TxEvent,
 };
 use super::time::Timestamp;
-use super::xmpp::stanza::{Condition, Stanza};
 use super::timers::TimerTable;
+use super::xmpp::stanza::{Condition, Stanza};
 
 /// Methods this gateway answers (RFC 3261 §20.5 `Allow`).
 pub const ALLOW: &str = "SUBSCRIBE, NOTIFY, OPTIONS, CANCEL, ACK";

@@ -26,11 +26,18 @@ pub fn domain_map() -> DomainMap {
 }
 
 pub fn bridge_config(mode: SipSideMode) -> BridgeConfig {
-    BridgeConfig { domains: vec![domain_map()], mode, max_subscriptions_per_user: 100 }
+    BridgeConfig {
+        domains: vec![domain_map()],
+        mode,
+        max_subscriptions_per_user: 100,
+    }
 }
 
 pub fn harness(mode: SipSideMode) -> Harness {
-    Harness::with_modules(test_config(), vec![Box::new(BridgeModule::new(bridge_config(mode)))])
+    Harness::with_modules(
+        test_config(),
+        vec![Box::new(BridgeModule::new(bridge_config(mode)))],
+    )
 }
 
 pub fn jid(s: &str) -> JidParts {
@@ -66,24 +73,39 @@ pub fn stanzas(outs: &[Output]) -> Vec<Stanza> {
 }
 
 pub fn of_kind(outs: &[Output], kind: PresenceType) -> Vec<Presence> {
-    presences(outs).into_iter().filter(|p| p.kind == kind).collect()
+    presences(outs)
+        .into_iter()
+        .filter(|p| p.kind == kind)
+        .collect()
 }
 
 /// A SIP phone watching XMPP users (S2X).
 pub fn phone() -> Peer {
-    Peer { transport: Transport::Tcp, addr: "127.0.0.1:5080".parse().unwrap() }
+    Peer {
+        transport: Transport::Tcp,
+        addr: "127.0.0.1:5080".parse().unwrap(),
+    }
 }
 
 /// A SUBSCRIBE from `watcher` (a SIP URI) for `target`, outside any dialog.
-pub fn subscribe_from_phone(watcher: &str, target: &str, call_id: &str, expires: Option<u32>, branch: &str) -> Request {
+pub fn subscribe_from_phone(
+    watcher: &str,
+    target: &str,
+    call_id: &str,
+    expires: Option<u32>,
+    branch: &str,
+) -> Request {
     let mut r = Request::new(Method::Subscribe, target);
-    r.headers.push("Via", format!("SIP/2.0/TCP 127.0.0.1:5080;branch={branch}"));
+    r.headers
+        .push("Via", format!("SIP/2.0/TCP 127.0.0.1:5080;branch={branch}"));
     r.headers.push("Max-Forwards", "70");
-    r.headers.push("From", format!("<{watcher}>;tag=ph-{call_id}"));
+    r.headers
+        .push("From", format!("<{watcher}>;tag=ph-{call_id}"));
     r.headers.push("To", format!("<{target}>"));
     r.headers.push("Call-ID", call_id);
     r.headers.push("CSeq", "1 SUBSCRIBE");
-    r.headers.push("Contact", "<sip:ben@127.0.0.1:5080;transport=tcp>");
+    r.headers
+        .push("Contact", "<sip:ben@127.0.0.1:5080;transport=tcp>");
     r.headers.push("Event", "presence");
     r.headers.push("Accept", "application/pidf+xml");
     if let Some(e) = expires {
@@ -93,7 +115,10 @@ pub fn subscribe_from_phone(watcher: &str, target: &str, call_id: &str, expires:
 }
 
 pub fn from_phone(h: &mut Harness, req: Request) -> Vec<Output> {
-    h.input(Input::Sip { from: phone(), message: SipMessage::Request(req) })
+    h.input(Input::Sip {
+        from: phone(),
+        message: SipMessage::Request(req),
+    })
 }
 
 /// Every stanza the gateway emitted so far has a `from` in the component domain and a
@@ -101,7 +126,10 @@ pub fn from_phone(h: &mut Harness, req: Request) -> Vec<Output> {
 pub fn assert_stanzas_well_addressed(h: &Harness) {
     for s in stanzas(&h.all) {
         let from = s.from().expect("stanza has from");
-        assert_eq!(from.domain, "sip.example", "from outside the component domain: {s:?}");
+        assert_eq!(
+            from.domain, "sip.example",
+            "from outside the component domain: {s:?}"
+        );
         assert!(s.to().is_some(), "stanza without to: {s:?}");
     }
 }
@@ -114,7 +142,10 @@ pub fn phone_answers(h: &mut Harness, outs: Vec<Output>) -> Vec<Output> {
     for _ in 0..32 {
         let Some(n) = pending.pop() else { break };
         let resp = crate::support::response_to(&n, 200, "OK");
-        let more = h.input(Input::Sip { from: phone(), message: SipMessage::Response(resp) });
+        let more = h.input(Input::Sip {
+            from: phone(),
+            message: SipMessage::Response(resp),
+        });
         pending.extend(crate::support::requests(&more, Method::Notify));
         all.extend(more);
     }

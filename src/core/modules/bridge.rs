@@ -26,17 +26,21 @@ use crate::core::persist::{StoreOp, StoreTable, StoredRow};
 use crate::core::presence::pidf::build_pidf;
 use crate::core::presence::watcherinfo::WatcherStatus;
 use crate::core::presence::{Basic, Body, Note, PresenceDoc, Tuple, PIDF};
-use crate::core::pua::{PuaEvent, PublicationId, PublishRequest, SubscribeRequest, SubscriptionEnd, SubscriptionId};
+use crate::core::pua::{
+    PuaEvent, PublicationId, PublishRequest, SubscribeRequest, SubscriptionEnd, SubscriptionId,
+};
 use crate::core::sip::headers::{SubState, TerminationReason};
 use crate::core::sip::notifier::{
-    Body as NotifierBody, Decision, EndReason, NotifierDialogId, NotifierDialogView, NotifierEvent, StateChange,
-    SubscribeInfo,
+    Body as NotifierBody, Decision, EndReason, NotifierDialogId, NotifierDialogView, NotifierEvent,
+    StateChange, SubscribeInfo,
 };
 use crate::core::xmpp::address::{DomainMap, JidParts, MapError};
 use crate::core::xmpp::disco::{component_iq_reply, ComponentInfo};
 use crate::core::xmpp::error_map;
 use crate::core::xmpp::presence_map::{pidf_to_xmpp, xmpp_to_pidf, ResourcePresence};
-use crate::core::xmpp::stanza::{Condition, ErrorType, Presence, PresenceType, Stanza, StanzaError};
+use crate::core::xmpp::stanza::{
+    Condition, ErrorType, Presence, PresenceType, Stanza, StanzaError,
+};
 
 /// How XMPP users' presence reaches SIP (product.md, Deployment modes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,8 +112,20 @@ struct Published {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "dir", rename_all = "lowercase")]
 enum AuthRow {
-    X2s { user: String, contact: String, sip_uri: String, user_uri: String, authorized: bool, sub: Option<u64> },
-    S2x { watcher: String, user: String, authorized: bool, asked: bool },
+    X2s {
+        user: String,
+        contact: String,
+        sip_uri: String,
+        user_uri: String,
+        authorized: bool,
+        sub: Option<u64>,
+    },
+    S2x {
+        watcher: String,
+        user: String,
+        authorized: bool,
+        asked: bool,
+    },
 }
 
 type PairKey = (String, String);
@@ -147,11 +163,17 @@ impl BridgeModule {
     }
 
     fn map_for_component(&self, domain: &str) -> Option<&DomainMap> {
-        self.cfg.domains.iter().find(|d| d.component_domain.eq_ignore_ascii_case(domain))
+        self.cfg
+            .domains
+            .iter()
+            .find(|d| d.component_domain.eq_ignore_ascii_case(domain))
     }
 
     fn map_for_xmpp(&self, domain: &str) -> Option<&DomainMap> {
-        self.cfg.domains.iter().find(|d| d.xmpp_domain.eq_ignore_ascii_case(domain))
+        self.cfg
+            .domains
+            .iter()
+            .find(|d| d.xmpp_domain.eq_ignore_ascii_case(domain))
     }
 
     fn is_component_domain(&self, domain: &str) -> bool {
@@ -160,13 +182,20 @@ impl BridgeModule {
 
     /// The S2X pair a SIP SUBSCRIBE addresses: (watcher JID, XMPP user), or the SIP code
     /// to refuse it with (product.md: unmappable → 404; `sips:` → 416; foreign watcher → 403).
-    fn s2x_pair_for(&self, watcher_uri: &str, presentity_uri: &str) -> Result<(JidParts, JidParts), u16> {
+    fn s2x_pair_for(
+        &self,
+        watcher_uri: &str,
+        presentity_uri: &str,
+    ) -> Result<(JidParts, JidParts), u16> {
         let mut last = 404;
         for map in &self.cfg.domains {
             match map.sip_uri_to_xmpp_user(presentity_uri) {
                 Ok(user) => {
                     let watcher = map.sip_user_to_jid(watcher_uri).map_err(|_| 403u16)?;
-                    let watcher = JidParts { resource: None, ..watcher };
+                    let watcher = JidParts {
+                        resource: None,
+                        ..watcher
+                    };
                     return Ok((watcher, user));
                 }
                 Err(MapError::Sips) => return Err(416),
@@ -178,7 +207,10 @@ impl BridgeModule {
 
     fn x2s_store(&self, ctx: &mut ModuleCtx<'_>, key: &PairKey) {
         let Some(p) = self.x2s.get(key) else {
-            ctx.store(StoreOp::Delete { table: StoreTable::Authorizations, key: x2s_row_key(key) });
+            ctx.store(StoreOp::Delete {
+                table: StoreTable::Authorizations,
+                key: x2s_row_key(key),
+            });
             return;
         };
         let row = AuthRow::X2s {
@@ -201,10 +233,18 @@ impl BridgeModule {
 
     fn s2x_store(&self, ctx: &mut ModuleCtx<'_>, key: &PairKey) {
         let Some(p) = self.s2x.get(key) else {
-            ctx.store(StoreOp::Delete { table: StoreTable::Authorizations, key: s2x_row_key(key) });
+            ctx.store(StoreOp::Delete {
+                table: StoreTable::Authorizations,
+                key: s2x_row_key(key),
+            });
             return;
         };
-        let row = AuthRow::S2x { watcher: p.watcher.bare(), user: p.user.bare(), authorized: p.authorized, asked: p.asked };
+        let row = AuthRow::S2x {
+            watcher: p.watcher.bare(),
+            user: p.user.bare(),
+            authorized: p.authorized,
+            asked: p.asked,
+        };
         ctx.store(StoreOp::Put {
             table: StoreTable::Authorizations,
             key: s2x_row_key(key),
@@ -230,20 +270,36 @@ impl BridgeModule {
             self.x2s_ensure_dialog(ctx, &key);
             return;
         }
-        let Some(pair) = self.new_x2s_pair(ctx, p, &user, &contact) else { return };
+        let Some(pair) = self.new_x2s_pair(ctx, p, &user, &contact) else {
+            return;
+        };
         self.x2s.insert(key.clone(), pair);
         self.x2s_ensure_dialog(ctx, &key);
         self.x2s_store(ctx, &key);
     }
 
-    fn new_x2s_pair(&self, ctx: &mut ModuleCtx<'_>, p: &Presence, user: &JidParts, contact: &JidParts) -> Option<X2sPair> {
+    fn new_x2s_pair(
+        &self,
+        ctx: &mut ModuleCtx<'_>,
+        p: &Presence,
+        user: &JidParts,
+        contact: &JidParts,
+    ) -> Option<X2sPair> {
         let count = self.x2s.keys().filter(|(u, _)| *u == user.bare()).count();
         if count >= self.cfg.max_subscriptions_per_user {
             tracing::warn!(user = %user, "too many bridged contacts; subscribe refused");
-            reply_error(ctx, p, Condition::PolicyViolation, Some("too many SIP contacts"));
+            reply_error(
+                ctx,
+                p,
+                Condition::PolicyViolation,
+                Some("too many SIP contacts"),
+            );
             return None;
         }
-        let (Some(cmap), Some(umap)) = (self.map_for_component(&contact.domain), self.map_for_xmpp(&user.domain)) else {
+        let (Some(cmap), Some(umap)) = (
+            self.map_for_component(&contact.domain),
+            self.map_for_xmpp(&user.domain),
+        ) else {
             reply_error(ctx, p, Condition::ItemNotFound, None);
             return None;
         };
@@ -278,7 +334,9 @@ impl BridgeModule {
     /// Starts the pair's SIP subscription unless one is alive (the PUA refreshes it and
     /// re-subscribes on transient failures by itself).
     fn x2s_ensure_dialog(&mut self, ctx: &mut ModuleCtx<'_>, key: &PairKey) {
-        let Some(pair) = self.x2s.get_mut(key) else { return };
+        let Some(pair) = self.x2s.get_mut(key) else {
+            return;
+        };
         if pair.sub.is_some_and(|s| ctx.pua.subscription(s).is_some()) {
             return;
         }
@@ -301,7 +359,11 @@ impl BridgeModule {
         let key = (bare(&p.from).bare(), bare(&p.to).bare());
         let Some(pair) = self.x2s.get_mut(&key) else {
             // Nothing to cancel; confirm so the roster settles (RFC 8048 §5.2.3).
-            ctx.send_stanza(presence(&bare(&p.to), &bare(&p.from), PresenceType::Unsubscribed));
+            ctx.send_stanza(presence(
+                &bare(&p.to),
+                &bare(&p.from),
+                PresenceType::Unsubscribed,
+            ));
             return;
         };
         pair.unsubscribing = true;
@@ -315,17 +377,27 @@ impl BridgeModule {
     /// Ends the pair: `unavailable` for the resources we announced, then `unsubscribed`
     /// when `tell` (the authorization is gone), and forgets it.
     fn x2s_finish(&mut self, ctx: &mut ModuleCtx<'_>, key: &PairKey, tell: bool) {
-        let Some(pair) = self.x2s.remove(key) else { return };
+        let Some(pair) = self.x2s.remove(key) else {
+            return;
+        };
         if let Some(s) = pair.sub {
             self.x2s_by_sub.remove(&s);
         }
         for (res, r) in &pair.resources {
             if r.available {
-                ctx.send_stanza(presence(&full(&pair.contact, res), &pair.user, PresenceType::Unavailable));
+                ctx.send_stanza(presence(
+                    &full(&pair.contact, res),
+                    &pair.user,
+                    PresenceType::Unavailable,
+                ));
             }
         }
         if tell {
-            ctx.send_stanza(presence(&pair.contact, &pair.user, PresenceType::Unsubscribed));
+            ctx.send_stanza(presence(
+                &pair.contact,
+                &pair.user,
+                PresenceType::Unsubscribed,
+            ));
         }
         self.x2s_store(ctx, key);
     }
@@ -337,7 +409,9 @@ impl BridgeModule {
         if !self.x2s.contains_key(&key) {
             // The server probes only contacts the user is subscribed to: the pair was
             // lost (or predates us); re-create it (product.md, probe handling).
-            let Some(pair) = self.new_x2s_pair(ctx, p, &user, &contact) else { return };
+            let Some(pair) = self.new_x2s_pair(ctx, p, &user, &contact) else {
+                return;
+            };
             self.x2s.insert(key.clone(), pair);
             self.x2s_store(ctx, &key);
         }
@@ -353,14 +427,26 @@ impl BridgeModule {
                 }
             }
             if !any && !pair.resources.is_empty() {
-                ctx.send_stanza(presence(&pair.contact, &pair.user, PresenceType::Unavailable));
+                ctx.send_stanza(presence(
+                    &pair.contact,
+                    &pair.user,
+                    PresenceType::Unavailable,
+                ));
             }
         }
         self.x2s_ensure_dialog(ctx, &key);
     }
 
-    fn x2s_on_notify(&mut self, ctx: &mut ModuleCtx<'_>, key: &PairKey, state: &SubState, body: &Body) {
-        let Some(pair) = self.x2s.get_mut(key) else { return };
+    fn x2s_on_notify(
+        &mut self,
+        ctx: &mut ModuleCtx<'_>,
+        key: &PairKey,
+        state: &SubState,
+        body: &Body,
+    ) {
+        let Some(pair) = self.x2s.get_mut(key) else {
+            return;
+        };
         let active = matches!(state, SubState::Active { .. });
         if !active {
             // Pending: neutral, nothing to XMPP (standards.md case 17); terminated is
@@ -372,15 +458,25 @@ impl BridgeModule {
         if !pair.authorized {
             pair.authorized = true;
             changed = true;
-            ctx.send_stanza(presence(&pair.contact, &pair.user, PresenceType::Subscribed));
+            ctx.send_stanza(presence(
+                &pair.contact,
+                &pair.user,
+                PresenceType::Subscribed,
+            ));
         }
         if let Body::Pidf(doc) = body {
-            let now: BTreeMap<String, ResourcePresence> =
-                pidf_to_xmpp(doc).into_iter().map(|r| (r.resource.clone(), r)).collect();
+            let now: BTreeMap<String, ResourcePresence> = pidf_to_xmpp(doc)
+                .into_iter()
+                .map(|r| (r.resource.clone(), r))
+                .collect();
             // A tuple missing from a full-state document is gone (product.md).
             for (res, old) in &pair.resources {
                 if old.available && !now.contains_key(res) {
-                    ctx.send_stanza(presence(&full(&pair.contact, res), &pair.user, PresenceType::Unavailable));
+                    ctx.send_stanza(presence(
+                        &full(&pair.contact, res),
+                        &pair.user,
+                        PresenceType::Unavailable,
+                    ));
                 }
             }
             for (res, r) in &now {
@@ -397,7 +493,9 @@ impl BridgeModule {
     }
 
     fn x2s_on_result(&mut self, ctx: &mut ModuleCtx<'_>, key: &PairKey, code: u16) {
-        let Some(pair) = self.x2s.get_mut(key) else { return };
+        let Some(pair) = self.x2s.get_mut(key) else {
+            return;
+        };
         if pair.unsubscribing && (200..300).contains(&code) {
             // RFC 8048 §5.2.3: on the 200 to Expires: 0, `unsubscribed`.
             self.x2s_finish(ctx, key, true);
@@ -411,15 +509,26 @@ impl BridgeModule {
         }
     }
 
-    fn x2s_on_end(&mut self, ctx: &mut ModuleCtx<'_>, key: &PairKey, end: &SubscriptionEnd, retrying: bool) {
+    fn x2s_on_end(
+        &mut self,
+        ctx: &mut ModuleCtx<'_>,
+        key: &PairKey,
+        end: &SubscriptionEnd,
+        retrying: bool,
+    ) {
         let permanent = match end {
             SubscriptionEnd::Response { code, .. } => matches!(code, 403 | 489 | 603),
             SubscriptionEnd::Notified(SubState::Terminated { reason, .. }) => {
-                matches!(reason, Some(TerminationReason::Rejected | TerminationReason::Noresource))
+                matches!(
+                    reason,
+                    Some(TerminationReason::Rejected | TerminationReason::Noresource)
+                )
             }
             _ => false,
         };
-        let Some(pair) = self.x2s.get_mut(key) else { return };
+        let Some(pair) = self.x2s.get_mut(key) else {
+            return;
+        };
         if permanent || pair.unsubscribing || matches!(end, SubscriptionEnd::Unsubscribed) {
             // Only these end an authorization (standards.md §7.4).
             self.x2s_finish(ctx, key, true);
@@ -435,9 +544,18 @@ impl BridgeModule {
             if let Some(s) = pair.sub.take() {
                 self.x2s_by_sub.remove(&s);
             }
-            let gone: Vec<String> = pair.resources.iter().filter(|(_, r)| r.available).map(|(k, _)| k.clone()).collect();
+            let gone: Vec<String> = pair
+                .resources
+                .iter()
+                .filter(|(_, r)| r.available)
+                .map(|(k, _)| k.clone())
+                .collect();
             for res in gone {
-                ctx.send_stanza(presence(&full(&pair.contact, &res), &pair.user, PresenceType::Unavailable));
+                ctx.send_stanza(presence(
+                    &full(&pair.contact, &res),
+                    &pair.user,
+                    PresenceType::Unavailable,
+                ));
             }
             pair.resources.clear();
             self.x2s_store(ctx, key);
@@ -458,7 +576,12 @@ impl BridgeModule {
         Some(pidf_body(&pair.user, &resources))
     }
 
-    fn s2x_on_created(&mut self, ctx: &mut ModuleCtx<'_>, dialog: NotifierDialogId, view: &NotifierDialogView) {
+    fn s2x_on_created(
+        &mut self,
+        ctx: &mut ModuleCtx<'_>,
+        dialog: NotifierDialogId,
+        view: &NotifierDialogView,
+    ) {
         let Ok((watcher, user)) = self.s2x_pair_for(&view.watcher, &view.presentity) else {
             tracing::warn!(watcher = %view.watcher, presentity = %view.presentity, "notifier dialog without a mappable pair");
             return;
@@ -483,22 +606,44 @@ impl BridgeModule {
         self.s2x_store(ctx, &key);
     }
 
-    fn s2x_on_ended(&mut self, ctx: &mut ModuleCtx<'_>, dialog: NotifierDialogId, reason: &EndReason) {
-        let Some(key) = self.s2x_by_dialog.remove(&dialog) else { return };
-        let Some(pair) = self.s2x.get_mut(&key) else { return };
+    fn s2x_on_ended(
+        &mut self,
+        ctx: &mut ModuleCtx<'_>,
+        dialog: NotifierDialogId,
+        reason: &EndReason,
+    ) {
+        let Some(key) = self.s2x_by_dialog.remove(&dialog) else {
+            return;
+        };
+        let Some(pair) = self.s2x.get_mut(&key) else {
+            return;
+        };
         pair.dialogs.remove(&dialog);
-        if pair.authorized && pair.dialogs.is_empty() && !matches!(reason, EndReason::Terminated(_)) {
+        if pair.authorized && pair.dialogs.is_empty() && !matches!(reason, EndReason::Terminated(_))
+        {
             // The watcher stopped watching: only `unavailable` (RFC 8048 §5.3.3), never
             // `unsubscribe`: the authorization stays.
-            ctx.send_stanza(presence(&pair.watcher, &pair.user, PresenceType::Unavailable));
+            ctx.send_stanza(presence(
+                &pair.watcher,
+                &pair.user,
+                PresenceType::Unavailable,
+            ));
         }
     }
 
-    fn s2x_on_polled(&mut self, ctx: &mut ModuleCtx<'_>, watcher_uri: &str, presentity: &str, had_state: bool) {
+    fn s2x_on_polled(
+        &mut self,
+        ctx: &mut ModuleCtx<'_>,
+        watcher_uri: &str,
+        presentity: &str,
+        had_state: bool,
+    ) {
         if had_state {
             return;
         }
-        let Ok((watcher, user)) = self.s2x_pair_for(watcher_uri, presentity) else { return };
+        let Ok((watcher, user)) = self.s2x_pair_for(watcher_uri, presentity) else {
+            return;
+        };
         let key = Self::s2x_key(&watcher, &user);
         // A probe before the subscription request is answered makes Prosody drop the
         // request (architecture.md): only probe when no request is outstanding.
@@ -534,7 +679,14 @@ impl BridgeModule {
         } else if let Some(pair) = self.s2x.remove(&key) {
             for d in pair.dialogs {
                 self.s2x_by_dialog.remove(&d);
-                ctx.notify(d, Some(StateChange::Terminate { reason: TerminationReason::Rejected, retry_after: None }), None);
+                ctx.notify(
+                    d,
+                    Some(StateChange::Terminate {
+                        reason: TerminationReason::Rejected,
+                        retry_after: None,
+                    }),
+                    None,
+                );
             }
             self.s2x_store(ctx, &key);
         }
@@ -553,7 +705,9 @@ impl BridgeModule {
         if !pair.authorized {
             return;
         }
-        let Some(body) = Self::s2x_body(pair) else { return };
+        let Some(body) = Self::s2x_body(pair) else {
+            return;
+        };
         let dialogs: Vec<NotifierDialogId> = pair.dialogs.iter().copied().collect();
         for d in dialogs {
             ctx.notify(d, None, Some(body.clone()));
@@ -564,8 +718,12 @@ impl BridgeModule {
 
     fn publish_on_presence(&mut self, ctx: &mut ModuleCtx<'_>, p: &Presence) {
         let user = bare(&p.from);
-        let Some(map) = self.map_for_xmpp(&user.domain) else { return };
-        let Ok(user_uri) = map.xmpp_user_to_sip_uri(&user) else { return };
+        let Some(map) = self.map_for_xmpp(&user.domain) else {
+            return;
+        };
+        let Ok(user_uri) = map.xmpp_user_to_sip_uri(&user) else {
+            return;
+        };
         let entry = self.published.entry(user.bare()).or_default();
         entry.user_uri = user_uri.clone();
         apply_presence(&mut entry.resources, p);
@@ -627,10 +785,18 @@ impl BridgeModule {
     }
 
     fn publish_on_winfo(&mut self, ctx: &mut ModuleCtx<'_>, user_key: &str, body: &Body) {
-        let Body::Watcherinfo(info) = body else { return };
-        let Ok(user) = JidParts::parse(user_key) else { return };
-        let Some(map) = self.map_for_xmpp(&user.domain).cloned() else { return };
-        let Some(entry) = self.published.get_mut(user_key) else { return };
+        let Body::Watcherinfo(info) = body else {
+            return;
+        };
+        let Ok(user) = JidParts::parse(user_key) else {
+            return;
+        };
+        let Some(map) = self.map_for_xmpp(&user.domain).cloned() else {
+            return;
+        };
+        let Some(entry) = self.published.get_mut(user_key) else {
+            return;
+        };
         let full_state = matches!(info.state, crate::core::presence::DocState::Full);
         let mut seen = BTreeSet::new();
         for list in &info.lists {
@@ -642,8 +808,14 @@ impl BridgeModule {
                         if entry.asked.insert(uri.clone()) {
                             // Exactly one XMPP request per pending SIP watcher.
                             match map.sip_user_to_jid(&uri) {
-                                Ok(jid) => ctx.send_stanza(presence(&bare(&jid), &user, PresenceType::Subscribe)),
-                                Err(e) => tracing::info!(watcher = %uri, error = %e, "unmappable winfo watcher"),
+                                Ok(jid) => ctx.send_stanza(presence(
+                                    &bare(&jid),
+                                    &user,
+                                    PresenceType::Subscribe,
+                                )),
+                                Err(e) => {
+                                    tracing::info!(watcher = %uri, error = %e, "unmappable winfo watcher")
+                                }
                             }
                         }
                     }
@@ -680,7 +852,11 @@ impl Module for BridgeModule {
     }
 
     fn authorize(&self, info: &SubscribeInfo<'_>) -> Decision {
-        let presentity = if info.presentity.is_empty() { info.to_uri } else { info.presentity };
+        let presentity = if info.presentity.is_empty() {
+            info.to_uri
+        } else {
+            info.presentity
+        };
         match self.s2x_pair_for(info.watcher, presentity) {
             Err(code) => Decision::reject(code),
             Ok((watcher, user)) => {
@@ -693,14 +869,31 @@ impl Module for BridgeModule {
         }
     }
 
-    fn final_body(&self, dialog: &NotifierDialogView, _cached: Option<&NotifierBody>) -> Option<NotifierBody> {
+    fn final_body(
+        &self,
+        dialog: &NotifierDialogView,
+        _cached: Option<&NotifierBody>,
+    ) -> Option<NotifierBody> {
         // RFC 8048 §5.3.3: the final NOTIFY of a cancelled subscription shows `closed`.
-        let (_, user) = self.s2x_pair_for(&dialog.watcher, &dialog.presentity).ok()?;
-        let key = (self.s2x_pair_for(&dialog.watcher, &dialog.presentity).ok()?.0.bare(), user.bare());
+        let (_, user) = self
+            .s2x_pair_for(&dialog.watcher, &dialog.presentity)
+            .ok()?;
+        let key = (
+            self.s2x_pair_for(&dialog.watcher, &dialog.presentity)
+                .ok()?
+                .0
+                .bare(),
+            user.bare(),
+        );
         let mut resources: Vec<ResourcePresence> = self
             .s2x
             .get(&key)
-            .map(|p| p.resources.keys().map(|r| ResourcePresence::unavailable(r)).collect())
+            .map(|p| {
+                p.resources
+                    .keys()
+                    .map(|r| ResourcePresence::unavailable(r))
+                    .collect()
+            })
             .unwrap_or_default();
         if resources.is_empty() {
             resources.push(ResourcePresence::unavailable("sip"));
@@ -712,9 +905,12 @@ impl Module for BridgeModule {
         match event {
             NotifierEvent::Created { dialog, view } => self.s2x_on_created(ctx, *dialog, view),
             NotifierEvent::Ended { dialog, reason, .. } => self.s2x_on_ended(ctx, *dialog, reason),
-            NotifierEvent::Polled { watcher, presentity, had_state, .. } => {
-                self.s2x_on_polled(ctx, watcher, presentity, *had_state)
-            }
+            NotifierEvent::Polled {
+                watcher,
+                presentity,
+                had_state,
+                ..
+            } => self.s2x_on_polled(ctx, watcher, presentity, *had_state),
             NotifierEvent::Refreshed { .. } => {}
         }
     }
@@ -745,7 +941,9 @@ impl Module for BridgeModule {
                     }
                 }
             }
-            PuaEvent::PublishResult { id, code, alive, .. } => {
+            PuaEvent::PublishResult {
+                id, code, alive, ..
+            } => {
                 if !alive {
                     if let Some(user) = self.by_publication.remove(id) {
                         tracing::info!(user = %user, code, "publication ended");
@@ -784,13 +982,22 @@ impl Module for BridgeModule {
                 if self.map_for_xmpp(&p.from.domain).is_none() {
                     // Serve configured domains only (RFC 8048 §8, case 77): no SIP traffic.
                     tracing::info!(from = %p.from, "presence from an unserved domain refused");
-                    reply_error(ctx, p, Condition::Forbidden, Some("domain not served by this gateway"));
+                    reply_error(
+                        ctx,
+                        p,
+                        Condition::Forbidden,
+                        Some("domain not served by this gateway"),
+                    );
                     return true;
                 }
                 if p.to.local.is_none() {
                     // Presence to the component itself (e.g. a probe of the gateway).
                     if p.kind == PresenceType::Probe {
-                        ctx.send_stanza(presence(&bare(&p.to), &bare(&p.from), PresenceType::Available));
+                        ctx.send_stanza(presence(
+                            &bare(&p.to),
+                            &bare(&p.from),
+                            PresenceType::Available,
+                        ));
                     }
                     return true;
                 }
@@ -799,7 +1006,9 @@ impl Module for BridgeModule {
                     PresenceType::Unsubscribe => self.x2s_unsubscribe(ctx, p),
                     PresenceType::Probe => self.x2s_probe(ctx, p),
                     PresenceType::Subscribed | PresenceType::Unsubscribed => match self.cfg.mode {
-                        SipSideMode::Notifier => self.s2x_on_consent(ctx, p, p.kind == PresenceType::Subscribed),
+                        SipSideMode::Notifier => {
+                            self.s2x_on_consent(ctx, p, p.kind == PresenceType::Subscribed)
+                        }
                         // SIP cannot carry consent to a presence server (RFC 3857 §1);
                         // the server's own policy decides (anchors.md §2.3).
                         SipSideMode::Publish => {}
@@ -837,19 +1046,37 @@ impl Module for BridgeModule {
         for pair in self.x2s.values() {
             for (res, r) in &pair.resources {
                 if r.available {
-                    ctx.send_stanza(presence(&full(&pair.contact, res), &pair.user, PresenceType::Unavailable));
+                    ctx.send_stanza(presence(
+                        &full(&pair.contact, res),
+                        &pair.user,
+                        PresenceType::Unavailable,
+                    ));
                 }
             }
         }
     }
 
     fn on_restore(&mut self, ctx: &mut ModuleCtx<'_>, rows: &[StoredRow]) {
-        for row in rows.iter().filter(|r| r.table == StoreTable::Authorizations && r.owner == "bridge") {
+        for row in rows
+            .iter()
+            .filter(|r| r.table == StoreTable::Authorizations && r.owner == "bridge")
+        {
             match serde_json::from_value::<AuthRow>(row.data.clone()) {
-                Ok(AuthRow::X2s { user, contact, sip_uri, user_uri, authorized, sub }) => {
-                    let (Ok(u), Ok(c)) = (JidParts::parse(&user), JidParts::parse(&contact)) else { continue };
+                Ok(AuthRow::X2s {
+                    user,
+                    contact,
+                    sip_uri,
+                    user_uri,
+                    authorized,
+                    sub,
+                }) => {
+                    let (Ok(u), Ok(c)) = (JidParts::parse(&user), JidParts::parse(&contact)) else {
+                        continue;
+                    };
                     let key = (u.bare(), c.bare());
-                    let sub = sub.map(SubscriptionId).filter(|s| ctx.pua.subscription(*s).is_some());
+                    let sub = sub
+                        .map(SubscriptionId)
+                        .filter(|s| ctx.pua.subscription(*s).is_some());
                     if let Some(s) = sub {
                         self.x2s_by_sub.insert(s, key.clone());
                     }
@@ -868,20 +1095,38 @@ impl Module for BridgeModule {
                         },
                     );
                 }
-                Ok(AuthRow::S2x { watcher, user, authorized, asked }) => {
-                    let (Ok(w), Ok(u)) = (JidParts::parse(&watcher), JidParts::parse(&user)) else { continue };
+                Ok(AuthRow::S2x {
+                    watcher,
+                    user,
+                    authorized,
+                    asked,
+                }) => {
+                    let (Ok(w), Ok(u)) = (JidParts::parse(&watcher), JidParts::parse(&user)) else {
+                        continue;
+                    };
                     self.s2x.insert(
                         (w.bare(), u.bare()),
-                        S2xPair { watcher: w, user: u, authorized, asked, resources: BTreeMap::new(), dialogs: BTreeSet::new() },
+                        S2xPair {
+                            watcher: w,
+                            user: u,
+                            authorized,
+                            asked,
+                            resources: BTreeMap::new(),
+                            dialogs: BTreeSet::new(),
+                        },
                     );
                 }
-                Err(e) => tracing::warn!(key = %row.key, error = %e, "unreadable bridge row skipped"),
+                Err(e) => {
+                    tracing::warn!(key = %row.key, error = %e, "unreadable bridge row skipped")
+                }
             }
         }
         // Re-attach the notifier dialogs the notifier restored.
         let views = ctx.svc.notifier.views(ctx.now);
         for v in views.into_iter().filter(|v| v.owner == "bridge") {
-            let Some(id) = NotifierDialogId::parse(&v.id) else { continue };
+            let Some(id) = NotifierDialogId::parse(&v.id) else {
+                continue;
+            };
             if let Ok((w, u)) = self.s2x_pair_for(&v.watcher, &v.presentity) {
                 let key = Self::s2x_key(&w, &u);
                 if let Some(p) = self.s2x.get_mut(&key) {
@@ -902,11 +1147,17 @@ fn s2x_row_key(key: &PairKey) -> String {
 }
 
 fn bare(j: &JidParts) -> JidParts {
-    JidParts { resource: None, ..j.clone() }
+    JidParts {
+        resource: None,
+        ..j.clone()
+    }
 }
 
 fn full(j: &JidParts, resource: &str) -> JidParts {
-    JidParts { resource: Some(resource.to_string()), ..bare(j) }
+    JidParts {
+        resource: Some(resource.to_string()),
+        ..bare(j)
+    }
 }
 
 fn presence(from: &JidParts, to: &JidParts, kind: PresenceType) -> Stanza {
@@ -914,15 +1165,28 @@ fn presence(from: &JidParts, to: &JidParts, kind: PresenceType) -> Stanza {
 }
 
 /// The XMPP presence for one SIP tuple, from `contact/resource`.
-fn resource_presence(contact: &JidParts, user: &JidParts, res: &str, r: &ResourcePresence) -> Stanza {
-    let kind = if r.available { PresenceType::Available } else { PresenceType::Unavailable };
+fn resource_presence(
+    contact: &JidParts,
+    user: &JidParts,
+    res: &str,
+    r: &ResourcePresence,
+) -> Stanza {
+    let kind = if r.available {
+        PresenceType::Available
+    } else {
+        PresenceType::Unavailable
+    };
     let mut p = Presence::new(full(contact, res), user.clone(), kind);
     if r.available {
         p.show = r.show;
         p.priority = r.priority;
         p.idle_since = r.idle_since.clone();
     }
-    p.statuses = r.statuses.iter().map(|n| (n.lang.clone(), n.text.clone())).collect();
+    p.statuses = r
+        .statuses
+        .iter()
+        .map(|n| (n.lang.clone(), n.text.clone()))
+        .collect();
     p.lang = r.statuses.iter().find_map(|n| n.lang.clone());
     Stanza::Presence(p)
 }
@@ -943,12 +1207,19 @@ fn apply_presence(resources: &mut BTreeMap<String, ResourcePresence>, p: &Presen
     let statuses: Vec<Note> = p
         .statuses
         .iter()
-        .map(|(lang, text)| Note { lang: lang.clone().or_else(|| p.lang.clone()), text: text.clone() })
+        .map(|(lang, text)| Note {
+            lang: lang.clone().or_else(|| p.lang.clone()),
+            text: text.clone(),
+        })
         .collect();
     resources.insert(
         res.clone(),
         ResourcePresence {
-            resource: if res.is_empty() { "default".into() } else { res },
+            resource: if res.is_empty() {
+                "default".into()
+            } else {
+                res
+            },
             available,
             show: if available { p.show } else { None },
             statuses,
@@ -965,7 +1236,11 @@ fn pidf_body(user: &JidParts, resources: &[ResourcePresence]) -> NotifierBody {
     let doc: PresenceDoc = if resources.is_empty() {
         PresenceDoc {
             entity,
-            tuples: vec![Tuple { id: "ID-sip".into(), basic: Some(Basic::Closed), ..Default::default() }],
+            tuples: vec![Tuple {
+                id: "ID-sip".into(),
+                basic: Some(Basic::Closed),
+                ..Default::default()
+            }],
             ..Default::default()
         }
     } else {
@@ -975,7 +1250,9 @@ fn pidf_body(user: &JidParts, resources: &[ResourcePresence]) -> NotifierBody {
 }
 
 fn reply_error(ctx: &mut ModuleCtx<'_>, p: &Presence, condition: Condition, text: Option<&str>) {
-    if let Some(reply) = Stanza::Presence(p.clone()).error_reply(condition, text.map(str::to_string)) {
+    if let Some(reply) =
+        Stanza::Presence(p.clone()).error_reply(condition, text.map(str::to_string))
+    {
         ctx.send_stanza(reply);
     }
 }
