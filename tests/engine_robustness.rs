@@ -21,7 +21,7 @@ fn header_value() -> impl Strategy<Value = String> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
 
-    /// Any NOTIFY on an established subscription, whatever its Event, Subscription-State,
+    /// Any NOTIFY for our subscription, whatever its Event, Subscription-State,
     /// CSeq, Contact, Record-Route and body, gets exactly one final answer.
     #[test]
     fn any_notify_gets_exactly_one_answer(
