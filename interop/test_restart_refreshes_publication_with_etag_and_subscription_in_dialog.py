@@ -11,7 +11,11 @@ from harness import sipmsg
 from harness.procs import wait_until
 
 CAROL = "sip:carol@127.0.0.1"
-PUB_EXPIRES = 30
+# -1: no time limit (pua_mi semantics), refreshed every ~0.8–0.9 × the configured
+# default_expires (30 s in the harness) until removed; a positive value would be the
+# publication's lifetime, which lapses instead of being refreshed.
+PUB_EXPIRES = -1
+PUB_GRANTED = 30
 SUB_EXPIRES = 30
 
 
@@ -56,7 +60,7 @@ def test_restart_refreshes_publication_with_etag_and_subscription_in_dialog(gate
     last_pub = pubs_before[-1]
     etag = last_pub.final.message.get("sip-etag")
     assert etag, last_pub.final.message.summary()
-    pub_deadline = last_pub.final.at + (last_pub.final.message.expires or PUB_EXPIRES)
+    pub_deadline = last_pub.final.at + (last_pub.final.message.expires or PUB_GRANTED)
     subs_before = [
         e for e in relay.exchanges("SUBSCRIBE") if e.request.message.call_id == call_id and e.status == 200
     ]

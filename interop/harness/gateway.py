@@ -81,7 +81,9 @@ path = "{store_path}"
 listen = "{LOOPBACK}:{ports.admin}"
 
 [pua]
-default_expires = 3600
+# Short, so that publications without a time limit (ctl publish --expires -1) are
+# refreshed within a test's time.
+default_expires = 30
 """
 
 

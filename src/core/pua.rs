@@ -111,8 +111,12 @@ pub struct SubscribeRequest {
     /// The Event header value (`presence`, `presence.winfo`, `dialog`, `dialog;sla`).
     pub event: String,
     /// `None`: the configured default, refreshed until unsubscribed; `Some(n)`: ask for
-    /// `n` seconds and keep the subscription for that long.
+    /// `n` seconds and keep the subscription for that long (unless `refresh_until_unsubscribed`).
     pub expires: Option<u32>,
+    /// With `expires: Some(n)`: ask for `n` seconds on every SUBSCRIBE and refresh until
+    /// unsubscribed, instead of letting the subscription end after `n` seconds. The
+    /// management API uses it: an operator's subscription is held and refreshed.
+    pub refresh_until_unsubscribed: bool,
 }
 
 /// Why a subscription ended or was replaced.

@@ -309,6 +309,9 @@ impl AdminModule {
             contact: None,
             event,
             expires,
+            // The issue asks the gateway to hold and refresh an operator's subscription
+            // (pua_mi lets a positive expires lapse: anchors.md §2.4).
+            refresh_until_unsubscribed: true,
         });
         self.pending_subscribe.push((sid, id));
     }

@@ -347,6 +347,7 @@ impl BridgeModule {
             contact: None,
             event: "presence".into(),
             expires: None,
+                refresh_until_unsubscribed: false,
         });
         if let Some(old) = pair.sub.replace(id) {
             self.x2s_by_sub.remove(&old);
@@ -778,6 +779,7 @@ impl BridgeModule {
                 contact: None,
                 event: "presence.winfo".into(),
                 expires: None,
+                refresh_until_unsubscribed: false,
             });
             entry.winfo = Some(id);
             self.by_winfo.insert(id, user.bare());

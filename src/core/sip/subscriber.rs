@@ -93,6 +93,9 @@ pub struct SubscriptionRecord {
     pub desired: Option<u32>,
     /// When the owner wants the subscription to end (ms since the epoch).
     pub desired_until: Option<u64>,
+    /// `desired` is the interval of each SUBSCRIBE, refreshed until unsubscribed.
+    #[serde(default)]
+    pub refresh_until_unsubscribed: bool,
     pub call_id: String,
     pub from_tag: String,
     /// The notifier's tag, set by the first NOTIFY (the dialog exists once it is set).
@@ -180,6 +183,7 @@ impl Subscription {
             event: req.event,
             desired: req.expires,
             desired_until: None,
+            refresh_until_unsubscribed: req.refresh_until_unsubscribed,
             call_id: String::new(),
             from_tag: String::new(),
             to_tag: None,
@@ -330,7 +334,7 @@ impl Subscription {
         now: Timestamp,
         events: &mut Vec<PuaEvent>,
     ) -> bool {
-        if let Some(d) = self.rec.desired {
+        if let Some(d) = self.rec.desired.filter(|d| *d == 0 || !self.rec.refresh_until_unsubscribed) {
             // `Some(0)` is a fetch (RFC 6665 §4.4.3): wanted until now, so the final
             // NOTIFY ends it instead of prompting a re-subscription.
             self.rec.desired_until = Some((now + Duration::from_secs(d as u64)).as_millis());
