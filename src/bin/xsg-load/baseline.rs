@@ -57,7 +57,10 @@ pub fn sample_notify() -> Vec<u8> {
     crate::sipmsg::build(
         "NOTIFY sip:w1@127.0.0.1:5090 SIP/2.0",
         &[
-            ("Via", "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-baseline-0001;rport"),
+            (
+                "Via",
+                "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-baseline-0001;rport",
+            ),
             ("Max-Forwards", "70"),
             ("From", "<sip:u1@xmpp.test>;tag=gw-0001"),
             ("To", "<sip:w1@sip.test>;tag=w1t1"),
@@ -179,7 +182,10 @@ pub fn run(cfg: &Config) -> std::io::Result<Report> {
             }
         }
         write_seq(&mut msg, offset, sent);
-        send_ns[sent as usize].store(Instant::now().duration_since(t0).as_nanos() as u64, Ordering::Release);
+        send_ns[sent as usize].store(
+            Instant::now().duration_since(t0).as_nanos() as u64,
+            Ordering::Release,
+        );
         if sender.send_to(&msg, fwd_addr).is_ok() {
             sent += 1;
         }

@@ -498,9 +498,15 @@ impl Harness {
             &[
                 ("Via", &via),
                 ("Max-Forwards", "70"),
-                ("From", &format!("<sip:load@{}>;tag=opt", self.names.sip_domain)),
+                (
+                    "From",
+                    &format!("<sip:load@{}>;tag=opt", self.names.sip_domain),
+                ),
                 ("To", &format!("<sip:{}>", self.gateway_sip)),
-                ("Call-ID", &format!("opt-{}@{}", self.run, self.ua_addr.ip())),
+                (
+                    "Call-ID",
+                    &format!("opt-{}@{}", self.run, self.ua_addr.ip()),
+                ),
                 ("CSeq", "1 OPTIONS"),
             ],
             b"",
@@ -642,6 +648,16 @@ impl Harness {
             s.phase = Phase::Requested;
             self.count("xmpp->sip refresh answered 481");
             self.send_watcher_subscribe(i, now, settings_expires).await;
+        } else if let (423, Some(min)) = (
+            status,
+            msg.header("min-expires")
+                .and_then(|v| v.trim().parse::<u32>().ok())
+                .filter(|min| *min > settings_expires),
+        ) {
+            // Interval Too Brief (RFC 6665 §4.1.2.1): retry once with Min-Expires.
+            self.count("xmpp->sip SUBSCRIBE retried after 423");
+            self.settings.expires = self.settings.expires.max(min);
+            self.send_watcher_subscribe(i, now, min).await;
         } else {
             if s.phase == Phase::Active {
                 self.s2x_active -= 1;
@@ -1042,12 +1058,12 @@ impl Harness {
     /// X2S dialogs whose last SUBSCRIBE is older than the granted expiry are "expired";
     /// S2X dialogs not active any more are "lost". Returns (lost S2X, dead X2S).
     pub fn held(&self) -> (usize, usize) {
-        let s = self
-            .s2x
+        let s = self.s2x.iter().filter(|s| s.phase != Phase::Active).count();
+        let x = self
+            .x2s
             .iter()
-            .filter(|s| s.phase != Phase::Active)
+            .filter(|x| x.gone || x.call_id.is_none())
             .count();
-        let x = self.x2s.iter().filter(|x| x.gone || x.call_id.is_none()).count();
         (s, x)
     }
 }

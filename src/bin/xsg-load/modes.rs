@@ -427,8 +427,18 @@ async fn connect(
         resource: t.resource.clone(),
     };
     let expires = settings.expires;
-    let mut h = Harness::new(names, gateway_sip, ua, ps, sender, rx, settings, n_s2x, n_x2s)
-        .map_err(|e| e.to_string())?;
+    let mut h = Harness::new(
+        names,
+        gateway_sip,
+        ua,
+        ps,
+        sender,
+        rx,
+        settings,
+        n_s2x,
+        n_x2s,
+    )
+    .map_err(|e| e.to_string())?;
     eprintln!(
         "xsg-load: listening xmpp={xmpp_addr} ua={} ps={} gateway-sip={gateway_sip}",
         h.ua_addr, h.ps_addr
@@ -657,8 +667,19 @@ fn fmt_opt(v: Option<f64>, digits: usize) -> String {
 fn print_dirs(dirs: &[DirReport]) {
     println!(
         "{:<10} {:>8} {:>9} {:>9} {:>9} {:>6} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9}",
-        "direction", "offered", "sent", "delivered", "superseded", "wrong", "deliv/s", "p50 ms",
-        "p90 ms", "p99 ms", "max ms", "cpu/1000", "rss KiB"
+        "direction",
+        "offered",
+        "sent",
+        "delivered",
+        "superseded",
+        "wrong",
+        "deliv/s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "max ms",
+        "cpu/1000",
+        "rss KiB"
     );
     for d in dirs {
         let f = &d.flow;
@@ -683,7 +704,11 @@ fn print_dirs(dirs: &[DirReport]) {
         if let Some(r) = &d.ratios {
             println!(
                 "{:<10} ratio to raw forwarder: rate {:.3}  p50 {:.2}x  p99 {:.2}x  cpu/1000 {}x",
-                "", r.rate, r.p50, r.p99, fmt_opt(r.cpu_per_1000, 1)
+                "",
+                r.rate,
+                r.p50,
+                r.p99,
+                fmt_opt(r.cpu_per_1000, 1)
             );
         }
     }
@@ -751,7 +776,10 @@ async fn check(a: CheckArgs) -> Result<(u8, String), String> {
             }
             let f = &r.flow;
             if f.sent != total {
-                failures.push(format!("{}: sent {} of {total} updates", r.direction, f.sent));
+                failures.push(format!(
+                    "{}: sent {} of {total} updates",
+                    r.direction, f.sent
+                ));
             }
             if f.wrong_final > 0 {
                 failures.push(format!(
@@ -844,9 +872,7 @@ async fn throughput(a: ThroughputArgs) -> Result<(u8, String), String> {
                 rate: ratio(r.flow.delivered_per_s, b.per_s),
                 p50: ratio(r.flow.latency.p50_ms, b.latency.p50_ms),
                 p99: ratio(r.flow.latency.p99_ms, b.latency.p99_ms),
-                cpu_per_1000: r
-                    .gateway_cpu_s_per_1000
-                    .map(|c| ratio(c, b.cpu_s_per_1000)),
+                cpu_per_1000: r.gateway_cpu_s_per_1000.map(|c| ratio(c, b.cpu_s_per_1000)),
             });
         }
         reports.push(r);
@@ -898,8 +924,10 @@ async fn scale(a: ScaleArgs) -> Result<(u8, String), String> {
     h.s2x_refresh_bins = crate::stats::PerSecond::new(p0);
     let cpu0 = h.gateway_pid.and_then(procfs::cpu_seconds);
     eprintln!("xsg-load: counting refreshes for {period} s");
-    h.pump(p0 + Duration::from_secs(period), &mut |_, _| Flowctl::Continue)
-        .await;
+    h.pump(p0 + Duration::from_secs(period), &mut |_, _| {
+        Flowctl::Continue
+    })
+    .await;
     if let Some(f) = &h.fatal {
         return Err(f.clone());
     }
@@ -999,19 +1027,25 @@ async fn restart_and_resync(h: &mut Harness, a: &ScaleArgs) -> Result<ResyncRepo
     }
     eprintln!("xsg-load: gateway restarted; waiting for resync");
     let n_x2s = h.n_x2s();
-    h.pump(t0 + Duration::from_secs(a.resync_timeout), &mut |h, _| {
-        match &h.resync {
+    h.pump(
+        t0 + Duration::from_secs(a.resync_timeout),
+        &mut |h, _| match &h.resync {
             Some(r) if r.done.is_some() && h.xmpp_connected => Flowctl::Stop,
             _ => Flowctl::Continue,
-        }
-    })
+        },
+    )
     .await;
     if let Some(f) = &h.fatal {
         return Err(f.clone());
     }
     let r = h.resync.take().ok_or("resync state lost")?;
     let t0 = r.started;
-    let secs = r.done.unwrap_or(Instant::now()).duration_since(t0).as_secs() as usize + 1;
+    let secs = r
+        .done
+        .unwrap_or(Instant::now())
+        .duration_since(t0)
+        .as_secs() as usize
+        + 1;
     let bins = r.bins.summary(secs);
     Ok(ResyncReport {
         reconnect_s: r.reconnected.map(|t| t.duration_since(t0).as_secs_f64()),
@@ -1084,7 +1118,9 @@ mod tests {
     #[test]
     fn failure_counters_are_recognised() {
         assert!(is_failure_counter("xmpp->sip SUBSCRIBE answered 489"));
-        assert!(is_failure_counter("xmpp->sip NOTIFY terminated reason=rejected"));
+        assert!(is_failure_counter(
+            "xmpp->sip NOTIFY terminated reason=rejected"
+        ));
         assert!(!is_failure_counter("xmpp component connections"));
         assert!(!is_failure_counter("xmpp probes from the gateway"));
     }
@@ -1093,7 +1129,14 @@ mod tests {
     fn cli_parses_every_mode() {
         for args in [
             vec!["xsg-load", "check", "--gateway-sip", "127.0.0.1:5060"],
-            vec!["xsg-load", "throughput", "--rate", "500", "--direction", "x2s"],
+            vec![
+                "xsg-load",
+                "throughput",
+                "--rate",
+                "500",
+                "--direction",
+                "x2s",
+            ],
             vec!["xsg-load", "scale", "--subscriptions", "1000", "--restart"],
             vec!["xsg-load", "baseline", "--rate", "max", "--window", "10"],
         ] {

@@ -130,7 +130,10 @@ mod tests {
     #[test]
     fn note_with_entities_is_unescaped() {
         let doc = build("pres:a@b", "t", true, "a & b <c>");
-        assert_eq!(read(doc.as_bytes()).expect("reads").notes, vec!["a & b <c>"]);
+        assert_eq!(
+            read(doc.as_bytes()).expect("reads").notes,
+            vec!["a & b <c>"]
+        );
     }
 
     #[test]

@@ -60,7 +60,9 @@ impl Msg {
         for line in lines {
             if line.starts_with([' ', '\t']) {
                 // Header folding (RFC 3261 §7.3.1): continue the previous value.
-                let last = headers.last_mut().ok_or("continuation line before any header")?;
+                let last = headers
+                    .last_mut()
+                    .ok_or("continuation line before any header")?;
                 last.1.push(' ');
                 last.1.push_str(line.trim());
                 continue;
@@ -160,7 +162,10 @@ fn parse_start(line: &str) -> Result<Start, String> {
     }
     let mut parts = line.split(' ');
     let method = parts.next().filter(|m| !m.is_empty()).ok_or("no method")?;
-    let uri = parts.next().filter(|u| !u.is_empty()).ok_or("no Request-URI")?;
+    let uri = parts
+        .next()
+        .filter(|u| !u.is_empty())
+        .ok_or("no Request-URI")?;
     if parts.next() != Some("SIP/2.0") {
         return Err("not SIP/2.0".into());
     }
@@ -322,7 +327,10 @@ From: <sip:x1@xmpp.test>;tag=f1\r\nTo: <sip:p1@sip.test>\r\nCall-ID: c1\r\nCSeq:
 
     #[test]
     fn uri_helpers_extract_user_index_and_params() {
-        assert_eq!(uri_of("\"P\" <sip:p12@sip.test;gr=x>;tag=a"), "sip:p12@sip.test;gr=x");
+        assert_eq!(
+            uri_of("\"P\" <sip:p12@sip.test;gr=x>;tag=a"),
+            "sip:p12@sip.test;gr=x"
+        );
         assert_eq!(user_of("sip:p12@sip.test"), Some("p12"));
         assert_eq!(index_of("p12", "p"), Some(12));
         assert_eq!(index_of("q12", "p"), None);

@@ -91,7 +91,11 @@ impl PerSecond {
             total,
             mean_per_s: mean,
             busiest_per_s: busiest,
-            busiest_over_mean: if total == 0 { 0.0 } else { busiest as f64 / mean },
+            busiest_over_mean: if total == 0 {
+                0.0
+            } else {
+                busiest as f64 / mean
+            },
         }
     }
 
@@ -311,7 +315,10 @@ mod tests {
         let last = f.send(0, t0);
         f.deliver(0, last, t0 + Duration::from_millis(1));
         let r = f.report();
-        assert_eq!((r.sent, r.delivered, r.superseded, r.wrong_final), (3, 1, 2, 0));
+        assert_eq!(
+            (r.sent, r.delivered, r.superseded, r.wrong_final),
+            (3, 1, 2, 0)
+        );
         assert!(f.all_settled());
     }
 
@@ -336,7 +343,10 @@ mod tests {
         f.deliver(0, a, t0);
         f.deliver(0, b, t0);
         let r = f.report();
-        assert_eq!((r.delivered, r.stale, r.duplicates, r.wrong_final), (1, 1, 1, 0));
+        assert_eq!(
+            (r.delivered, r.stale, r.duplicates, r.wrong_final),
+            (1, 1, 1, 0)
+        );
     }
 
     #[test]

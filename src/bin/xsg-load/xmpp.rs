@@ -36,9 +36,10 @@ pub struct Stanza {
 /// What the stream reader yields.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Item {
-    /// `<stream:stream …>` with its `to` and default namespace.
+    /// `<stream:stream …>` with its `to`, `id` and default namespace.
     Open {
         to: Option<String>,
+        id: Option<String>,
         ns: Option<String>,
     },
     Stanza(Stanza),
@@ -96,6 +97,7 @@ impl<R: BufRead> StreamReader<R> {
                         0 => {
                             return Ok(Some(Item::Open {
                                 to: attr(&e, "to"),
+                                id: attr(&e, "id"),
                                 ns: attr(&e, "xmlns"),
                             }))
                         }
@@ -274,8 +276,12 @@ pub fn serve(
     std::thread::spawn(move || {
         for (n, stream) in listener.incoming().enumerate() {
             let Ok(stream) = stream else { continue };
-            let (component, secret, events, conn_tx) =
-                (component.clone(), secret.clone(), events.clone(), conn_tx.clone());
+            let (component, secret, events, conn_tx) = (
+                component.clone(),
+                secret.clone(),
+                events.clone(),
+                conn_tx.clone(),
+            );
             std::thread::spawn(move || {
                 let id = format!("xsgload{}n{}", std::process::id(), n);
                 let reason = match session(stream, &component, &secret, &id, &events, &conn_tx) {
@@ -313,7 +319,7 @@ xmlns='jabber:component:accept' from='{}' id='{}'>",
         )
     };
     match reader.next_item()? {
-        Some(Item::Open { to, ns }) => {
+        Some(Item::Open { to, ns, .. }) => {
             header(&mut write).map_err(|e| e.to_string())?;
             if ns.as_deref() != Some("jabber:component:accept") {
                 let _ = write.write_all(b"<stream:error><invalid-namespace xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></stream:stream>");
@@ -408,6 +414,7 @@ xmlns:stream='http://etherx.jabber.org/streams' to='sip.xmpp.test'>\
             r.next_item().expect("ok"),
             Some(Item::Open {
                 to: Some("sip.xmpp.test".into()),
+                id: None,
                 ns: Some("jabber:component:accept".into())
             })
         );
@@ -431,7 +438,8 @@ xmlns:stream='http://etherx.jabber.org/streams' to='sip.xmpp.test'>\
     #[test]
     fn built_presence_parses_back() {
         let stanza = presence_available("u1@xmpp.test/r", "w1@sip.xmpp.test", "away", "seq 9");
-        let mut r = StreamReader::new(format!("<s>{stanza}</s>").into_bytes().as_slice());
+        let doc = format!("<s>{stanza}</s>");
+        let mut r = StreamReader::new(doc.as_bytes());
         let _ = r.next_item();
         let Some(Item::Stanza(p)) = r.next_item().expect("ok") else {
             panic!("no presence")
