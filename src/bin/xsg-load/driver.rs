@@ -100,6 +100,8 @@ struct X2s {
     cseq: u32,
     dialogs: u32,
     gone: bool,
+    last_subscribe: Option<Instant>,
+    granted: u32,
 }
 
 /// Restart resynchronisation in progress.
@@ -233,6 +235,8 @@ impl Harness {
                     cseq: 0,
                     dialogs: 0,
                     gone: false,
+                    last_subscribe: None,
+                    granted: 0,
                 };
                 n_x2s
             ],
@@ -633,7 +637,15 @@ impl Harness {
             }
             let granted = msg.expires().unwrap_or(settings_expires);
             if granted > 0 {
-                let frac = 0.5 + 0.35 * self.uniform();
+                // The first refresh lands anywhere in (5 %, 85 %) of the interval and later
+                // ones at 78–82 %, so the watchers' own refresh load is flat however
+                // quickly the subscriptions were set up.
+                let first = cseq == 1;
+                let frac = if first {
+                    0.05 + 0.8 * self.uniform()
+                } else {
+                    0.78 + 0.04 * self.uniform()
+                };
                 let at = now + Duration::from_secs_f64(f64::from(granted) * frac);
                 self.s2x[i].next_refresh = Some(at);
                 self.refreshes.push(Reverse((at, i)));
@@ -776,6 +788,8 @@ impl Harness {
         }
         let x = &mut self.x2s[j];
         x.peer = Some(from);
+        x.last_subscribe = Some(now);
+        x.granted = granted;
         let contact = format!("<sip:{}{j}@{}>", self.names.presentity, self.ps_addr);
         let exp = granted.to_string();
         let resp = sipmsg::response(
@@ -940,9 +954,14 @@ impl Harness {
                     self.x2s_flow.deliver(j, seq, at);
                 }
             }
-            (t, ..) => {
+            (t @ ("unsubscribe" | "unsubscribed" | "error"), ..) => {
+                // Authorization withdrawn or an error: the bridge failed a pair.
                 let t = t.to_string();
                 self.count(format!("xmpp presence type={t} unexpected"));
+            }
+            (t, ..) => {
+                let t = t.to_string();
+                self.count(format!("xmpp presence type={t} ignored"));
             }
         }
     }
@@ -1055,14 +1074,19 @@ impl Harness {
         });
     }
 
-    /// X2S dialogs whose last SUBSCRIBE is older than the granted expiry are "expired";
-    /// S2X dialogs not active any more are "lost". Returns (lost S2X, dead X2S).
-    pub fn held(&self) -> (usize, usize) {
+    /// S2X dialogs not active any more are "lost"; X2S dialogs refused (481), never made,
+    /// or not refreshed within their granted expiry are "dead". Returns (lost, dead).
+    pub fn held(&self, now: Instant) -> (usize, usize) {
         let s = self.s2x.iter().filter(|s| s.phase != Phase::Active).count();
         let x = self
             .x2s
             .iter()
-            .filter(|x| x.gone || x.call_id.is_none())
+            .filter(|x| {
+                let expired = x.last_subscribe.is_none_or(|at| {
+                    now.saturating_duration_since(at) > Duration::from_secs(u64::from(x.granted))
+                });
+                x.gone || x.call_id.is_none() || expired
+            })
             .count();
         (s, x)
     }

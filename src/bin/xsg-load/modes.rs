@@ -350,6 +350,10 @@ pub async fn run(cli: Cli) -> u8 {
             eprintln!("xsg-load: interrupted");
             return 1;
         }
+        _ = terminated() => {
+            eprintln!("xsg-load: terminated");
+            return 1;
+        }
     };
     match outcome {
         Ok((code, json)) => {
@@ -370,6 +374,16 @@ pub async fn run(cli: Cli) -> u8 {
                 1
             }
         }
+    }
+}
+
+/// Resolves on SIGTERM, so a stopped tool still stops its gateway (by dropping it).
+async fn terminated() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut s) => {
+            s.recv().await;
+        }
+        Err(_) => std::future::pending::<()>().await,
     }
 }
 
@@ -939,7 +953,7 @@ async fn scale(a: ScaleArgs) -> Result<(u8, String), String> {
     let watcher_refreshes = h.s2x_refresh_bins.summary(period as usize);
     let spread_ok = gateway_refreshes.total == 0
         || gateway_refreshes.busiest_per_s as f64 <= 2.0 * gateway_refreshes.mean_per_s;
-    let (lost_s2x, dead_x2s) = h.held();
+    let (lost_s2x, dead_x2s) = h.held(Instant::now());
     let resync = if a.restart {
         Some(restart_and_resync(&mut h, &a).await?)
     } else {
