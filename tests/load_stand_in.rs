@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -58,6 +58,8 @@ struct Shared {
     ps: Mutex<Option<SocketAddr>>,
     fault: Fault,
     stop: AtomicBool,
+    /// Bumped at each simulated restart; part of new X2S Call-IDs.
+    generation: AtomicU32,
 }
 
 impl Shared {
@@ -168,7 +170,7 @@ fn sip_loop(sh: Arc<Shared>) {
                 let Some(j) = msg
                     .call_id()
                     .and_then(|c| c.strip_prefix("x2s-"))
-                    .and_then(|c| c.split('@').next())
+                    .and_then(|c| c.split(['-', '@']).next())
                     .and_then(|c| c.parse::<usize>().ok())
                 else {
                     continue;
@@ -209,6 +211,35 @@ fn sip_loop(sh: Arc<Shared>) {
     }
 }
 
+/// SUBSCRIBEs SIP presentity `j` in a new dialog via the tool's presence server (§7.1).
+fn subscribe_presentity(sh: &Shared, j: usize) {
+    let gen = sh.generation.load(Ordering::Relaxed);
+    let Some(ps) = *sh.ps.lock().expect("lock") else {
+        return;
+    };
+    let local_addr = sh.sip.local_addr().expect("addr");
+    let bytes = sipmsg::build(
+        &format!("SUBSCRIBE sip:p{j}@{SIP_DOMAIN} SIP/2.0"),
+        &[
+            (
+                "Via",
+                &format!("SIP/2.0/UDP {local_addr};branch=z9hG4bKsx{j}"),
+            ),
+            ("Max-Forwards", "70"),
+            ("From", &format!("<sip:x{j}@{XMPP_DOMAIN}>;tag=gx{j}g{gen}")),
+            ("To", &format!("<sip:p{j}@{SIP_DOMAIN}>")),
+            ("Call-ID", &format!("x2s-{j}-{gen}@standin")),
+            ("CSeq", "1 SUBSCRIBE"),
+            ("Contact", &format!("<sip:x{j}@{local_addr}>")),
+            ("Event", "presence"),
+            ("Accept", "application/pidf+xml"),
+            ("Expires", "3600"),
+        ],
+        b"",
+    );
+    let _ = sh.sip.send_to(&bytes, ps);
+}
+
 /// The stand-in's XMPP side: stanzas from the tool's XMPP server.
 fn xmpp_loop(sh: Arc<Shared>, mut reader: StreamReader<BufReader<TcpStream>>) {
     while let Ok(Some(item)) = reader.next_item() {
@@ -224,30 +255,7 @@ fn xmpp_loop(sh: Arc<Shared>, mut reader: StreamReader<BufReader<TcpStream>>) {
                 let Some(j) = index_of(&to_local, "p") else {
                     continue;
                 };
-                let Some(ps) = *sh.ps.lock().expect("lock") else {
-                    continue;
-                };
-                let local_addr = sh.sip.local_addr().expect("addr");
-                let bytes = sipmsg::build(
-                    &format!("SUBSCRIBE sip:p{j}@{SIP_DOMAIN} SIP/2.0"),
-                    &[
-                        (
-                            "Via",
-                            &format!("SIP/2.0/UDP {local_addr};branch=z9hG4bKsx{j}"),
-                        ),
-                        ("Max-Forwards", "70"),
-                        ("From", &format!("<sip:x{j}@{XMPP_DOMAIN}>;tag=gx{j}")),
-                        ("To", &format!("<sip:p{j}@{SIP_DOMAIN}>")),
-                        ("Call-ID", &format!("x2s-{j}@standin")),
-                        ("CSeq", "1 SUBSCRIBE"),
-                        ("Contact", &format!("<sip:x{j}@{local_addr}>")),
-                        ("Event", "presence"),
-                        ("Accept", "application/pidf+xml"),
-                        ("Expires", "3600"),
-                    ],
-                    b"",
-                );
-                let _ = sh.sip.send_to(&bytes, ps);
+                subscribe_presentity(&sh, j);
             }
             Some("subscribed") => {
                 if let Some(i) = index_of(&to_local, "w") {
@@ -350,6 +358,44 @@ fn start_tool(gateway_sip: SocketAddr, args: &[&str]) -> Tool {
 
 /// Runs the stand-in until the tool exits; returns (exit code, stdout).
 fn run_tool(fault: Fault, args: &[&str]) -> (Option<i32>, String) {
+    run_tool_restartable(fault, args, None)
+}
+
+/// Simulates a gateway restart each time `flag` appears (the tool's --restart-cmd
+/// creates it): drops the component connection, connects again, and SUBSCRIBEs every
+/// authorized SIP presentity in a new dialog, as a gateway resynchronising would.
+fn restart_watcher(sh: Arc<Shared>, flag: std::path::PathBuf, xmpp_addr: SocketAddr) {
+    while !sh.stop.load(Ordering::Relaxed) {
+        if std::fs::remove_file(&flag).is_err() {
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        }
+        let _ = sh
+            .xmpp
+            .lock()
+            .expect("lock")
+            .shutdown(std::net::Shutdown::Both);
+        let (stream, reader, accepted) = component_connect(xmpp_addr, SECRET);
+        assert!(accepted, "the tool refused the reconnecting stand-in");
+        stream.set_read_timeout(None).expect("no timeout");
+        *sh.xmpp.lock().expect("lock") = stream;
+        {
+            let sh = sh.clone();
+            std::thread::spawn(move || xmpp_loop(sh, reader));
+        }
+        sh.generation.fetch_add(1, Ordering::Relaxed);
+        let authorized: Vec<usize> = sh.granted.lock().expect("lock").keys().copied().collect();
+        for j in authorized {
+            subscribe_presentity(&sh, j);
+        }
+    }
+}
+
+fn run_tool_restartable(
+    fault: Fault,
+    args: &[&str],
+    restart_flag: Option<std::path::PathBuf>,
+) -> (Option<i32>, String) {
     let sip = UdpSocket::bind("127.0.0.1:0").expect("bind sip");
     sip.set_read_timeout(Some(Duration::from_millis(50)))
         .expect("timeout");
@@ -365,6 +411,7 @@ fn run_tool(fault: Fault, args: &[&str]) -> (Option<i32>, String) {
         ps: Mutex::new(Some(tool.ps)),
         fault,
         stop: AtomicBool::new(false),
+        generation: AtomicU32::new(0),
     });
     let sip_thread = {
         let sh = sh.clone();
@@ -373,6 +420,11 @@ fn run_tool(fault: Fault, args: &[&str]) -> (Option<i32>, String) {
     {
         let sh = sh.clone();
         std::thread::spawn(move || xmpp_loop(sh, reader));
+    }
+    if let Some(flag) = restart_flag {
+        let sh = sh.clone();
+        let addr = tool.xmpp;
+        std::thread::spawn(move || restart_watcher(sh, flag, addr));
     }
     let mut out = String::new();
     tool.child
@@ -502,4 +554,75 @@ fn scale_reports_rss_per_subscription_and_counts_watcher_refreshes() {
         "{json}"
     );
     assert_eq!(json["lost_s2x"], 0, "{json}");
+}
+
+#[test]
+fn scale_restart_times_the_resync_of_every_sip_dialog() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flag = dir.path().join("restart");
+    let cmd = format!("touch {}", flag.display());
+    let (code, out) = run_tool_restartable(
+        Fault::None,
+        &[
+            "scale",
+            "--subscriptions",
+            "20",
+            "--expires",
+            "60",
+            "--period",
+            "1",
+            "--restart",
+            "--restart-cmd",
+            &cmd,
+            "--resync-timeout",
+            "10",
+        ],
+        Some(flag),
+    );
+    assert_eq!(code, Some(0), "stdout:\n{out}");
+    let r = &last_json(&out)["resync"];
+    assert_eq!(
+        (r["x2s_resubscribed"].as_u64(), r["x2s_total"].as_u64()),
+        (Some(10), Some(10)),
+        "{r}"
+    );
+    assert!(r["resync_s"].as_f64().is_some_and(|s| s < 10.0), "{r}");
+    assert!(r["reconnect_s"].is_number(), "{r}");
+    assert!(r["peak_per_s"].as_u64().is_some_and(|p| p >= 1), "{r}");
+}
+
+#[test]
+fn gateway_started_by_the_tool_is_stopped_by_pid_when_it_never_connects() {
+    let out = Command::new(env!("CARGO_BIN_EXE_xsg-load"))
+        .args([
+            "check",
+            "--gateway-cmd",
+            "sleep 30 #",
+            "--ready-timeout",
+            "1",
+        ])
+        .output()
+        .expect("run xsg-load");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let pid: u32 = stderr
+        .split("started gateway pid=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .expect("the tool reported the gateway pid");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "pid {pid} still running"
+    );
+}
+
+#[test]
+fn gateway_that_exits_early_fails_the_run_with_its_status() {
+    let out = Command::new(env!("CARGO_BIN_EXE_xsg-load"))
+        .args(["check", "--gateway-cmd", "exit 7 #", "--ready-timeout", "5"])
+        .output()
+        .expect("run xsg-load");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("gateway exited"));
 }
