@@ -34,6 +34,21 @@ fn bench_pidf(c: &mut Criterion) {
     c.bench_function("pidf_parse_2_tuples_rpid_person", |b| {
         b.iter(|| parse_pidf(black_box(BODY.as_bytes())).expect("valid"))
     });
+    // Baseline: quick-xml alone walking the same body, to read the figures above against.
+    c.bench_function("baseline_quick_xml_events_only", |b| {
+        b.iter(|| {
+            let mut r = quick_xml::Reader::from_str(black_box(BODY));
+            let mut n = 0usize;
+            loop {
+                match r.read_event() {
+                    Ok(quick_xml::events::Event::Eof) => break,
+                    Ok(_) => n += 1,
+                    Err(_) => break,
+                }
+            }
+            n
+        })
+    });
     let doc = parse_pidf(BODY.as_bytes()).expect("valid");
     c.bench_function("pidf_build_2_tuples_rpid_person", |b| {
         b.iter(|| build_pidf(black_box(&doc)))

@@ -79,3 +79,30 @@ fn rust_log_wins_over_configured_level() {
     );
     gw.wait_for_line("gateway running");
 }
+
+/// The sample runs as is; only the ports and the store move (through `XSG_` overrides) so
+/// the test does not depend on 5060 and 8560 being free.
+#[test]
+fn sample_config_runs_with_environment_overrides() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("sample.db");
+    let sample = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/gateway.toml"));
+    let mut gw = Gateway::start_file(
+        sample,
+        &[
+            ("XSG_SIP__UDP_LISTEN", "127.0.0.1:0"),
+            ("XSG_SIP__TCP_LISTEN", "127.0.0.1:0"),
+            ("XSG_ADMIN__LISTEN", "127.0.0.1:0"),
+            ("XSG_STORE__PATH", store.to_str().unwrap()),
+        ],
+        dir,
+    );
+    assert_ne!(gw.udp.unwrap().port(), 5060);
+    assert_ne!(gw.admin.unwrap().port(), 8560);
+    assert!(
+        store.exists(),
+        "the store was created where the override says"
+    );
+    gw.terminate();
+    assert_eq!(gw.wait_exit().code(), Some(0));
+}

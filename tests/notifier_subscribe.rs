@@ -263,3 +263,25 @@ fn watcher_over_subscription_limit_gets_403() {
     assert_eq!(response(&actions).status, 403);
     assert_eq!(h.notifier.len(), 3);
 }
+
+/// RFC 6665 §8.2.1: every SUBSCRIBE, in-dialog too, needs its Event header.
+#[test]
+fn in_dialog_subscribe_without_event_gets_489() {
+    let mut h = Harness::new();
+    let policy = TestPolicy::pending();
+    let (_, tag) = h.established(&Sub::initial(), &policy);
+    let actions = h.subscribe(&Sub::initial().in_dialog(&tag, 2).without("Event"), &policy);
+    assert_eq!(response(&actions).status, 489);
+}
+
+/// RFC 6665 §4.1.2.2: a refresh for another Event package matches no subscription.
+#[test]
+fn in_dialog_subscribe_for_another_event_gets_481() {
+    let mut h = Harness::new();
+    let policy = TestPolicy::pending();
+    let (_, tag) = h.established(&Sub::initial(), &policy);
+    let sub = Sub::initial()
+        .in_dialog(&tag, 2)
+        .header("Event", "presence.winfo");
+    assert_eq!(response(&h.subscribe(&sub, &policy)).status, 481);
+}

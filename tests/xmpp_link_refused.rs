@@ -122,3 +122,28 @@ async fn server_not_listening_at_start_is_retried_with_backoff() {
     assert_eq!(link.next_event_after_retries().await, LinkEvent::Up);
     link.stop().await.unwrap();
 }
+
+/// `conflict` (an old session of the component still registered) resolves by itself: it
+/// is retried even on the first attempt.
+#[tokio::test]
+async fn conflict_on_first_handshake_is_retried() {
+    let server = FakeServer::bind().await;
+    let mut link = Link::start(config(&server));
+    let mut conn = server.accept().await;
+    conn.read_header().await;
+    conn.send_header(STREAM_ID).await;
+    conn.next_element().await;
+    conn.send(
+        "<stream:error><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>\
+         </stream:error></stream:stream>",
+    )
+    .await;
+    drop(conn);
+    assert!(matches!(
+        link.next_event().await,
+        LinkEvent::ConnectFailed { reason, .. } if reason.contains("conflict")
+    ));
+    let _conn = server.accept_authenticated().await;
+    assert_eq!(link.next_event_after_retries().await, LinkEvent::Up);
+    link.stop().await.unwrap();
+}

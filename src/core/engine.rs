@@ -96,6 +96,12 @@ pub struct EngineConfig {
     /// Cap of the exponential back-off after failures (product.md: 10 minutes).
     pub max_backoff: Duration,
     pub user_agent: String,
+    /// Notifier side: least time between two state-update NOTIFYs of one dialog; zero
+    /// turns the throttle off (product.md: default 0).
+    pub min_notify_interval: Duration,
+    /// After a restart, records due at once are sent this far apart (product.md: restart
+    /// must not storm; 20 ms = 50 requests per second).
+    pub restore_pace: Duration,
 }
 
 impl Default for EngineConfig {
@@ -114,6 +120,987 @@ impl Default for EngineConfig {
             refresh_window: (0.8, 0.9),
             max_backoff: Duration::from_secs(600),
             user_agent: concat!("xmpp-sip-gateway/", env!("CARGO_PKG_VERSION")).into(),
+            min_notify_interval: Duration::ZERO,
+            restore_pace: Duration::from_millis(20),
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The engine proper.
+// ---------------------------------------------------------------------------------------
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+
+use super::ids::IdGenerator;
+use super::modules::admin::AdminModule;
+use super::modules::{Module, ModuleCtx, ModuleId};
+use super::pua::{PuaService, PuaTimer, PublicationId, SubscriptionId};
+use super::sip::digest;
+use super::sip::headers::{CSeq, EventHeader, NameAddr};
+use super::sip::message::{salvage_for_reply, Salvaged};
+use super::sip::message::{Method, Request, Response, Transport};
+use super::sip::notifier::{
+    Body as NotifierBody, Decision, Notifier, NotifierAction, NotifierConfig, NotifierDialogId,
+    NotifierDialogView, NotifierEvent, NotifierPolicy, NotifyOutcome, SubscribeInfo,
+};
+use super::sip::transaction::{
+    ClientTxId, RequestDisposition, ServerTxId, TransactionLayer, TxEvent,
+};
+use super::time::Timestamp;
+use super::timers::TimerTable;
+
+/// Methods this gateway answers (RFC 3261 §20.5 `Allow`).
+pub const ALLOW: &str = "SUBSCRIBE, NOTIFY, OPTIONS, CANCEL, ACK";
+
+/// Who a client transaction belongs to: its final response goes back there.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TxOwner {
+    Publication(PublicationId),
+    Subscription(SubscriptionId),
+    /// A NOTIFY sent by the notifier side (key chosen by it).
+    Notifier(u64),
+}
+
+/// Every timer of the core, keyed by its owner (one timer per key).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TimerKey {
+    Pua(PuaTimer),
+    /// A notifier-side timer (key chosen by it).
+    Notifier(u64),
+    /// A module's own timer, identified by a token of its choice.
+    Module(ModuleId, u64),
+}
+
+/// Why an outgoing request could not be sent at all.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// No outbound proxy, and the target URI has no numeric host (no DNS in the core).
+    #[error("no route to {0}")]
+    Unroutable(String),
+}
+
+/// A request in flight, kept to answer a digest challenge with a copy of it.
+#[derive(Clone, Debug)]
+struct Outgoing {
+    owner: TxOwner,
+    peer: Peer,
+    /// The request as built by its owner (before the transaction layer's Via).
+    request: Request,
+    /// How many times it was re-sent with credentials.
+    auth_rounds: u8,
+}
+
+/// The shared services a module and the PUA act through: transactions, timers, ids,
+/// outputs. Owned by the engine; handed out by `&mut` for the duration of one hook.
+#[derive(Debug)]
+pub struct Services {
+    pub config: EngineConfig,
+    pub ids: IdGenerator,
+    pub tx: TransactionLayer,
+    pub timers: TimerTable<TimerKey>,
+    out: VecDeque<Output>,
+    outgoing: HashMap<ClientTxId, Outgoing>,
+    /// The notifier side: dialogs of SIP watchers (RFC 6665 §4.2).
+    pub notifier: Notifier,
+    /// Notifier events waiting for their module.
+    notifier_events: VecDeque<(ModuleId, NotifierEvent)>,
+    /// Which module serves which event package (lowercase).
+    package_owners: Vec<(String, ModuleId)>,
+}
+
+impl Services {
+    fn new(config: EngineConfig, seed: u64, package_owners: Vec<(String, ModuleId)>) -> Self {
+        let notifier = Notifier::new(NotifierConfig {
+            min_expires: config.min_expires,
+            max_expires: config.max_expires,
+            default_expires: config.default_expires,
+            contact_uri: config.contact_uri.clone(),
+            min_notify_interval: config.min_notify_interval,
+            user_agent: config.user_agent.clone(),
+            ..NotifierConfig::default()
+        });
+        Services {
+            tx: TransactionLayer::new(config.tx.clone()),
+            config,
+            ids: IdGenerator::seeded(seed),
+            timers: TimerTable::new(),
+            out: VecDeque::new(),
+            outgoing: HashMap::new(),
+            notifier,
+            notifier_events: VecDeque::new(),
+            package_owners,
+        }
+    }
+
+    /// The module serving `package`, if any.
+    pub fn package_owner(&self, package: &str) -> Option<ModuleId> {
+        self.package_owners
+            .iter()
+            .find(|(p, _)| p.eq_ignore_ascii_case(package))
+            .map(|(_, m)| *m)
+    }
+
+    /// Performs the notifier's actions in order (see `sip::notifier`): store writes, the
+    /// response on `stx`, NOTIFY client transactions, events for the owning module.
+    pub fn perform_notifier_actions(
+        &mut self,
+        now: Timestamp,
+        actions: Vec<NotifierAction>,
+        stx: Option<ServerTxId>,
+    ) {
+        for action in actions {
+            match action {
+                NotifierAction::Store(op) => self.store(op),
+                NotifierAction::Respond(resp) => match stx {
+                    Some(stx) => {
+                        self.tx.respond(now, stx, resp);
+                        self.flush_tx();
+                    }
+                    None => tracing::warn!(
+                        status = resp.status,
+                        "notifier response without a transaction"
+                    ),
+                },
+                NotifierAction::SendNotify {
+                    dialog,
+                    to_uri,
+                    subscriber,
+                    request,
+                } => {
+                    // The next hop's numeric address, else back where the SUBSCRIBE came from
+                    // (no DNS in the core).
+                    let peer = uri_peer(&to_uri).unwrap_or(subscriber);
+                    let tx = self
+                        .tx
+                        .send_request(now, &mut self.ids, peer, request.clone());
+                    self.outgoing.insert(
+                        tx,
+                        Outgoing {
+                            owner: TxOwner::Notifier(dialog.0),
+                            peer,
+                            request,
+                            auth_rounds: 0,
+                        },
+                    );
+                    self.flush_tx();
+                }
+                NotifierAction::Event(ev) => {
+                    let owner = match &ev {
+                        NotifierEvent::Created { view, .. } | NotifierEvent::Ended { view, .. } => {
+                            ModuleId::parse(&view.owner)
+                        }
+                        NotifierEvent::Refreshed { dialog, .. } => self
+                            .notifier
+                            .view(now, *dialog)
+                            .and_then(|v| ModuleId::parse(&v.owner)),
+                        NotifierEvent::Polled { event, .. } => self.package_owner(&event.package),
+                    };
+                    match owner {
+                        Some(o) => self.notifier_events.push_back((o, ev)),
+                        None => tracing::warn!(?ev, "notifier event without an owning module"),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Moves what the transaction layer queued to the output queue, keeping the order of
+    /// outputs equal to the order of decisions (a store write before the message that
+    /// acknowledges it).
+    fn flush_tx(&mut self) {
+        while let Some((to, message)) = self.tx.poll_transmit() {
+            self.out.push_back(Output::SendSip { to, message });
+        }
+    }
+
+    /// Queues a store write; it is performed before any later output.
+    pub fn store(&mut self, op: StoreOp) {
+        self.flush_tx();
+        self.out.push_back(Output::Store(op));
+    }
+
+    pub fn admin_reply(&mut self, id: AdminRequestId, reply: AdminReply) {
+        self.flush_tx();
+        self.out.push_back(Output::AdminReply { id, reply });
+    }
+
+    pub fn set_timer(&mut self, key: TimerKey, at: Timestamp) {
+        self.timers.set(key, at);
+    }
+
+    pub fn cancel_timer(&mut self, key: TimerKey) {
+        self.timers.cancel(&key);
+    }
+
+    /// The next hop of a request: the first Route of `route_set` (loose routing, RFC 3261
+    /// §12.2.1.1), else the outbound proxy, else the numeric host of `target`.
+    pub fn next_hop(&self, route_set: &[String], target: &str) -> Result<Peer, SendError> {
+        if let Some(first) = route_set.first() {
+            let uri = NameAddr::parse("Route", first)
+                .map(|n| n.uri)
+                .unwrap_or_else(|_| first.clone());
+            return uri_peer(&uri).ok_or(SendError::Unroutable(uri));
+        }
+        if let Some(proxy) = self.config.outbound_proxy {
+            return Ok(proxy);
+        }
+        uri_peer(target).ok_or_else(|| SendError::Unroutable(target.to_string()))
+    }
+
+    /// Starts a client transaction for `request` (built by its owner, without Via) towards
+    /// the hop chosen by [`Self::next_hop`].
+    pub fn send_request(
+        &mut self,
+        now: Timestamp,
+        owner: TxOwner,
+        route_set: &[String],
+        request: Request,
+    ) -> Result<ClientTxId, SendError> {
+        let peer = match self.next_hop(route_set, &request.uri) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(method = %request.method, uri = %request.uri, error = %e, "request not sent");
+                return Err(e);
+            }
+        };
+        let tx = self
+            .tx
+            .send_request(now, &mut self.ids, peer, request.clone());
+        self.outgoing.insert(
+            tx,
+            Outgoing {
+                owner,
+                peer,
+                request,
+                auth_rounds: 0,
+            },
+        );
+        self.flush_tx();
+        Ok(tx)
+    }
+
+    /// Answers request `req` on server transaction `stx` with `status`, letting `edit` add
+    /// headers or a body. A To-tag is added when the request had none (RFC 3261 §8.2.6.2).
+    pub fn reply(
+        &mut self,
+        now: Timestamp,
+        stx: ServerTxId,
+        req: &Request,
+        status: u16,
+        reason: &str,
+        edit: impl FnOnce(&mut Response),
+    ) {
+        let mut resp = build_response(req, status, reason, &mut self.ids);
+        edit(&mut resp);
+        self.tx.respond(now, stx, resp);
+        self.flush_tx();
+    }
+
+    /// Answers a 401/407 by re-sending the request once with credentials (new CSeq, same
+    /// Call-ID and tags). A further challenge is answered only when it says `stale=true`
+    /// (RFC 7616 §3.4); then the challenge is the final answer.
+    fn retry_with_credentials(
+        &mut self,
+        now: Timestamp,
+        out: &Outgoing,
+        resp: &Response,
+    ) -> Option<(ClientTxId, u32)> {
+        const MAX_ROUNDS: u8 = 3;
+        let (challenge_header, auth_header) = match resp.status {
+            401 => ("WWW-Authenticate", "Authorization"),
+            407 => ("Proxy-Authenticate", "Proxy-Authorization"),
+            _ => return None,
+        };
+        // NOTIFY CSeqs belong to the notifier's dialog state; they are not re-sent here.
+        if out.auth_rounds >= MAX_ROUNDS || matches!(out.owner, TxOwner::Notifier(_)) {
+            return None;
+        }
+        for value in resp.headers.get_all(challenge_header) {
+            let ch = match digest::DigestChallenge::parse(value) {
+                Ok(ch) => ch,
+                Err(e) => {
+                    tracing::warn!(status = resp.status, error = %e, "unusable digest challenge");
+                    continue;
+                }
+            };
+            if out.auth_rounds > 0 && !ch.stale {
+                tracing::warn!(status = resp.status, realm = %ch.realm, "credentials refused");
+                return None;
+            }
+            let Some(cred) = self
+                .config
+                .credentials
+                .iter()
+                .find(|c| c.realm.as_deref().is_none_or(|r| r == ch.realm))
+                .cloned()
+            else {
+                tracing::warn!(realm = %ch.realm, "challenged for a realm we have no credentials for");
+                return None;
+            };
+            let mut req = out.request.clone();
+            let cseq = req
+                .headers
+                .get("CSeq")
+                .and_then(|v| CSeq::parse(v).ok())
+                .map(|c| c.seq.saturating_add(1))
+                .unwrap_or(1);
+            req.headers.set("CSeq", format!("{} {}", cseq, req.method));
+            let cnonce = self.ids.token(16);
+            let auth = digest::authorization(
+                &ch,
+                req.method.as_str(),
+                &req.uri,
+                &cred.username,
+                &cred.password,
+                &cnonce,
+                1,
+            );
+            req.headers.set(auth_header, auth);
+            let tx = self
+                .tx
+                .send_request(now, &mut self.ids, out.peer, req.clone());
+            self.outgoing.insert(
+                tx,
+                Outgoing {
+                    owner: out.owner,
+                    peer: out.peer,
+                    request: req,
+                    auth_rounds: out.auth_rounds + 1,
+                },
+            );
+            self.flush_tx();
+            return Some((tx, cseq));
+        }
+        None
+    }
+}
+
+/// A response to `req` copying Via, From, To, Call-ID and CSeq (RFC 3261 §8.2.6.2).
+pub fn build_response(req: &Request, status: u16, reason: &str, ids: &mut IdGenerator) -> Response {
+    let mut resp = Response::new(status, reason);
+    for via in req.headers.get_all("Via") {
+        resp.headers.push("Via", via);
+    }
+    if let Some(v) = req.headers.get("From") {
+        resp.headers.push("From", v);
+    }
+    if let Some(v) = req.headers.get("To") {
+        let has_tag = NameAddr::parse("To", v)
+            .map(|n| n.tag().is_some())
+            .unwrap_or(true);
+        if has_tag || status == 100 {
+            resp.headers.push("To", v);
+        } else {
+            resp.headers
+                .push("To", format!("{};tag={}", v.trim(), ids.tag()));
+        }
+    }
+    for name in ["Call-ID", "CSeq"] {
+        if let Some(v) = req.headers.get(name) {
+            resp.headers.push(name, v);
+        }
+    }
+    resp
+}
+
+/// The numeric host, port and transport of a SIP URI (RFC 3263 §4.1–4.2 for numeric
+/// hosts: UDP unless `transport=tcp`; default port 5060). `None` for names (no DNS here).
+pub fn uri_peer(uri: &str) -> Option<Peer> {
+    let uri = uri.trim().trim_start_matches('<');
+    let uri = uri.split('>').next().unwrap_or(uri);
+    let rest = uri
+        .strip_prefix("sip:")
+        .or_else(|| uri.strip_prefix("sips:"))?;
+    let (hostpart, params) = match rest.find([';', '?']) {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    let hostport = hostpart.rsplit('@').next()?;
+    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+        let end = v6.find(']')?;
+        let port = v6[end + 1..].strip_prefix(':');
+        (&v6[..end], port)
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (hostport, None),
+        }
+    };
+    let ip: IpAddr = host.parse().ok()?;
+    let port: u16 = match port {
+        Some(p) => p.parse().ok()?,
+        None => 5060,
+    };
+    let tcp = params
+        .split(';')
+        .any(|p| p.trim().eq_ignore_ascii_case("transport=tcp"));
+    Some(Peer {
+        transport: if tcp { Transport::Tcp } else { Transport::Udp },
+        addr: SocketAddr::new(ip, port),
+    })
+}
+
+/// Makes arbitrary text usable as a reason phrase (one line, bounded).
+fn reason_text(s: &str) -> String {
+    let clean: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    clean.chars().take(120).collect()
+}
+
+/// The gateway's core: see the module doc for the drive contract.
+///
+/// Routing of incoming SIP (architecture.md, Core and drivers; every request gets an
+/// explicit answer):
+/// - a peer outside `EngineConfig::trusted` → 403; missing From/To/Call-ID/CSeq → 400;
+///   an unparseable message → 400 naming the problem, an oversized one → 513 (both
+///   stateless, when enough headers can be salvaged; otherwise dropped and logged);
+/// - NOTIFY → the PUA's subscriptions (481 when none matches, 489 for another Event,
+///   400 for a bad Subscription-State or body);
+/// - SUBSCRIBE → the notifier when a module serves the package, else 489 with
+///   `Allow-Events`; CANCEL → 200 and nothing else (RFC 6665 §4.1, case 33);
+/// - OPTIONS → 200; other known methods → 405, unknown ones → 501, both with `Allow`.
+///
+/// Outgoing requests go to the first Route, else `outbound_proxy`, else the numeric host
+/// of the Request-URI; 401/407 are answered once with the configured credentials (again
+/// only on `stale=true`), then the challenge is the final response.
+pub struct Engine {
+    svc: Services,
+    pua: PuaService,
+    modules: Vec<Box<dyn Module>>,
+    shutting_down: bool,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("publications", &self.pua.publication_count())
+            .field("subscriptions", &self.pua.subscription_count())
+            .finish()
+    }
+}
+
+impl Engine {
+    /// An engine with the built-in modules (admin). `seed` seeds every id and jitter.
+    pub fn new(config: EngineConfig, seed: u64) -> Self {
+        Self::with_modules(config, seed, vec![Box::new(AdminModule::new())])
+    }
+
+    /// An engine with the given modules (each `ModuleId` at most once).
+    pub fn with_modules(config: EngineConfig, seed: u64, modules: Vec<Box<dyn Module>>) -> Self {
+        let mut owners: Vec<(String, ModuleId)> = Vec::new();
+        for m in &modules {
+            for p in m.served_events() {
+                let p = p.to_ascii_lowercase();
+                if owners.iter().any(|(q, _)| *q == p) {
+                    tracing::warn!(package = %p, module = m.id().as_str(), "package already served; ignored");
+                } else {
+                    owners.push((p, m.id()));
+                }
+            }
+        }
+        Engine {
+            svc: Services::new(config, seed, owners),
+            pua: PuaService::new(),
+            modules,
+            shutting_down: false,
+        }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.svc.config
+    }
+
+    pub fn pua(&self) -> &PuaService {
+        &self.pua
+    }
+
+    /// Feeds one input stamped with its time of receipt.
+    pub fn handle_input(&mut self, now: Timestamp, input: Input) {
+        match input {
+            Input::Tick => self.on_tick(now),
+            Input::Sip {
+                from,
+                message: SipMessage::Request(req),
+            } => self.on_request(now, from, req),
+            Input::Sip {
+                from,
+                message: SipMessage::Response(resp),
+            } => {
+                if let Some(ev) = self.svc.tx.on_response(now, from, resp) {
+                    self.on_tx_event(now, ev);
+                }
+            }
+            Input::SipMalformed { from, raw, error } => self.on_malformed(from, &raw, &error),
+            Input::SipOversized { from, head } => self.on_oversized(from, &head),
+            Input::SipTransportError { to } => {
+                // RFC 3261 §17.1.4: a transport error is reported to the TU like a timeout.
+                let mut failed: Vec<ClientTxId> = self
+                    .svc
+                    .outgoing
+                    .iter()
+                    .filter(|(_, o)| o.peer == to)
+                    .map(|(tx, _)| *tx)
+                    .collect();
+                failed.sort();
+                for tx in failed {
+                    tracing::warn!(peer = %to, "transport error, request failed");
+                    self.on_tx_event(now, TxEvent::Timeout { tx });
+                }
+            }
+            Input::Admin { id, command } => self.on_admin(now, id, command),
+            Input::Restore(rows) => {
+                self.pua.restore(&mut self.svc, now, &rows);
+                self.svc.notifier.restore(&rows);
+                let stats = self.notifier_dialogs();
+                for m in self.modules.iter_mut() {
+                    let mut ctx = ModuleCtx::new(now, m.id(), &mut self.pua, &mut self.svc, stats);
+                    m.on_restore(&mut ctx, &rows);
+                }
+            }
+            Input::Shutdown => {
+                // Records are written on every change, so nothing is lost by stopping here;
+                // notifier dialogs are kept, not terminated (product.md).
+                self.shutting_down = true;
+            }
+        }
+        self.svc.flush_tx();
+        self.dispatch_events(now);
+    }
+
+    /// The next output to perform, in order.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.svc.flush_tx();
+        self.svc.out.pop_front()
+    }
+
+    /// When to call `handle_input(Input::Tick)` next: the earliest of the transaction
+    /// layer's timers, PUA and module timers (and the notifier's).
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        if self.shutting_down {
+            return None;
+        }
+        [
+            self.svc.tx.next_deadline(),
+            self.svc.timers.next_deadline(),
+            self.svc.notifier.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn notifier_dialogs(&self) -> usize {
+        self.svc.notifier.len()
+    }
+
+    fn on_tick(&mut self, now: Timestamp) {
+        if self.shutting_down {
+            return;
+        }
+        for ev in self.svc.tx.handle_timeout(now) {
+            self.on_tx_event(now, ev);
+        }
+        if self.svc.notifier.next_deadline().is_some_and(|d| d <= now) {
+            let policy = PolicyAdapter {
+                modules: &self.modules,
+                owners: &self.svc.package_owners,
+                owner: None,
+            };
+            let actions = self.svc.notifier.handle_timeout(now, &policy);
+            self.svc.perform_notifier_actions(now, actions, None);
+            self.dispatch_events(now);
+        }
+        while let Some(key) = self.svc.timers.pop_expired(now) {
+            match key {
+                TimerKey::Pua(t) => self.pua.on_timer(&mut self.svc, now, t),
+                TimerKey::Notifier(_) => {}
+                TimerKey::Module(mid, token) => {
+                    let stats = self.notifier_dialogs();
+                    if let Some(m) = self.modules.iter_mut().find(|m| m.id() == mid) {
+                        let mut ctx = ModuleCtx::new(now, mid, &mut self.pua, &mut self.svc, stats);
+                        m.on_timer(&mut ctx, token);
+                    }
+                }
+            }
+            // Events of one timer reach their module before the next timer fires.
+            self.dispatch_events(now);
+        }
+    }
+
+    /// Hands PUA events to their owning modules until none are left (a module may act on
+    /// the PUA again from its hook).
+    fn dispatch_events(&mut self, now: Timestamp) {
+        for _ in 0..64 {
+            let events = self.pua.take_events();
+            let nevents: Vec<_> = self.svc.notifier_events.drain(..).collect();
+            if events.is_empty() && nevents.is_empty() {
+                return;
+            }
+            let stats = self.notifier_dialogs();
+            for (owner, ev) in nevents {
+                if let Some(m) = self.modules.iter_mut().find(|m| m.id() == owner) {
+                    let mut ctx = ModuleCtx::new(now, owner, &mut self.pua, &mut self.svc, stats);
+                    m.on_notifier_event(&mut ctx, &ev);
+                }
+            }
+            for (owner, ev) in events {
+                match self.modules.iter_mut().find(|m| m.id() == owner) {
+                    Some(m) => {
+                        let mut ctx =
+                            ModuleCtx::new(now, owner, &mut self.pua, &mut self.svc, stats);
+                        m.on_pua_event(&mut ctx, &ev);
+                    }
+                    None => tracing::debug!(
+                        owner = owner.as_str(),
+                        ?ev,
+                        "PUA event for an absent module"
+                    ),
+                }
+            }
+        }
+        tracing::warn!("module events keep cascading; stopped after 64 rounds");
+    }
+
+    fn on_admin(&mut self, now: Timestamp, id: AdminRequestId, command: AdminCommand) {
+        let stats = self.notifier_dialogs();
+        for m in self.modules.iter_mut() {
+            let mid = m.id();
+            let mut ctx = ModuleCtx::new(now, mid, &mut self.pua, &mut self.svc, stats);
+            if m.on_admin(&mut ctx, id, &command) {
+                return;
+            }
+        }
+        tracing::warn!(?command, "no module serves this admin command");
+    }
+
+    fn on_tx_event(&mut self, now: Timestamp, ev: TxEvent) {
+        let (tx, response) = match ev {
+            TxEvent::Response { response, .. } if response.is_provisional() => return,
+            TxEvent::Response { tx, response } => (tx, Some(response)),
+            TxEvent::Timeout { tx } => (tx, None),
+        };
+        let Some(out) = self.svc.outgoing.remove(&tx) else {
+            return;
+        };
+        if let Some(resp) = &response {
+            if matches!(resp.status, 401 | 407) {
+                if let Some((new_tx, cseq)) = self.svc.retry_with_credentials(now, &out, resp) {
+                    self.pua.on_resent(out.owner, tx, new_tx, cseq);
+                    return;
+                }
+            }
+        }
+        match out.owner {
+            TxOwner::Publication(_) | TxOwner::Subscription(_) => {
+                self.pua
+                    .on_response(&mut self.svc, now, out.owner, tx, response.as_ref())
+            }
+            TxOwner::Notifier(d) => {
+                let outcome = match &response {
+                    Some(r) => NotifyOutcome::Response(r.status),
+                    None => NotifyOutcome::Timeout,
+                };
+                let actions =
+                    self.svc
+                        .notifier
+                        .on_notify_outcome(now, NotifierDialogId(d), outcome);
+                self.svc.perform_notifier_actions(now, actions, None);
+            }
+        }
+    }
+
+    fn is_trusted(&self, from: &Peer) -> bool {
+        let ip = from.addr.ip();
+        self.svc.config.trusted.iter().any(|net| net.contains(&ip))
+    }
+
+    /// Event packages some module serves as a notifier.
+    fn served_packages(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .svc
+            .package_owners
+            .iter()
+            .map(|(p, _)| p.clone())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn on_request(&mut self, now: Timestamp, from: Peer, req: Request) {
+        if req.method == Method::Ack {
+            // ACK to a non-2xx is absorbed; there is no INVITE usage here.
+            return;
+        }
+        if req.headers.get("Via").is_none() {
+            tracing::warn!(peer = %from, method = %req.method, "request without Via dropped");
+            return;
+        }
+        if req.method == Method::Invite {
+            // No INVITE server transactions here: answer statelessly; a retransmitted
+            // INVITE gets the same answer again.
+            let mut resp = build_response(&req, 405, "Method Not Allowed", &mut self.svc.ids);
+            resp.headers.push("Allow", ALLOW);
+            self.svc
+                .tx
+                .respond_stateless(from, req.headers.get("Via"), resp);
+            self.svc.flush_tx();
+            return;
+        }
+        let stx = match self.svc.tx.on_request(now, from, &req) {
+            RequestDisposition::New(stx) => stx,
+            RequestDisposition::Retransmission => return,
+        };
+        if !self.is_trusted(&from) {
+            tracing::warn!(peer = %from, method = %req.method, "request from an untrusted peer refused");
+            self.svc.reply(now, stx, &req, 403, "Forbidden", |_| {});
+            return;
+        }
+        if let Some(problem) = basic_problem(&req) {
+            tracing::warn!(peer = %from, method = %req.method, problem = %problem, "bad request");
+            self.svc.reply(now, stx, &req, 400, &problem, |_| {});
+            return;
+        }
+        match &req.method {
+            Method::Notify => self.on_notify(now, stx, &req),
+            Method::Subscribe => self.on_subscribe(now, from, stx, &req),
+            // RFC 6665 §4.1: SUBSCRIBE cannot be cancelled; the CANCEL is answered and the
+            // SUBSCRIBE completes normally (standards.md §16 case 33).
+            Method::Cancel => self.svc.reply(now, stx, &req, 200, "OK", |_| {}),
+            Method::Options => self.svc.reply(now, stx, &req, 200, "OK", |r| {
+                r.headers.push("Allow", ALLOW);
+            }),
+            Method::Other(name) => {
+                tracing::info!(peer = %from, method = %name, "unknown method");
+                self.svc.reply(now, stx, &req, 501, "Not Implemented", |r| {
+                    r.headers.push("Allow", ALLOW)
+                });
+            }
+            _ => self
+                .svc
+                .reply(now, stx, &req, 405, "Method Not Allowed", |r| {
+                    r.headers.push("Allow", ALLOW)
+                }),
+        }
+    }
+
+    fn on_notify(&mut self, now: Timestamp, stx: ServerTxId, req: &Request) {
+        let call_id = req.headers.get("Call-ID").unwrap_or("");
+        let to_tag = req
+            .headers
+            .get("To")
+            .and_then(|v| NameAddr::parse("To", v).ok())
+            .and_then(|n| n.tag().map(str::to_string));
+        match self.pua.owns_notify(call_id, to_tag.as_deref()) {
+            Some(id) => {
+                self.pua.on_notify(&mut self.svc, now, id, stx, req);
+            }
+            None => {
+                tracing::info!(call_id, "NOTIFY matching no subscription");
+                self.svc
+                    .reply(now, stx, req, 481, "Subscription Does Not Exist", |_| {});
+            }
+        }
+    }
+
+    fn on_subscribe(&mut self, now: Timestamp, from: Peer, stx: ServerTxId, req: &Request) {
+        let served = self.served_packages();
+        let package = req
+            .headers
+            .get("Event")
+            .and_then(|v| EventHeader::parse(v).ok())
+            .map(|e| e.package.to_ascii_lowercase());
+        let Some(package) = package.filter(|p| served.iter().any(|s| s == p)) else {
+            // RFC 6665 §4.2.1.1: unknown or missing package → 489 with Allow-Events.
+            self.svc.reply(now, stx, req, 489, "Bad Event", |r| {
+                if !served.is_empty() {
+                    r.headers.push("Allow-Events", served.join(", "));
+                }
+            });
+            return;
+        };
+        let owner = self.svc.package_owner(&package);
+        let policy = PolicyAdapter {
+            modules: &self.modules,
+            owners: &self.svc.package_owners,
+            owner,
+        };
+        let actions = self
+            .svc
+            .notifier
+            .on_subscribe(now, &mut self.svc.ids, from, req, &policy);
+        self.svc.perform_notifier_actions(now, actions, Some(stx));
+    }
+
+    fn on_malformed(&mut self, from: Peer, raw: &[u8], error: &str) {
+        match salvage_for_reply(raw) {
+            Some(s) => {
+                tracing::warn!(peer = %from, error, "malformed request answered 400");
+                let reason = format!("Bad Request ({})", reason_text(error));
+                let resp = self.salvaged_response(&s, 400, &reason);
+                self.svc.tx.respond_stateless(from, s.top_via(), resp);
+            }
+            None => tracing::warn!(peer = %from, error, "malformed message dropped"),
+        }
+    }
+
+    /// A response to a salvaged request, with a To-tag added when it had none.
+    fn salvaged_response(&mut self, s: &Salvaged, status: u16, reason: &str) -> Response {
+        let mut resp = s.response(status, reason);
+        let has_tag = NameAddr::parse("To", &s.to)
+            .map(|n| n.tag().is_some())
+            .unwrap_or(true);
+        if !has_tag {
+            resp.headers
+                .set("To", format!("{};tag={}", s.to.trim(), self.svc.ids.tag()));
+        }
+        resp
+    }
+
+    fn on_oversized(&mut self, from: Peer, head: &[u8]) {
+        match salvage_for_reply(head) {
+            Some(s) => {
+                tracing::warn!(peer = %from, "oversized request answered 513");
+                let resp = self.salvaged_response(&s, 513, "Message Too Large");
+                self.svc.tx.respond_stateless(from, s.top_via(), resp);
+            }
+            None => tracing::warn!(peer = %from, "oversized message dropped"),
+        }
+    }
+}
+
+/// The notifier policy of the engine's modules: each question goes to the module serving
+/// the package (or owning the dialog).
+struct PolicyAdapter<'a> {
+    modules: &'a [Box<dyn Module>],
+    owners: &'a [(String, ModuleId)],
+    /// The module new dialogs belong to (the one serving the SUBSCRIBE's package).
+    owner: Option<ModuleId>,
+}
+
+impl PolicyAdapter<'_> {
+    fn serving(&self, package: &str) -> Option<&dyn Module> {
+        let id = self
+            .owners
+            .iter()
+            .find(|(p, _)| p.eq_ignore_ascii_case(package))
+            .map(|(_, m)| *m)?;
+        self.modules
+            .iter()
+            .find(|m| m.id() == id)
+            .map(|m| m.as_ref())
+    }
+}
+
+impl NotifierPolicy for PolicyAdapter<'_> {
+    fn owner(&self) -> &str {
+        self.owner.map(ModuleId::as_str).unwrap_or("engine")
+    }
+
+    fn packages(&self) -> Vec<String> {
+        self.owners.iter().map(|(p, _)| p.clone()).collect()
+    }
+
+    fn body_types(&self, package: &str) -> Vec<String> {
+        self.serving(package)
+            .map(|m| m.notifier_body_types(package))
+            .unwrap_or_default()
+    }
+
+    fn default_expires(&self, package: &str) -> Option<u32> {
+        self.serving(package)
+            .and_then(|m| m.notifier_default_expires(package))
+    }
+
+    fn min_notify_interval(&self, package: &str) -> Option<Duration> {
+        self.serving(package)
+            .and_then(|m| m.notifier_min_notify_interval(package))
+    }
+
+    fn authorize(&self, info: &SubscribeInfo<'_>) -> Decision {
+        match self.serving(&info.event.package) {
+            Some(m) => m.authorize(info),
+            None => Decision::reject(403),
+        }
+    }
+
+    fn final_body(
+        &self,
+        dialog: &NotifierDialogView,
+        cached: Option<&NotifierBody>,
+    ) -> Option<NotifierBody> {
+        match ModuleId::parse(&dialog.owner)
+            .and_then(|id| self.modules.iter().find(|m| m.id() == id))
+        {
+            Some(m) => m.final_body(dialog, cached),
+            None => cached.cloned(),
+        }
+    }
+}
+
+/// Checks the headers every request needs (RFC 3261 §8.1.1); names the first problem.
+fn basic_problem(req: &Request) -> Option<String> {
+    for h in ["From", "To", "Call-ID", "CSeq"] {
+        if req.headers.get(h).is_none() {
+            return Some(format!("Missing {h}"));
+        }
+    }
+    for h in ["From", "To"] {
+        if req
+            .headers
+            .get(h)
+            .is_some_and(|v| NameAddr::parse("From", v).is_err())
+        {
+            return Some(format!("Bad {h}"));
+        }
+    }
+    match req.headers.get("CSeq").map(CSeq::parse) {
+        Some(Ok(c)) if c.method == req.method => None,
+        Some(Ok(_)) => Some("CSeq Method Mismatch".into()),
+        _ => Some("Bad CSeq".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uri_peer_uses_numeric_host_default_port_and_udp() {
+        let p = uri_peer("sip:ben@192.0.2.1").unwrap();
+        assert_eq!(
+            (p.transport, p.addr),
+            (Transport::Udp, "192.0.2.1:5060".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn uri_peer_honours_port_and_transport_tcp() {
+        let p = uri_peer("<sip:192.0.2.1:5080;transport=TCP;lr>").unwrap();
+        assert_eq!(
+            (p.transport, p.addr),
+            (Transport::Tcp, "192.0.2.1:5080".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn uri_peer_reads_ipv6_references() {
+        let p = uri_peer("sip:ben@[2001:db8::1]:5070").unwrap();
+        assert_eq!(p.addr, "[2001:db8::1]:5070".parse().unwrap());
+    }
+
+    #[test]
+    fn uri_peer_refuses_names_without_dns() {
+        assert_eq!(uri_peer("sip:ben@sip.example"), None);
+        assert_eq!(uri_peer("mailto:ben@192.0.2.1"), None);
+    }
+
+    #[test]
+    fn reason_text_is_one_bounded_line() {
+        let r = reason_text(&format!("bad\r\nthing{}", "x".repeat(500)));
+        assert!(!r.contains('\r') && !r.contains('\n') && r.chars().count() <= 120);
     }
 }

@@ -433,21 +433,16 @@ async fn run_connection(
         }
     };
     if linger {
-        // Reading has stopped, but the engine's answer to what was read (a 400 or 513)
-        // must still leave on this connection: keep it for writes a little longer.
-        let deadline = tokio::time::sleep(LINGER);
-        tokio::pin!(deadline);
-        loop {
-            tokio::select! {
-                _ = &mut deadline => break,
-                _ = shared.cancel.cancelled() => break,
-                queued = rx.recv() => {
-                    let Some(bytes) = queued else { break };
-                    if writer.write_all(&bytes).await.is_err() {
-                        shared.report_error(peer);
-                        break;
-                    }
-                }
+        // Reading has stopped, but the engine's one answer to what was read (a 513) must
+        // still leave on this connection: wait a little for it.
+        let answer = tokio::select! {
+            _ = tokio::time::sleep(LINGER) => None,
+            _ = shared.cancel.cancelled() => None,
+            queued = rx.recv() => queued,
+        };
+        if let Some(bytes) = answer {
+            if writer.write_all(&bytes).await.is_err() {
+                shared.report_error(peer);
             }
         }
     }

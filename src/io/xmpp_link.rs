@@ -301,7 +301,7 @@ async fn connect(cfg: &XmppLinkConfig) -> Result<Xml, Attempt> {
     let Some(stream_id) = stream_id else {
         // A header error (host-unknown…) comes as header without id + stream error.
         return Err(match next_element(&mut stream).await {
-            Ok(el) if is_stream_error(&el) => Attempt::Refused(stream_error_text(&el)),
+            Ok(el) if is_stream_error(&el) => refusal(&el),
             _ => Attempt::Failed("server stream header has no id".into()),
         });
     };
@@ -314,7 +314,7 @@ async fn connect(cfg: &XmppLinkConfig) -> Result<Xml, Attempt> {
         .map_err(|e| Attempt::Failed(format!("sending handshake: {e}")))?;
     match next_element(&mut stream).await {
         Ok(el) if el.name() == "handshake" && el.ns() == NS_COMPONENT => Ok(stream),
-        Ok(el) if is_stream_error(&el) => Err(Attempt::Refused(stream_error_text(&el))),
+        Ok(el) if is_stream_error(&el) => Err(refusal(&el)),
         Ok(el) => Err(Attempt::Refused(format!(
             "unexpected <{}/> instead of <handshake/>",
             el.name()
@@ -348,17 +348,31 @@ async fn next_element(stream: &mut Xml) -> Result<minidom::Element, Option<Strin
     }
 }
 
+/// A refusal, except `conflict`: another session of this component is still registered
+/// (a restart racing the old connection's teardown), which resolves by itself.
+fn refusal(el: &minidom::Element) -> Attempt {
+    let text = stream_error_text(el);
+    if stream_error_condition(el) == "conflict" {
+        Attempt::Failed(text)
+    } else {
+        Attempt::Refused(text)
+    }
+}
+
 fn is_stream_error(el: &minidom::Element) -> bool {
     el.name() == "error" && el.ns() == NS_STREAMS
 }
 
-/// `condition: text` of a `<stream:error/>` (RFC 6120 §4.9).
-fn stream_error_text(el: &minidom::Element) -> String {
-    let condition = el
-        .children()
+fn stream_error_condition(el: &minidom::Element) -> String {
+    el.children()
         .find(|c| c.ns() == NS_STREAM_ERRORS && c.name() != "text")
         .map(|c| c.name().to_string())
-        .unwrap_or_else(|| "undefined-condition".into());
+        .unwrap_or_else(|| "undefined-condition".into())
+}
+
+/// `condition: text` of a `<stream:error/>` (RFC 6120 §4.9).
+fn stream_error_text(el: &minidom::Element) -> String {
+    let condition = stream_error_condition(el);
     match el
         .children()
         .find(|c| c.ns() == NS_STREAM_ERRORS && c.name() == "text")
@@ -500,7 +514,24 @@ impl Session<'_> {
         self.send_element(&ping).await
     }
 
+    /// Sends a stanza from the engine, unless it breaks XEP-0114 §3 addressing (no `to`,
+    /// or a `from` outside the component domain): Prosody answers that by closing the
+    /// whole stream (`invalid-from`), so such a stanza is dropped here with an error log
+    /// (standards.md §16 case 3 as a last line of defence).
     async fn send(&mut self, stanza: &Stanza) -> Result<(), String> {
+        let from_ok = stanza
+            .from()
+            .is_some_and(|f| f.domain.eq_ignore_ascii_case(&self.cfg.component_jid));
+        if !from_ok || stanza.to().is_none() {
+            let el = stanza.to_element();
+            error!(
+                from = el.attr("from").unwrap_or(""),
+                to = el.attr("to").unwrap_or(""),
+                component = %self.cfg.component_jid,
+                "dropping an outbound stanza without a valid to or with a from outside the component domain"
+            );
+            return Ok(());
+        }
         self.send_element(&stanza.to_element()).await
     }
 

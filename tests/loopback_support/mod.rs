@@ -67,6 +67,11 @@ impl Gateway {
         let text = edit(loopback_config(dir.path(), ""));
         let path = dir.path().join("gateway.toml");
         std::fs::write(&path, text).expect("write config");
+        Self::start_file(&path, env, dir)
+    }
+
+    /// Starts with an existing config file; `dir` is kept alive as long as the gateway.
+    pub fn start_file(path: &Path, env: &[(&str, &str)], dir: tempfile::TempDir) -> Gateway {
         let mut cmd = Command::new(BIN);
         cmd.env_remove("RUST_LOG");
         for (k, v) in env {
@@ -74,7 +79,7 @@ impl Gateway {
         }
         let mut child = cmd
             .arg("--config")
-            .arg(&path)
+            .arg(path)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

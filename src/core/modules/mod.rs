@@ -1,4 +1,234 @@
 //! Modules: policy on the shared PUA service. Each plugs into the engine through hooks
-//! and never calls another module.
+//! and never calls another module (architecture.md, Core and drivers).
+//!
+//! A module implements [`Module`]; every hook has a default that does nothing, so a module
+//! only writes the hooks it needs. The engine routes explicitly: PUA events go to the
+//! module that owns the publication or subscription, admin commands to the first module
+//! that accepts them, timers to the module that armed them. Shared services (PUA, timers,
+//! ids, outputs) are reached through the [`ModuleCtx`] handed to each hook.
 
 pub mod admin;
+
+use std::time::Duration;
+
+use super::engine::{AdminRequestId, Services, TimerKey};
+use super::ids::IdGenerator;
+use super::persist::{StoreOp, StoredRow};
+use super::pua::{
+    PuaEvent, PuaService, PublicationId, PublishError, PublishRequest, SubscribeRequest,
+    SubscriptionId,
+};
+use super::sip::notifier::{
+    Body as NotifierBody, Decision, NotifierDialogId, NotifierDialogView, NotifierEvent,
+    StateChange, SubscribeInfo,
+};
+use super::time::Timestamp;
+use admin::{AdminCommand, AdminReply};
+
+/// The modules of the gateway (product.md, Names). Persisted as [`ModuleId::as_str`].
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ModuleId {
+    Admin,
+    Bridge,
+    PresenceAgent,
+    Usrloc,
+    Bla,
+    Dialoginfo,
+}
+
+impl ModuleId {
+    pub const ALL: [ModuleId; 6] = [
+        ModuleId::Admin,
+        ModuleId::Bridge,
+        ModuleId::PresenceAgent,
+        ModuleId::Usrloc,
+        ModuleId::Bla,
+        ModuleId::Dialoginfo,
+    ];
+
+    /// The config section / store owner name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModuleId::Admin => "admin",
+            ModuleId::Bridge => "bridge",
+            ModuleId::PresenceAgent => "presence_agent",
+            ModuleId::Usrloc => "usrloc",
+            ModuleId::Bla => "bla",
+            ModuleId::Dialoginfo => "dialoginfo",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ModuleId> {
+        ModuleId::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+}
+
+/// Counters a module may report (admin health).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    pub notifier_dialogs: usize,
+}
+
+/// What a hook may use: the PUA, timers, ids and outputs, for one module.
+pub struct ModuleCtx<'a> {
+    pub now: Timestamp,
+    pub module: ModuleId,
+    pub pua: &'a mut PuaService,
+    pub svc: &'a mut Services,
+    pub stats: EngineStats,
+}
+
+impl<'a> ModuleCtx<'a> {
+    pub fn new(
+        now: Timestamp,
+        module: ModuleId,
+        pua: &'a mut PuaService,
+        svc: &'a mut Services,
+        notifier_dialogs: usize,
+    ) -> Self {
+        ModuleCtx {
+            now,
+            module,
+            pua,
+            svc,
+            stats: EngineStats { notifier_dialogs },
+        }
+    }
+
+    /// See [`PuaService::publish`]. The owner is forced to this module.
+    pub fn publish(&mut self, mut req: PublishRequest) -> Result<PublicationId, PublishError> {
+        req.owner = self.module;
+        self.pua.publish(self.svc, self.now, req)
+    }
+
+    /// See [`PuaService::subscribe`]. The owner is forced to this module.
+    pub fn subscribe(&mut self, mut req: SubscribeRequest) -> SubscriptionId {
+        req.owner = self.module;
+        self.pua.subscribe(self.svc, self.now, req)
+    }
+
+    pub fn unsubscribe(&mut self, id: SubscriptionId) -> bool {
+        self.pua.unsubscribe(self.svc, self.now, id)
+    }
+
+    /// Arms this module's timer `token` (moving it if armed); `on_timer` gets the token.
+    pub fn set_timer(&mut self, token: u64, at: Timestamp) {
+        self.svc.set_timer(TimerKey::Module(self.module, token), at);
+    }
+
+    pub fn cancel_timer(&mut self, token: u64) {
+        self.svc.cancel_timer(TimerKey::Module(self.module, token));
+    }
+
+    pub fn ids(&mut self) -> &mut IdGenerator {
+        &mut self.svc.ids
+    }
+
+    pub fn store(&mut self, op: StoreOp) {
+        self.svc.store(op);
+    }
+
+    pub fn admin_reply(&mut self, id: AdminRequestId, reply: AdminReply) {
+        self.svc.admin_reply(id, reply);
+    }
+
+    /// Pushes state or a Subscription-State change to one of this module's notifier
+    /// dialogs (see `Notifier::notify`); the resulting NOTIFYs and store writes go out.
+    pub fn notify(
+        &mut self,
+        dialog: NotifierDialogId,
+        change: Option<StateChange>,
+        body: Option<NotifierBody>,
+    ) {
+        let actions = self.svc.notifier.notify(self.now, dialog, change, body);
+        self.svc.perform_notifier_actions(self.now, actions, None);
+    }
+
+    /// Pushes `body` to every live dialog of `package` for `presentity`.
+    pub fn notify_presentity(&mut self, package: &str, presentity: &str, body: NotifierBody) {
+        let actions = self
+            .svc
+            .notifier
+            .notify_presentity(self.now, package, presentity, body);
+        self.svc.perform_notifier_actions(self.now, actions, None);
+    }
+}
+
+/// A module's hooks; every default does nothing. Modules live in the engine, which the
+/// daemon moves to its own task, hence `Send`.
+pub trait Module: Send {
+    fn id(&self) -> ModuleId;
+
+    /// Event packages (lowercase, e.g. `presence`) whose SUBSCRIBEs this module serves as
+    /// a notifier. A SUBSCRIBE for any other package is answered 489.
+    fn served_events(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// A result or notification about a publication or subscription this module owns.
+    fn on_pua_event(&mut self, ctx: &mut ModuleCtx<'_>, event: &PuaEvent) {
+        let _ = (ctx, event);
+    }
+
+    /// An operator command; return `true` when this module took it (and will reply).
+    fn on_admin(
+        &mut self,
+        ctx: &mut ModuleCtx<'_>,
+        id: AdminRequestId,
+        command: &AdminCommand,
+    ) -> bool {
+        let _ = (ctx, id, command);
+        false
+    }
+
+    /// A timer this module armed with [`ModuleCtx::set_timer`] fired.
+    fn on_timer(&mut self, ctx: &mut ModuleCtx<'_>, token: u64) {
+        let _ = (ctx, token);
+    }
+
+    /// The stored rows at start (after the PUA and the notifier restored their records).
+    fn on_restore(&mut self, ctx: &mut ModuleCtx<'_>, rows: &[StoredRow]) {
+        let _ = (ctx, rows);
+    }
+
+    // ----- notifier policy (for the packages in `served_events`) -----
+
+    /// Media types `package` can produce, preferred first (see `NotifierPolicy::body_types`).
+    fn notifier_body_types(&self, package: &str) -> Vec<String> {
+        let _ = package;
+        Vec::new()
+    }
+
+    /// Interval granted when a SUBSCRIBE has no Expires; `None`: the configured default.
+    fn notifier_default_expires(&self, package: &str) -> Option<u32> {
+        let _ = package;
+        None
+    }
+
+    /// NOTIFY throttle for `package`; `None`: the configured one.
+    fn notifier_min_notify_interval(&self, package: &str) -> Option<Duration> {
+        let _ = package;
+        None
+    }
+
+    /// Decides a new subscription or poll, at once (RFC 6665 §4.2.1.3). Default: 403.
+    fn authorize(&self, info: &SubscribeInfo<'_>) -> Decision {
+        let _ = info;
+        Decision::reject(403)
+    }
+
+    /// The body of the final `terminated;reason=timeout` NOTIFY of an active dialog.
+    fn final_body(
+        &self,
+        dialog: &NotifierDialogView,
+        cached: Option<&NotifierBody>,
+    ) -> Option<NotifierBody> {
+        let _ = dialog;
+        cached.cloned()
+    }
+
+    /// News about one of this module's notifier dialogs.
+    fn on_notifier_event(&mut self, ctx: &mut ModuleCtx<'_>, event: &NotifierEvent) {
+        let _ = (ctx, event);
+    }
+}

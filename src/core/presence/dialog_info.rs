@@ -218,7 +218,7 @@ fn opt_attr(el: &Element, name: &str) -> Option<String> {
     el.attr(name).map(str::to_string)
 }
 
-fn child<'a>(el: &'a Element, name: &str) -> Option<&'a Element> {
+fn child<'e, 'a>(el: &'e Element<'a>, name: &str) -> Option<&'e Element<'a>> {
     el.children.iter().find(|c| c.is(Ns::DialogInfo, name))
 }
 

@@ -2,6 +2,10 @@
 //!
 //! Owner: bodies. `parse_body` / the `build_*` functions are the contract the PUA service,
 //! the notifier and the modules rely on.
+//!
+//! Every parser goes through one tolerant, namespace-aware XML reader with hard limits
+//! ([`MAX_DOCUMENT_BYTES`], [`MAX_DEPTH`], [`MAX_ATTRIBUTES`]; over a limit is
+//! [`BodyError::TooLarge`]). No parser panics on any input (tests/presence_bodies_never_panic.rs).
 
 pub mod dialog_info;
 pub mod model;
@@ -9,7 +13,10 @@ pub mod pidf;
 pub mod watcherinfo;
 mod xml;
 
+pub use dialog_info::{build_dialog_info, parse_dialog_info, DialogInfo, DialogTable};
 pub use model::*;
+pub use pidf::{build_pidf, parse_pidf};
+pub use watcherinfo::{build_watcherinfo, parse_watcherinfo, WatcherInfo, WatcherTable};
 pub use xml::{MAX_ATTRIBUTES, MAX_DEPTH, MAX_DOCUMENT_BYTES};
 
 /// Media types of the bodies this crate understands.

@@ -186,24 +186,6 @@ impl Contact {
         (total <= 1000).then_some(total)
     }
 
-    /// XMPP `<priority/>` → PIDF priority in thousandths (product.md "Presence mapping
-    /// decisions", RFC 8048 §5.1 Table 1): `floor(p*1000/127)`, so 0 → 0, 5 → 39
-    /// (`0.039`), 127 → 1000 (`1`). Negative priorities MUST NOT be mapped: `None`.
-    pub fn priority_milli_from_xmpp(priority: i8) -> Option<u16> {
-        u16::try_from(priority)
-            .ok()
-            .map(|p| (u32::from(p) * 1000 / 127) as u16)
-    }
-
-    /// PIDF priority in thousandths → XMPP `<priority/>`: `round(q*127)` (product.md;
-    /// RFC 8048 §5.2 leaves the formula open), so 500 (`0.5`) → 64 (case 55).
-    /// Values above 1000 saturate at 127.
-    pub fn xmpp_priority_from_milli(milli: u16) -> i8 {
-        let milli = u32::from(milli.min(1000));
-        // Integer round-half-up of milli * 127 / 1000; at most 127, so the cast is exact.
-        ((milli * 127 + 500) / 1000) as i8
-    }
-
     /// Formats thousandths as the shortest decimal (`39` → `0.039`, `500` → `0.5`,
     /// `1000` → `1`); `None` above 1000, which PIDF cannot carry.
     pub fn format_priority(milli: u16) -> Option<String> {

@@ -35,13 +35,14 @@ pub fn parse_pidf(bytes: &[u8]) -> Result<PresenceDoc, BodyError> {
             .to_string(),
         ..PresenceDoc::default()
     };
+    let lang = root.lang();
     for child in &root.children {
-        match (child.ns, child.name.as_str()) {
-            (Ns::Pidf, "tuple") => doc.tuples.push(parse_tuple(child)),
-            (Ns::Pidf, "note") => doc.notes.push(parse_note(child)),
+        match (child.ns, &*child.name) {
+            (Ns::Pidf, "tuple") => doc.tuples.push(parse_tuple(child, lang)),
+            (Ns::Pidf, "note") => doc.notes.push(parse_note(child, lang)),
             // RFC 4479 allows several persons; the model keeps the first.
             (Ns::DataModel, "person") if doc.person.is_none() => {
-                doc.person = Some(parse_person(child))
+                doc.person = Some(parse_person(child, lang))
             }
             _ => {}
         }
@@ -49,14 +50,20 @@ pub fn parse_pidf(bytes: &[u8]) -> Result<PresenceDoc, BodyError> {
     Ok(doc)
 }
 
-fn parse_note(el: &Element) -> Note {
+/// `inherited` is the nearest ancestor's `xml:lang` (XML 1.0 §2.12: the attribute applies
+/// to the element's contents unless overridden).
+fn parse_note(el: &Element, inherited: Option<&str>) -> Note {
     Note {
-        lang: el.lang().map(|l| xml::trim_xml(l).to_string()),
+        lang: el
+            .lang()
+            .or(inherited)
+            .map(|l| xml::trim_xml(l).to_string()),
         text: el.trimmed().to_string(),
     }
 }
 
-fn parse_tuple(el: &Element) -> Tuple {
+fn parse_tuple(el: &Element, inherited: Option<&str>) -> Tuple {
+    let lang = el.lang().or(inherited);
     let mut tuple = Tuple {
         id: el
             .attr("id")
@@ -66,7 +73,7 @@ fn parse_tuple(el: &Element) -> Tuple {
         ..Tuple::default()
     };
     for child in &el.children {
-        match (child.ns, child.name.as_str()) {
+        match (child.ns, &*child.name) {
             (Ns::Pidf, "status") => parse_status(child, &mut tuple),
             (Ns::Pidf, "contact") => {
                 tuple.contact = Some(Contact {
@@ -74,7 +81,7 @@ fn parse_tuple(el: &Element) -> Tuple {
                     priority_milli: child.attr("priority").and_then(Contact::parse_priority),
                 });
             }
-            (Ns::Pidf, "note") => tuple.notes.push(parse_note(child)),
+            (Ns::Pidf, "note") => tuple.notes.push(parse_note(child, lang)),
             (Ns::Pidf, "timestamp") => tuple.timestamp = child.value(),
             (Ns::DataModel, "deviceID") => tuple.device_id = child.value(),
             _ => {}
@@ -85,7 +92,7 @@ fn parse_tuple(el: &Element) -> Tuple {
 
 fn parse_status(el: &Element, tuple: &mut Tuple) {
     for child in &el.children {
-        match (child.ns, child.name.as_str()) {
+        match (child.ns, &*child.name) {
             (Ns::Pidf, "basic") => tuple.basic = Basic::parse(&child.text),
             // RFC 8048 §7.5: XMPP <show/> carried as is; other values are dropped (case 52).
             (Ns::JabberClient, "show") => tuple.show = Show::parse(xml::trim_xml(&child.text)),
@@ -98,7 +105,8 @@ fn parse_status(el: &Element, tuple: &mut Tuple) {
     }
 }
 
-fn parse_person(el: &Element) -> Person {
+fn parse_person(el: &Element, inherited: Option<&str>) -> Person {
+    let lang = el.lang().or(inherited);
     let mut person = Person {
         id: el
             .attr("id")
@@ -108,14 +116,14 @@ fn parse_person(el: &Element) -> Person {
         ..Person::default()
     };
     for child in &el.children {
-        match (child.ns, child.name.as_str()) {
+        match (child.ns, &*child.name) {
             (Ns::Rpid, "activities") => parse_activities(child, &mut person.activities),
             (Ns::Rpid, "user-input") => {
                 if let Some(ui) = parse_user_input(child) {
                     person.user_input = Some(ui);
                 }
             }
-            (Ns::DataModel, "note") => person.notes.push(parse_note(child)),
+            (Ns::DataModel, "note") => person.notes.push(parse_note(child, lang)),
             (Ns::DataModel, "timestamp") => person.timestamp = child.value(),
             _ => {}
         }
@@ -128,7 +136,7 @@ fn parse_activities(el: &Element, out: &mut Vec<Activity>) {
         if child.ns != Ns::Rpid {
             continue;
         }
-        match child.name.as_str() {
+        match &*child.name {
             // <rpid:note> describes the activities; it is not one.
             "note" => {}
             "other" => out.push(Activity::Other(child.trimmed().to_string())),
@@ -465,7 +473,8 @@ mod tests {
                 show: Some(Show::Away),
                 contact: Some(Contact {
                     uri: "sip:anna@xmpp.example;gr=desk".into(),
-                    priority_milli: Contact::priority_milli_from_xmpp(5),
+                    // XMPP priority 5 → floor(5*1000/127) (the bridge's mapping).
+                    priority_milli: Some(39),
                 }),
                 notes: vec![Note::new(Some("en"), "Lunch")],
                 ..Tuple::default()
@@ -484,13 +493,14 @@ mod tests {
 
     /// standards.md §16 case 46.
     #[test]
-    fn negative_xmpp_priority_writes_no_priority_attribute() {
+    fn contact_without_priority_writes_no_priority_attribute() {
         let doc = PresenceDoc {
             tuples: vec![Tuple {
                 id: "t".into(),
                 contact: Some(Contact {
                     uri: "sip:a@b".into(),
-                    priority_milli: Contact::priority_milli_from_xmpp(-1),
+                    // XMPP priority -1 is not mapped (the bridge's mapping).
+                    priority_milli: None,
                 }),
                 ..Tuple::default()
             }],
@@ -502,34 +512,9 @@ mod tests {
 
     /// standards.md §16 case 46.
     #[test]
-    fn xmpp_priority_127_is_written_as_1() {
-        let milli = Contact::priority_milli_from_xmpp(127).expect("mapped");
-        assert_eq!(Contact::format_priority(milli).as_deref(), Some("1"));
-    }
-
-    #[test]
-    fn xmpp_priority_mapping_matches_the_rfc_examples() {
-        // RFC 8048 §5.1: 1 → 0.007, 2 → 0.015, 126 → 0.992.
-        assert_eq!(Contact::priority_milli_from_xmpp(0), Some(0));
-        assert_eq!(Contact::priority_milli_from_xmpp(1), Some(7));
-        assert_eq!(Contact::priority_milli_from_xmpp(2), Some(15));
-        assert_eq!(Contact::priority_milli_from_xmpp(126), Some(992));
-    }
-
-    /// standards.md §16 case 55: `0.5` → `<priority>64</priority>`.
-    #[test]
-    fn pidf_priority_half_maps_to_xmpp_64() {
-        assert_eq!(Contact::xmpp_priority_from_milli(500), 64);
-        assert_eq!(Contact::xmpp_priority_from_milli(1000), 127);
-        assert_eq!(Contact::xmpp_priority_from_milli(0), 0);
-    }
-
-    #[test]
-    fn xmpp_priorities_survive_the_round_trip_through_pidf() {
-        for p in 0..=127i8 {
-            let milli = Contact::priority_milli_from_xmpp(p).expect("non-negative");
-            assert_eq!(Contact::xmpp_priority_from_milli(milli), p, "priority {p}");
-        }
+    fn priority_1000_milli_is_written_as_1() {
+        // XMPP priority 127 → 1000 thousandths (the bridge's mapping).
+        assert_eq!(Contact::format_priority(1000).as_deref(), Some("1"));
     }
 
     /// standards.md §16 case 48 (body part).
@@ -618,6 +603,22 @@ mod tests {
                 notes: vec![Note::new(Some("fr"), "Au t\u{e9}l\u{e9}phone")],
                 timestamp: Some("2005-05-30T12:00:00Z".into()),
             })
+        );
+    }
+
+    #[test]
+    fn note_inherits_xml_lang_from_presence() {
+        let doc = parse(
+            "<presence xmlns='urn:ietf:params:xml:ns:pidf' xml:lang='de' entity='pres:a@b'>\
+             <tuple id='t'><status><basic>open</basic></status><note>Besch\u{e4}ftigt</note>\
+             <note xml:lang='en'>Busy</note></tuple></presence>",
+        );
+        assert_eq!(
+            doc.tuples[0].notes,
+            vec![
+                Note::new(Some("de"), "Besch\u{e4}ftigt"),
+                Note::new(Some("en"), "Busy")
+            ]
         );
     }
 

@@ -1,8 +1,9 @@
 //! Shared, tolerant XML reading and writing for the SIP event bodies.
 //!
-//! Bodies are read into a small owned tree ([`Element`]) by an iterative loop over quick-xml
-//! events: nothing recurses on the input's nesting, and the tree itself is at most
-//! [`MAX_DEPTH`] deep, so walking or dropping it cannot exhaust the stack.
+//! Bodies are read into a small tree ([`Element`], borrowing names, values and text from
+//! the input where it can) by an iterative loop over quick-xml events: nothing recurses on
+//! the input's nesting, and the tree itself is at most [`MAX_DEPTH`] deep, so walking or
+//! dropping it cannot exhaust the stack.
 //!
 //! Tolerance (real PIDF bodies carry these): a UTF-8 byte order mark, the XML declaration,
 //! comments, processing instructions and a DOCTYPE are skipped. No entity is ever expanded
@@ -11,10 +12,12 @@
 //! "billion laughs" style bodies. Names are compared by namespace URI, never by prefix
 //! (Namespaces in XML 1.0 §4).
 
+use std::borrow::Cow;
+
 use quick_xml::escape::resolve_predefined_entity;
+use quick_xml::events::attributes::Attribute;
 use quick_xml::events::{BytesStart, Event};
-use quick_xml::name::ResolveResult;
-use quick_xml::reader::NsReader;
+use quick_xml::reader::Reader;
 use quick_xml::XmlVersion;
 
 use super::BodyError;
@@ -25,8 +28,8 @@ pub const MAX_DEPTH: usize = 32;
 pub const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
 /// Most attributes (namespace declarations included) accepted on one element.
 pub const MAX_ATTRIBUTES: usize = 32;
-/// Most namespace bindings in scope at once.
-const MAX_NAMESPACE_BINDINGS: usize = 32;
+/// Most namespace declarations in scope at once.
+const MAX_NAMESPACE_BINDINGS: usize = 64;
 
 /// Namespace URIs of the bodies we read and write.
 pub mod ns {
@@ -57,45 +60,101 @@ pub enum Ns {
 }
 
 impl Ns {
-    fn from_resolved(res: &ResolveResult<'_>) -> Ns {
-        match res {
-            ResolveResult::Unbound => Ns::None,
-            ResolveResult::Unknown(_) => Ns::Other,
-            ResolveResult::Bound(uri) => match uri.into_inner() {
-                ns::PIDF => Ns::Pidf,
-                ns::DATA_MODEL => Ns::DataModel,
-                ns::RPID => Ns::Rpid,
-                ns::JABBER_CLIENT => Ns::JabberClient,
-                ns::WATCHERINFO => Ns::Watcherinfo,
-                ns::DIALOG_INFO => Ns::DialogInfo,
-                ns::XML => Ns::Xml,
-                "" => Ns::None,
-                _ => Ns::Other,
-            },
+    fn from_uri(uri: &str) -> Ns {
+        match uri {
+            ns::PIDF => Ns::Pidf,
+            ns::DATA_MODEL => Ns::DataModel,
+            ns::RPID => Ns::Rpid,
+            ns::JABBER_CLIENT => Ns::JabberClient,
+            ns::WATCHERINFO => Ns::Watcherinfo,
+            ns::DIALOG_INFO => Ns::DialogInfo,
+            ns::XML => Ns::Xml,
+            // `xmlns=''` undeclares the default namespace.
+            "" => Ns::None,
+            _ => Ns::Other,
         }
+    }
+}
+
+/// The namespace declarations in scope (Namespaces in XML 1.0 §6), innermost last.
+///
+/// quick-xml's `NsReader` does the same but doubled the cost of reading a PIDF body;
+/// interning URIs to [`Ns`] here is all the parsers need.
+#[derive(Default)]
+struct Scope {
+    /// (prefix, namespace, depth of the declaring element); prefix `""` is the default.
+    bindings: Vec<(String, Ns, usize)>,
+}
+
+impl Scope {
+    fn declare(&mut self, prefix: &str, ns: Ns, depth: usize) -> Result<(), BodyError> {
+        if self.bindings.len() >= MAX_NAMESPACE_BINDINGS {
+            return Err(BodyError::TooLarge(format!(
+                "more than {MAX_NAMESPACE_BINDINGS} namespace declarations in scope"
+            )));
+        }
+        self.bindings.push((prefix.to_string(), ns, depth));
+        Ok(())
+    }
+
+    /// The namespace of `prefix` (`""`: the default namespace). `xml` is bound by
+    /// definition; an undeclared prefix is [`Ns::Other`], so it never matches.
+    fn lookup(&self, prefix: &str) -> Ns {
+        if prefix == "xml" {
+            return Ns::Xml;
+        }
+        // Prefixes are short: an inline byte comparison beats a `memcmp` call per
+        // binding, which showed up as the top cost of reading a PIDF body.
+        let same =
+            |p: &str| p.len() == prefix.len() && p.bytes().zip(prefix.bytes()).all(|(a, b)| a == b);
+        match self.bindings.iter().rev().find(|(p, _, _)| same(p)) {
+            Some((_, ns, _)) => *ns,
+            None if prefix.is_empty() => Ns::None,
+            None => Ns::Other,
+        }
+    }
+
+    /// Drops the declarations of elements deeper than `depth` (they have been closed).
+    fn close_to(&mut self, depth: usize) {
+        while self.bindings.last().is_some_and(|(_, _, d)| *d > depth) {
+            self.bindings.pop();
+        }
+    }
+}
+
+/// Splits `p:local` into (`p`, `local`); an unprefixed name has prefix `""`.
+fn split_qname(qname: &str) -> (&str, &str) {
+    // A byte scan: names are short, and ':' is ASCII so the split is on a char boundary.
+    match qname.bytes().position(|b| b == b':') {
+        Some(i) => (&qname[..i], &qname[i + 1..]),
+        None => ("", qname),
     }
 }
 
 /// One attribute, namespace declarations excluded.
 #[derive(Clone, Debug)]
-pub struct Attr {
+pub struct Attr<'a> {
     pub ns: Ns,
-    pub name: String,
-    pub value: String,
+    /// Local name.
+    pub name: Cow<'a, str>,
+    pub value: Cow<'a, str>,
 }
 
 /// One element of a parsed body: its resolved name, attributes, child elements and the
-/// concatenation of its own character data (entity and character references resolved).
+/// concatenation of its own character data (entity and character references resolved,
+/// leading white space dropped: every reader trims it). Text borrows from the input when
+/// it came in one piece.
 #[derive(Clone, Debug)]
-pub struct Element {
+pub struct Element<'a> {
     pub ns: Ns,
-    pub name: String,
-    pub attrs: Vec<Attr>,
-    pub children: Vec<Element>,
-    pub text: String,
+    /// Local name, borrowed from the input.
+    pub name: Cow<'a, str>,
+    pub attrs: Vec<Attr<'a>>,
+    pub children: Vec<Element<'a>>,
+    pub text: Cow<'a, str>,
 }
 
-impl Element {
+impl Element<'_> {
     /// Whether this element is `{ns}name`.
     pub fn is(&self, ns: Ns, name: &str) -> bool {
         self.ns == ns && self.name == name
@@ -111,7 +170,7 @@ impl Element {
         self.attrs
             .iter()
             .find(|a| a.ns == ns && a.name == name)
-            .map(|a| a.value.as_str())
+            .map(|a| &*a.value)
     }
 
     /// `xml:lang` of this element, if written on it.
@@ -153,7 +212,7 @@ fn malformed(e: impl std::fmt::Display) -> BodyError {
 ///
 /// Errors: [`BodyError::TooLarge`] past a limit, [`BodyError::Malformed`] for anything that
 /// is not a single well-formed UTF-8 element tree.
-pub fn parse_document(bytes: &[u8]) -> Result<Element, BodyError> {
+pub fn parse_document(bytes: &[u8]) -> Result<Element<'_>, BodyError> {
     if bytes.len() > MAX_DOCUMENT_BYTES {
         return Err(BodyError::TooLarge(format!(
             "{} bytes, limit {MAX_DOCUMENT_BYTES}",
@@ -163,17 +222,14 @@ pub fn parse_document(bytes: &[u8]) -> Result<Element, BodyError> {
     let text = std::str::from_utf8(bytes).map_err(|e| malformed(format!("not UTF-8: {e}")))?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
 
-    let mut reader = NsReader::from_str(text);
-    reader
-        .resolver_mut()
-        .set_max_namespace_bindings(MAX_NAMESPACE_BINDINGS);
+    let mut reader = Reader::from_str(text);
+    let mut scope = Scope::default();
 
     // Open elements, innermost last: the explicit stack replaces recursion.
     let mut stack: Vec<Element> = Vec::new();
     let mut root: Option<Element> = None;
     loop {
-        let (resolved, event) = reader.read_resolved_event().map_err(malformed)?;
-        let ns = Ns::from_resolved(&resolved);
+        let event = reader.read_event().map_err(malformed)?;
         match event {
             Event::Start(start) | Event::Empty(start) if root.is_some() => {
                 return Err(malformed(format!(
@@ -187,7 +243,7 @@ pub fn parse_document(bytes: &[u8]) -> Result<Element, BodyError> {
                         "elements nested deeper than {MAX_DEPTH}"
                     )));
                 }
-                let el = element(&reader, ns, &start)?;
+                let el = element(text, &mut scope, stack.len() + 1, &start)?;
                 stack.push(el);
             }
             Event::Empty(start) => {
@@ -196,7 +252,8 @@ pub fn parse_document(bytes: &[u8]) -> Result<Element, BodyError> {
                         "elements nested deeper than {MAX_DEPTH}"
                     )));
                 }
-                let el = element(&reader, ns, &start)?;
+                let el = element(text, &mut scope, stack.len() + 1, &start)?;
+                scope.close_to(stack.len());
                 attach(&mut stack, &mut root, el);
             }
             Event::End(_) => {
@@ -204,23 +261,18 @@ pub fn parse_document(bytes: &[u8]) -> Result<Element, BodyError> {
                 let el = stack
                     .pop()
                     .ok_or_else(|| malformed("end tag without a start tag"))?;
+                scope.close_to(stack.len());
                 attach(&mut stack, &mut root, el);
             }
-            Event::Text(t) => {
-                let content = t.xml10_content();
-                push_text(&mut stack, &content)?;
-            }
-            Event::CData(c) => {
-                let content = c.xml10_content();
-                push_text(&mut stack, &content)?;
-            }
+            Event::Text(t) => push_text(&mut stack, t.xml10_content())?,
+            Event::CData(c) => push_text(&mut stack, c.xml10_content())?,
             Event::GeneralRef(r) => {
                 let resolved = match r.resolve_char_ref().map_err(malformed)? {
-                    Some(c) => Some(c.to_string()),
-                    None => resolve_predefined_entity(&r).map(str::to_string),
+                    Some(c) => Some(Cow::Owned(c.to_string())),
+                    None => resolve_predefined_entity(&r).map(Cow::Borrowed),
                 };
                 match resolved {
-                    Some(s) => push_text(&mut stack, &s)?,
+                    Some(s) => push_text(&mut stack, s)?,
                     None => {
                         // Never expanded (no DTD processing); dropping keeps the rest usable.
                         tracing::debug!(entity = %&*r, "dropping reference to an undeclared entity");
@@ -237,27 +289,44 @@ pub fn parse_document(bytes: &[u8]) -> Result<Element, BodyError> {
     root.ok_or_else(|| malformed("no root element"))
 }
 
-fn attach(stack: &mut [Element], root: &mut Option<Element>, el: Element) {
+fn attach<'a>(stack: &mut [Element<'a>], root: &mut Option<Element<'a>>, el: Element<'a>) {
     match stack.last_mut() {
         Some(parent) => parent.children.push(el),
         None => *root = Some(el),
     }
 }
 
-fn push_text(stack: &mut [Element], s: &str) -> Result<(), BodyError> {
+fn push_text<'a>(stack: &mut [Element<'a>], s: Cow<'a, str>) -> Result<(), BodyError> {
     match stack.last_mut() {
-        Some(top) => {
-            top.text.push_str(s);
+        // Leading white space is trimmed by every reader: skipping it here saves the
+        // allocation for the indentation between child elements.
+        Some(top) if top.text.is_empty() && trim_xml(&s).is_empty() => Ok(()),
+        Some(top) if top.text.is_empty() => {
+            top.text = s;
             Ok(())
         }
-        None if trim_xml(s).is_empty() => Ok(()),
+        Some(top) => {
+            top.text.to_mut().push_str(&s);
+            Ok(())
+        }
+        None if trim_xml(&s).is_empty() => Ok(()),
         None => Err(malformed("character data outside the root element")),
     }
 }
 
-fn element(reader: &NsReader<&[u8]>, ns: Ns, start: &BytesStart<'_>) -> Result<Element, BodyError> {
-    let name = start.local_name().into_inner().to_string();
+/// Builds the element for a start tag at `depth`, declaring its namespace
+/// declarations in `scope` first (they apply to the element's own name and attributes).
+fn element<'a>(
+    input: &'a str,
+    scope: &mut Scope,
+    depth: usize,
+    start: &BytesStart<'_>,
+) -> Result<Element<'a>, BodyError> {
+    let (prefix, local) = split_qname(start.name().into_inner());
+    let name = reborrow(input, local);
     let mut attrs = Vec::new();
+    // Attributes whose prefix can only be resolved once all declarations are seen.
+    let mut pending: Vec<(usize, String)> = Vec::new();
     for (n, attr) in start.attributes().enumerate() {
         if n >= MAX_ATTRIBUTES {
             return Err(BodyError::TooLarge(format!(
@@ -265,32 +334,73 @@ fn element(reader: &NsReader<&[u8]>, ns: Ns, start: &BytesStart<'_>) -> Result<E
             )));
         }
         let attr = attr.map_err(malformed)?;
-        let key = attr.key.into_inner();
-        if key == "xmlns" || key.starts_with("xmlns:") {
-            continue;
+        let value = attr_value(input, &attr)?;
+        let (attr_prefix, attr_local) = split_qname(attr.key.into_inner());
+        match (attr_prefix, attr_local) {
+            ("", "xmlns") => scope.declare("", Ns::from_uri(&value), depth)?,
+            ("xmlns", p) => scope.declare(p, Ns::from_uri(&value), depth)?,
+            // Unprefixed attributes are in no namespace (Namespaces in XML 1.0 §6.2).
+            ("", _) => attrs.push(Attr {
+                ns: Ns::None,
+                name: reborrow(input, attr_local),
+                value,
+            }),
+            ("xml", _) => attrs.push(Attr {
+                ns: Ns::Xml,
+                name: reborrow(input, attr_local),
+                value,
+            }),
+            (p, _) => {
+                pending.push((attrs.len(), p.to_string()));
+                attrs.push(Attr {
+                    ns: Ns::Other,
+                    name: reborrow(input, attr_local),
+                    value,
+                });
+            }
         }
-        let (resolved, local) = reader.resolver().resolve_attribute(attr.key);
-        let attr_ns = Ns::from_resolved(&resolved);
-        let value = attr
-            .normalized_value_with(XmlVersion::Implicit1_0, 1, |entity| {
-                // Same rule as in text: predefined entities only, others vanish.
-                resolve_predefined_entity(entity).or(Some(""))
-            })
-            .map_err(malformed)?
-            .into_owned();
-        attrs.push(Attr {
-            ns: attr_ns,
-            name: local.into_inner().to_string(),
-            value,
-        });
+    }
+    for (i, p) in pending {
+        if let Some(a) = attrs.get_mut(i) {
+            a.ns = scope.lookup(&p);
+        }
     }
     Ok(Element {
-        ns,
+        ns: scope.lookup(prefix),
         name,
         attrs,
         children: Vec::new(),
-        text: String::new(),
+        text: Cow::Borrowed(""),
     })
+}
+
+/// An attribute value with references resolved and white space normalised (XML 1.0
+/// §3.3.3); the common value with neither is copied as is.
+fn attr_value<'a>(input: &'a str, attr: &Attribute<'_>) -> Result<Cow<'a, str>, BodyError> {
+    if !attr.value.contains(['&', '\t', '\n', '\r']) {
+        return Ok(reborrow(input, &attr.value));
+    }
+    attr.normalized_value_with(XmlVersion::Implicit1_0, 1, |entity| {
+        // Same rule as in text: predefined entities only, others vanish.
+        resolve_predefined_entity(entity).or(Some(""))
+    })
+    .map(|v| Cow::Owned(v.into_owned()))
+    .map_err(malformed)
+}
+
+/// `s` as a borrow of `input` when it is a slice of it (quick-xml hands out names and
+/// attribute values borrowed from the event, not from the input, although with a string
+/// input they point into it); a copy otherwise. Address arithmetic only, no `unsafe`:
+/// the borrow is taken with `str::get` and checked to be the very same bytes.
+fn reborrow<'a>(input: &'a str, s: &str) -> Cow<'a, str> {
+    let start = (s.as_ptr() as usize).wrapping_sub(input.as_ptr() as usize);
+    match start
+        .checked_add(s.len())
+        .and_then(|end| input.get(start..end))
+    {
+        Some(sub) if std::ptr::eq(sub.as_ptr(), s.as_ptr()) => Cow::Borrowed(sub),
+        _ => Cow::Owned(s.to_string()),
+    }
 }
 
 /// Whether `c` may appear in an XML 1.0 document (Char production, §2.2).
@@ -364,6 +474,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn reborrow_borrows_slices_of_the_input_and_copies_anything_else() {
+        let input = "<a b='c'/>";
+        assert!(matches!(reborrow(input, &input[3..4]), Cow::Borrowed("b")));
+        let elsewhere = String::from("b");
+        assert!(matches!(reborrow(input, &elsewhere), Cow::Owned(ref s) if s == "b"));
+        assert!(matches!(
+            reborrow(input, ""),
+            Cow::Borrowed("") | Cow::Owned(_)
+        ));
+    }
+
+    #[test]
+    fn names_and_plain_attribute_values_borrow_from_the_input() {
+        let doc = parse_document(b"<a b='c'/>").expect("parses");
+        assert!(matches!(doc.name, Cow::Borrowed("a")));
+        assert!(matches!(doc.attrs[0].value, Cow::Borrowed("c")));
+    }
+
+    #[test]
     fn utf8_bom_is_skipped() {
         let doc = parse_document(b"\xEF\xBB\xBF<a xmlns='urn:x'/>").expect("parses");
         assert_eq!(doc.name, "a");
@@ -401,6 +530,64 @@ mod tests {
         assert!(doc.is(Ns::Pidf, "presence"));
         assert!(doc.children[0].is(Ns::DataModel, "person"));
         assert!(doc.children[1].is(Ns::None, "tuple"));
+    }
+
+    #[test]
+    fn namespace_declarations_end_with_their_element() {
+        let doc = parse_document(
+            b"<a xmlns='urn:ietf:params:xml:ns:pidf'><b xmlns='jabber:client'><c/></b><d/></a>",
+        )
+        .expect("parses");
+        assert!(doc.children[0].is(Ns::JabberClient, "b"));
+        assert!(doc.children[0].children[0].is(Ns::JabberClient, "c"));
+        assert!(
+            doc.children[1].is(Ns::Pidf, "d"),
+            "sibling back in the outer default"
+        );
+    }
+
+    #[test]
+    fn empty_default_namespace_undeclares_it() {
+        let doc = parse_document(b"<a xmlns='urn:ietf:params:xml:ns:pidf'><b xmlns=''/></a>")
+            .expect("parses");
+        assert!(doc.children[0].is(Ns::None, "b"));
+    }
+
+    #[test]
+    fn prefixed_attribute_resolves_with_a_declaration_written_after_it() {
+        let doc =
+            parse_document(b"<a p:x='1' xmlns:p='urn:ietf:params:xml:ns:pidf'/>").expect("parses");
+        assert_eq!(doc.attr_ns(Ns::Pidf, "x"), Some("1"));
+        assert_eq!(
+            doc.attr("x"),
+            None,
+            "prefixed attributes are not unqualified ones"
+        );
+    }
+
+    #[test]
+    fn undeclared_prefix_matches_no_namespace() {
+        let doc = parse_document(b"<p:presence/>").expect("parses");
+        assert_eq!(doc.ns, Ns::Other);
+    }
+
+    #[test]
+    fn too_many_namespace_declarations_in_scope_is_too_large() {
+        let mut s = String::new();
+        for d in 0..8 {
+            s.push_str("<a");
+            for i in 0..10 {
+                s.push_str(&format!(" xmlns:p{d}x{i}='urn:x'"));
+            }
+            s.push('>');
+        }
+        for _ in 0..8 {
+            s.push_str("</a>");
+        }
+        assert!(matches!(
+            parse_document(s.as_bytes()),
+            Err(BodyError::TooLarge(_))
+        ));
     }
 
     #[test]

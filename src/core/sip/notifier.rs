@@ -838,7 +838,19 @@ impl Notifier {
                 .dialogs
                 .get(&id)
                 .is_some_and(|d| same_subscription(&d.event, &ev)),
-            _ => false,
+            Ok(None) => {
+                tracing::info!(call_id, dialog = %id, "in-dialog SUBSCRIBE without Event");
+                let mut resp = self.reply(req, 489, "Bad Event", ids);
+                resp.headers
+                    .push("Allow-Events", policy.packages().join(", "));
+                out.push(NotifierAction::Respond(resp));
+                return;
+            }
+            Err(reason) => {
+                tracing::warn!(call_id, %reason, "malformed Event header");
+                out.push(NotifierAction::Respond(self.reply(req, 400, &reason, ids)));
+                return;
+            }
         };
         if !same_event {
             tracing::info!(call_id, dialog = %id, "in-dialog SUBSCRIBE for another Event");
@@ -945,7 +957,8 @@ impl Notifier {
     /// Pushes state from the module owning `dialog` (RFC 6665 §4.2.2).
     ///
     /// `body`: `Some` replaces the cached full state (when its type is acceptable to the
-    /// subscriber); `None` keeps it. With `change`:
+    /// subscriber); `None` keeps it. A body equal to the cached one sends nothing.
+    /// With `change`:
     /// - `None`: on an active dialog a NOTIFY with the cached state follows, throttled by
     ///   `min_notify_interval` and coalesced (case 44); on a pending dialog the state is
     ///   only cached (pending NOTIFYs carry no body).
@@ -998,7 +1011,9 @@ impl Notifier {
             tracing::info!(%dialog, "notifier dialog activated");
         }
         let is_active = d.phase == Phase::Active;
-        if activated || changed {
+        if activated {
+            // The authorization is durable at once; state alone is written with the
+            // NOTIFY that carries it (cached presence may be written behind).
             out.extend(self.put_op(dialog).map(NotifierAction::Store));
         }
         if activated {

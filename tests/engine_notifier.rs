@@ -1,0 +1,137 @@
+//! SUBSCRIBEs for a package a module serves go to the notifier (RFC 6665 §4.2); its
+//! NOTIFYs go out as client transactions whose outcomes come back to it.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+
+use support::*;
+use xmpp_sip_gateway::core::engine::Output;
+use xmpp_sip_gateway::core::modules::admin::{AdminCommand, AdminReply};
+use xmpp_sip_gateway::core::modules::{Module, ModuleCtx, ModuleId};
+use xmpp_sip_gateway::core::sip::notifier::{
+    Body, Decision, EndReason, NotifierEvent, SubscribeInfo,
+};
+use xmpp_sip_gateway::core::sip::{Method, Request};
+
+/// A module serving `presence` as notifier: everyone is authorized, state is PIDF_OPEN.
+struct PresenceServer {
+    log: Arc<Mutex<Vec<NotifierEvent>>>,
+}
+
+impl Module for PresenceServer {
+    fn id(&self) -> ModuleId {
+        ModuleId::PresenceAgent
+    }
+    fn served_events(&self) -> Vec<String> {
+        vec!["presence".into()]
+    }
+    fn notifier_body_types(&self, _package: &str) -> Vec<String> {
+        vec!["application/pidf+xml".into()]
+    }
+    fn authorize(&self, _info: &SubscribeInfo<'_>) -> Decision {
+        Decision::active(Some(Body::new("application/pidf+xml", PIDF_OPEN)))
+    }
+    fn on_notifier_event(&mut self, _ctx: &mut ModuleCtx<'_>, event: &NotifierEvent) {
+        self.log.lock().unwrap().push(event.clone());
+    }
+}
+
+fn harness() -> (Harness, Arc<Mutex<Vec<NotifierEvent>>>) {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let h = Harness::with_modules(
+        test_config(),
+        vec![Box::new(PresenceServer { log: log.clone() })],
+    );
+    (h, log)
+}
+
+fn subscribe(h: &mut Harness, event: &str) -> Request {
+    let mut r = Request::new(Method::Subscribe, "sip:anna@xmpp.example");
+    let b = h.branch();
+    r.headers
+        .push("Via", format!("SIP/2.0/TCP 127.0.0.1:5070;branch={b}"));
+    r.headers.push("Max-Forwards", "70");
+    r.headers.push("From", "<sip:ben@sip.example>;tag=w1");
+    r.headers.push("To", "<sip:anna@xmpp.example>");
+    r.headers.push("Call-ID", format!("{b}@watcher"));
+    r.headers.push("CSeq", "1 SUBSCRIBE");
+    r.headers
+        .push("Contact", "<sip:ben@127.0.0.1:5070;transport=tcp>");
+    r.headers.push("Event", event);
+    r.headers.push("Expires", "600");
+    r
+}
+
+#[test]
+fn subscribe_for_a_served_package_gets_200_and_an_active_notify() {
+    let (mut h, log) = harness();
+    let s = subscribe(&mut h, "presence");
+    let outs = h.peer_request(s);
+    assert_eq!(one_response(&outs).status, 200);
+    let n = one_request(&outs, Method::Notify);
+    assert!(header(&n, "Subscription-State")
+        .unwrap()
+        .starts_with("active"));
+    assert_eq!(n.body, PIDF_OPEN.as_bytes());
+    assert!(matches!(
+        log.lock().unwrap().as_slice(),
+        [NotifierEvent::Created { .. }]
+    ));
+    assert!(outs.iter().any(|o| matches!(o, Output::Store(_))));
+}
+
+#[test]
+fn subscribe_for_another_package_gets_489_listing_served_ones() {
+    let (mut h, _) = harness();
+    let s = subscribe(&mut h, "dialog");
+    let resp = one_response(&h.peer_request(s));
+    assert_eq!(resp.status, 489);
+    assert_eq!(resp.headers.get("Allow-Events"), Some("presence"));
+}
+
+/// A NOTIFY answered 481 ends the notifier dialog (case 43), reported to its module.
+#[test]
+fn notify_answered_481_ends_the_notifier_dialog() {
+    let (mut h, log) = harness();
+    let s = subscribe(&mut h, "presence");
+    let outs = h.peer_request(s);
+    let n = one_request(&outs, Method::Notify);
+    h.answer(&n, 481, |_| {});
+    let ended = log.lock().unwrap().iter().any(|e| {
+        matches!(
+            e,
+            NotifierEvent::Ended {
+                reason: EndReason::NotifyFailed { status: Some(481) },
+                ..
+            }
+        )
+    });
+    assert!(ended);
+}
+
+#[test]
+fn health_counts_notifier_dialogs() {
+    let (mut h, _) = harness();
+    let s = subscribe(&mut h, "presence");
+    h.peer_request(s);
+    let (_, outs) = h.admin(AdminCommand::Health);
+    assert!(
+        matches!(&admin_replies(&outs)[..], [(_, AdminReply::Health(v))] if v.notifier_dialogs == 1)
+    );
+}
+
+/// Restored notifier dialogs are counted again after a restart.
+#[test]
+fn notifier_dialogs_are_restored() {
+    let (mut h1, _) = harness();
+    let s = subscribe(&mut h1, "presence");
+    h1.peer_request(s);
+    let rows = Harness::rows_from_puts(&h1.all);
+    let (mut h2, _) = harness();
+    h2.input(xmpp_sip_gateway::core::engine::Input::Restore(rows));
+    let (_, outs) = h2.admin(AdminCommand::Health);
+    assert!(
+        matches!(&admin_replies(&outs)[..], [(_, AdminReply::Health(v))] if v.notifier_dialogs == 1)
+    );
+}
