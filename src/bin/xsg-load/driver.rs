@@ -198,7 +198,12 @@ impl Harness {
         n_x2s: usize,
     ) -> std::io::Result<Harness> {
         let now = Instant::now();
-        let run = (std::process::id() ^ now.elapsed().subsec_nanos()) % 1_000_000;
+        // Distinguishes this run's Call-IDs and tags from a previous run's stragglers.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let run = (std::process::id() ^ nanos) % 1_000_000;
         Ok(Harness {
             ua_addr: ua.local_addr()?,
             ps_addr: ps.local_addr()?,

@@ -459,11 +459,11 @@ async fn connect(
     );
     if let Some(cmd) = &t.gateway_cmd {
         let dir = t.work_dir.clone().unwrap_or_else(|| {
-            std::env::temp_dir().join(format!(
-                "xsg-load-{}-{}",
-                std::process::id(),
-                Instant::now().elapsed().subsec_nanos()
-            ))
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0);
+            std::env::temp_dir().join(format!("xsg-load-{}-{nanos}", std::process::id()))
         });
         let text = gateway::config_toml(&gateway::ConfigInputs {
             gateway_sip,
@@ -533,15 +533,12 @@ async fn wait_ready(h: &mut Harness, timeout: Duration) -> Result<(), String> {
     Ok(())
 }
 
-/// Starts every subscription at `rate` per second, S2X and X2S interleaved, and waits
-/// until all are established. Returns the seconds it took.
-async fn establish(h: &mut Harness, rate: f64, timeout: Duration) -> Result<f64, String> {
-    let (ns, nx) = (h.n_s2x(), h.n_x2s());
-    let total = ns + nx;
-    let mut order = Vec::with_capacity(total);
+/// The order in which subscriptions start: S2X indices `0..ns` and X2S indices
+/// `ns..ns + nx`, interleaved in proportion so both directions grow together.
+fn interleave(ns: usize, nx: usize) -> Vec<usize> {
+    let mut order = Vec::with_capacity(ns + nx);
     let (mut a, mut b) = (0, 0);
     while a < ns || b < nx {
-        // Interleave in proportion so both directions grow together.
         if b >= nx || (a < ns && a * nx <= b * ns) {
             order.push(a);
             a += 1;
@@ -550,6 +547,15 @@ async fn establish(h: &mut Harness, rate: f64, timeout: Duration) -> Result<f64,
             b += 1;
         }
     }
+    order
+}
+
+/// Starts every subscription at `rate` per second, S2X and X2S interleaved, and waits
+/// until all are established. Returns the seconds it took.
+async fn establish(h: &mut Harness, rate: f64, timeout: Duration) -> Result<f64, String> {
+    let (ns, nx) = (h.n_s2x(), h.n_x2s());
+    let total = ns + nx;
+    let order = interleave(ns, nx);
     let t0 = Instant::now();
     let mut issued = 0usize;
     let ok = h
@@ -1112,6 +1118,17 @@ async fn baseline_mode(a: BaselineArgs) -> Result<(u8, String), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interleave_mixes_directions_in_proportion_and_covers_all() {
+        assert_eq!(interleave(2, 2), vec![0, 2, 1, 3]);
+        let o = interleave(3, 1);
+        assert_eq!(o.len(), 4);
+        let mut sorted = o.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, vec![0, 1, 2, 3]);
+        assert_eq!(interleave(0, 2), vec![0, 1]);
+    }
 
     #[test]
     fn rate_parses_numbers_and_max() {
