@@ -38,6 +38,9 @@ enum Fault {
     None,
     /// Never forwards presence updates of XMPP user u0 to its watcher.
     DropUpdatesOfU0,
+    /// Loses (neither answers nor maps) the first `seq` NOTIFY of each SIP presentity,
+    /// as a lossy network would.
+    LoseFirstSeqNotify,
 }
 
 /// One notifier dialog of the stand-in (a SIP watcher of XMPP user i).
@@ -57,6 +60,7 @@ struct Shared {
     granted: Mutex<HashMap<usize, bool>>,
     ps: Mutex<Option<SocketAddr>>,
     fault: Fault,
+    lost_once: Mutex<std::collections::HashSet<usize>>,
     stop: AtomicBool,
     /// Bumped at each simulated restart; part of new X2S Call-IDs.
     generation: AtomicU32,
@@ -164,6 +168,20 @@ fn sip_loop(sh: Arc<Shared>) {
                 }
             }
             "NOTIFY" => {
+                if sh.fault == Fault::LoseFirstSeqNotify
+                    && String::from_utf8_lossy(&msg.body).contains("seq ")
+                {
+                    let j = msg
+                        .call_id()
+                        .and_then(|c| c.strip_prefix("x2s-"))
+                        .and_then(|c| c.split(['-', '@']).next())
+                        .and_then(|c| c.parse::<usize>().ok());
+                    if let Some(j) = j {
+                        if sh.lost_once.lock().expect("lock").insert(j) {
+                            continue;
+                        }
+                    }
+                }
                 let _ = sh
                     .sip
                     .send_to(&sipmsg::response(&msg, 200, "OK", None, &[]), from);
@@ -410,6 +428,7 @@ fn run_tool_restartable(
         granted: Mutex::new(HashMap::new()),
         ps: Mutex::new(Some(tool.ps)),
         fault,
+        lost_once: Mutex::new(std::collections::HashSet::new()),
         stop: AtomicBool::new(false),
         generation: AtomicU32::new(0),
     });
@@ -625,4 +644,20 @@ fn gateway_that_exits_early_fails_the_run_with_its_status() {
         .expect("run xsg-load");
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("gateway exited"));
+}
+
+/// Each presentity's only update is lost once: only a retransmission (Timer E) can
+/// deliver the last state.
+#[test]
+fn check_passes_when_lost_notifies_are_retransmitted() {
+    let (code, out) = run_tool(
+        Fault::LoseFirstSeqNotify,
+        &["check", "--users", "3", "--updates", "1"],
+    );
+    assert_eq!(code, Some(0), "stdout:\n{out}");
+    let json = last_json(&out);
+    assert_eq!(
+        json["counters"]["sip->xmpp NOTIFY retransmitted"], 3,
+        "{json}"
+    );
 }

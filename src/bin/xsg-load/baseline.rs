@@ -3,7 +3,7 @@
 //! sockets; the forwarder does nothing but `recv_from` + `send_to`. Its figures are the
 //! denominators of the gateway's ratios.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -101,9 +101,10 @@ pub fn run(cfg: &Config) -> std::io::Result<Report> {
         std::io::Error::new(std::io::ErrorKind::InvalidInput, "message lacks SEQ_FIELD")
     })?;
     let loopback: SocketAddr = "127.0.0.1:0".parse().expect("literal address");
-    let sender = UdpSocket::bind(loopback)?;
-    let forwarder = UdpSocket::bind(loopback)?;
-    let receiver = UdpSocket::bind(loopback)?;
+    // The same buffers as the tool's own sockets, so the comparison is fair.
+    let sender = crate::sock::bind_udp(loopback)?;
+    let forwarder = crate::sock::bind_udp(loopback)?;
+    let receiver = crate::sock::bind_udp(loopback)?;
     let fwd_addr = forwarder.local_addr()?;
     let rcv_addr = receiver.local_addr()?;
     forwarder.set_read_timeout(Some(Duration::from_millis(50)))?;

@@ -16,7 +16,7 @@
 //!   until the presence with status `seq N` arrives.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -166,6 +166,24 @@ pub struct Harness {
     pub s2x_active: usize,
     /// X2S authorizations granted (`subscribed` seen).
     pub x2s_granted: usize,
+    /// Closed-loop sending in progress: the next update goes out as soon as the
+    /// previous one is delivered, not on the next tick.
+    pub closed_loop: Option<ClosedLoop>,
+    just_delivered: Vec<usize>,
+    /// The presence server's NOTIFYs awaiting a final response, by (presentity, CSeq).
+    notify_pending: HashMap<(usize, u32), Vec<u8>>,
+    /// When to retransmit them: (due, presentity, CSeq, sends so far).
+    notify_timers: BinaryHeap<Reverse<(Instant, usize, u32, u8)>>,
+}
+
+/// Settings of closed-loop (`--rate max`) sending.
+#[derive(Clone, Copy, Debug)]
+pub struct ClosedLoop {
+    pub dir: Dir,
+    /// No new updates from this instant on.
+    pub until: Instant,
+    /// Cap on updates sent in the direction.
+    pub max_updates: u64,
 }
 
 /// Something a tick function asks the pump to send (ticks are synchronous; sending is not).
@@ -263,6 +281,10 @@ impl Harness {
             queue: Vec::new(),
             s2x_active: 0,
             x2s_granted: 0,
+            closed_loop: None,
+            just_delivered: Vec::new(),
+            notify_pending: HashMap::new(),
+            notify_timers: BinaryHeap::new(),
         })
     }
 
@@ -309,6 +331,9 @@ impl Harness {
         let mut ticker = tokio::time::interval(Duration::from_millis(1));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
+            if !self.just_delivered.is_empty() {
+                self.send_closed_loop(Instant::now()).await;
+            }
             let got = tokio::select! {
                 _ = ticker.tick() => Got::Tick,
                 r = self.ua.recv_from(&mut ua_buf) => match r {
@@ -399,6 +424,32 @@ impl Harness {
                     }
                 }
             }
+        }
+        // Retransmit the presence server's unanswered NOTIFYs (RFC 3261 §17.1.2.2:
+        // Timer E from T1 = 500 ms doubling up to T2 = 4 s, giving up after seven sends).
+        let mut budget = 10_000;
+        while let Some(&Reverse((due, j, cseq, sends))) = self.notify_timers.peek() {
+            if due > now || budget == 0 {
+                break;
+            }
+            budget -= 1;
+            self.notify_timers.pop();
+            if !self.notify_pending.contains_key(&(j, cseq)) {
+                continue;
+            }
+            if sends >= 7 {
+                self.notify_pending.remove(&(j, cseq));
+                self.count("sip->xmpp NOTIFY unanswered");
+                continue;
+            }
+            let peer = self.x2s.get(j).and_then(|x| x.peer);
+            if let (Some(bytes), Some(peer)) = (self.notify_pending.get(&(j, cseq)), peer) {
+                let _ = self.ps.send_to(bytes, peer).await;
+                self.count("sip->xmpp NOTIFY retransmitted");
+            }
+            let interval = Duration::from_millis(500 << sends.min(3));
+            self.notify_timers
+                .push(Reverse((now + interval, j, cseq, sends + 1)));
         }
         if self.settings.refresh_watchers {
             let mut budget = 10_000;
@@ -601,6 +652,7 @@ impl Harness {
                 Ok(summary) => {
                     if let Some(seq) = summary.seq() {
                         self.s2x_flow.deliver(i, seq, now);
+                        self.note_delivery(Dir::S2x, i);
                     }
                 }
                 Err(e) => self.count(format!("xmpp->sip NOTIFY body: {e}")),
@@ -695,6 +747,15 @@ impl Harness {
             }
         };
         if let Some(status) = msg.status() {
+            if status >= 200 {
+                let j = msg
+                    .header("from")
+                    .and_then(|f| user_of(uri_of(f)))
+                    .and_then(|u| index_of(u, &self.names.presentity));
+                if let (Some(j), Some((cseq, _))) = (j, msg.cseq()) {
+                    self.notify_pending.remove(&(j, cseq));
+                }
+            }
             if !(200..300).contains(&status) && status >= 200 {
                 self.count(format!("sip->xmpp NOTIFY answered {status}"));
                 if status == 481 {
@@ -864,6 +925,14 @@ impl Harness {
         if self.ps.send_to(&bytes, peer).await.is_err() {
             self.count("udp send error (presence server)");
         }
+        let cseq = self.x2s[j].cseq;
+        self.notify_pending.insert((j, cseq), bytes);
+        self.notify_timers.push(Reverse((
+            Instant::now() + Duration::from_millis(500),
+            j,
+            cseq,
+            1,
+        )));
     }
 
     // ------------------------------------------------------------------ XMPP side
@@ -957,6 +1026,7 @@ impl Harness {
             {
                 if let Some(seq) = s.status.as_deref().and_then(pidf::seq_of) {
                     self.x2s_flow.deliver(j, seq, at);
+                    self.note_delivery(Dir::X2s, j);
                 }
             }
             (t @ ("unsubscribe" | "unsubscribed" | "error"), ..) => {
@@ -982,6 +1052,29 @@ impl Harness {
     }
 
     // ------------------------------------------------------------ actions for modes
+
+    fn note_delivery(&mut self, dir: Dir, p: usize) {
+        if self.closed_loop.is_some_and(|c| c.dir == dir) && self.flow(dir).settled(p) {
+            self.just_delivered.push(p);
+        }
+    }
+
+    /// Sends the next update for every presentity whose update was just delivered.
+    async fn send_closed_loop(&mut self, now: Instant) {
+        let ready = std::mem::take(&mut self.just_delivered);
+        let Some(cl) = self.closed_loop else { return };
+        if now >= cl.until {
+            return;
+        }
+        for p in ready {
+            if self.flow(cl.dir).sent_count() >= cl.max_updates {
+                break;
+            }
+            if self.flow(cl.dir).settled(p) {
+                self.send_update(cl.dir, p, now).await;
+            }
+        }
+    }
 
     /// Starts subscription `k` of the mixed population: S2X for `k < n_s2x`, else X2S.
     pub async fn start_subscription(&mut self, k: usize, now: Instant) {

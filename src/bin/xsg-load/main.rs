@@ -15,6 +15,7 @@ mod modes;
 mod pidf;
 mod procfs;
 mod sipmsg;
+mod sock;
 mod stats;
 mod xmpp;
 

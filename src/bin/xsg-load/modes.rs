@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
 use crate::baseline::{self, Pace};
-use crate::driver::{Action, Dir, Flowctl, Harness, Names, UaSettings};
+use crate::driver::{Action, ClosedLoop, Dir, Flowctl, Harness, Names, UaSettings};
 use crate::gateway::{self, Gateway};
 use crate::procfs;
 use crate::stats::{FlowReport, Percentiles, RateSummary};
@@ -421,12 +421,8 @@ async fn connect(
     require_loopback("--gateway-sip", gateway_sip)?;
     let listener = TcpListener::bind(t.xmpp_listen).map_err(|e| format!("xmpp listen: {e}"))?;
     let xmpp_addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let ua = tokio::net::UdpSocket::bind(t.ua_listen)
-        .await
-        .map_err(|e| format!("ua listen: {e}"))?;
-    let ps = tokio::net::UdpSocket::bind(t.ps_listen)
-        .await
-        .map_err(|e| format!("ps listen: {e}"))?;
+    let ua = crate::sock::bind_tokio_udp(t.ua_listen).map_err(|e| format!("ua listen: {e}"))?;
+    let ps = crate::sock::bind_tokio_udp(t.ps_listen).map_err(|e| format!("ps listen: {e}"))?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let sender = xmpp::serve(listener, t.component.clone(), t.secret.clone(), tx);
     let names = Names {
@@ -605,11 +601,18 @@ async fn run_direction(h: &mut Harness, dir: Dir, s: Schedule) -> DirReport {
     let send_end = t0 + s.send_for;
     let mut sent = 0u64;
     let mut rr = 0usize;
+    if s.rate == Rate::Max {
+        h.closed_loop = Some(ClosedLoop {
+            dir,
+            until: send_end,
+            max_updates: s.max_updates,
+        });
+    }
     h.pump(send_end + s.drain, &mut |h, now| {
         if n == 0 {
             return Flowctl::Stop;
         }
-        if now < send_end && sent < s.max_updates {
+        if now < send_end && sent.max(h.flow(dir).sent_count()) < s.max_updates {
             match s.rate {
                 Rate::PerSecond(r) => {
                     let due = (((now - t0).as_secs_f64() * r) as u64 + 1).min(s.max_updates);
@@ -622,8 +625,11 @@ async fn run_direction(h: &mut Harness, dir: Dir, s: Schedule) -> DirReport {
                     }
                 }
                 Rate::Max => {
+                    // Deliveries trigger the next update at once (ClosedLoop); the scan
+                    // starts idle presentities and overtakes updates that got lost.
+                    let mut total = h.flow(dir).sent_count();
                     for p in 0..n {
-                        if sent >= s.max_updates {
+                        if total >= s.max_updates {
                             break;
                         }
                         let ready = match h.flow(dir).outstanding_since(p) {
@@ -632,7 +638,7 @@ async fn run_direction(h: &mut Harness, dir: Dir, s: Schedule) -> DirReport {
                         };
                         if ready {
                             h.queue.push(Action::Update(dir, p));
-                            sent += 1;
+                            total += 1;
                         }
                     }
                 }
@@ -645,6 +651,7 @@ async fn run_direction(h: &mut Harness, dir: Dir, s: Schedule) -> DirReport {
         }
     })
     .await;
+    h.closed_loop = None;
     let flow = h.flow(dir).report();
     let cpu = match (cpu0, pid.and_then(procfs::cpu_seconds)) {
         (Some(a), Some(b)) => Some(b - a),
