@@ -767,6 +767,7 @@ fn is_failure_counter(name: &str) -> bool {
         "unanswered",
         "bad",
         "send error",
+        "stream ended",
     ]
     .iter()
     .any(|w| name.contains(w))
@@ -1159,7 +1160,9 @@ mod tests {
         assert!(is_failure_counter(
             "xmpp->sip NOTIFY terminated reason=rejected"
         ));
+        assert!(is_failure_counter("xmpp stream ended: stream closed"));
         assert!(!is_failure_counter("xmpp component connections"));
+        assert!(!is_failure_counter("sip->xmpp NOTIFY retransmitted"));
         assert!(!is_failure_counter("xmpp probes from the gateway"));
     }
 
