@@ -813,7 +813,9 @@ impl Harness {
             self.count("sip->xmpp SUBSCRIBE for unknown presentity");
             return;
         };
-        if let Some(r) = self.resync.as_mut() {
+        let requested = msg.expires().unwrap_or(3600);
+        // An unsubscribe (Expires: 0) is not a resynchronisation.
+        if let Some(r) = self.resync.as_mut().filter(|_| requested > 0) {
             r.bins.add(now);
             if !r.x2s_seen[j] {
                 r.x2s_seen[j] = true;
@@ -825,7 +827,6 @@ impl Harness {
         }
         let call_id = msg.call_id().unwrap_or("").to_string();
         let in_dialog = msg.header("to").and_then(tag_of).is_some();
-        let requested = msg.expires().unwrap_or(3600);
         let granted = requested.min(self.settings.expires);
         let run = self.run;
         let x = &mut self.x2s[j];

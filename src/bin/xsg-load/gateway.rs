@@ -105,7 +105,11 @@ impl Gateway {
         Ok(g)
     }
 
-    fn spawn(&mut self) -> std::io::Result<()> {
+    /// Starts the command (again) with the same config; a no-op while it runs.
+    pub fn spawn(&mut self) -> std::io::Result<()> {
+        if self.child.is_some() {
+            return Ok(());
+        }
         let config = self.config.display().to_string();
         let cmd = if self.cmd.contains("{config}") {
             self.cmd.replace("{config}", &config)
@@ -163,12 +167,6 @@ impl Gateway {
         let _ = child.kill();
         let _ = child.wait();
     }
-
-    /// Stops and starts the same command with the same config (a restart).
-    pub fn restart(&mut self, grace: Duration) -> std::io::Result<()> {
-        self.stop(grace);
-        self.spawn()
-    }
 }
 
 impl Drop for Gateway {
@@ -225,5 +223,18 @@ mod tests {
         assert!(Path::new(&format!("/proc/{pid}")).exists());
         g.stop(Duration::from_secs(2));
         assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    }
+
+    #[test]
+    fn spawn_after_stop_starts_a_new_process_with_the_same_config() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut g = Gateway::start("sleep 30 #", dir.path(), "x").expect("starts");
+        let first = g.pid().expect("pid");
+        g.stop(Duration::from_secs(2));
+        g.spawn().expect("starts again");
+        let second = g.pid().expect("pid");
+        assert_ne!(first, second);
+        assert!(Path::new(&format!("/proc/{second}")).exists());
+        g.stop(Duration::from_secs(2));
     }
 }

@@ -1032,14 +1032,29 @@ async fn scale(a: ScaleArgs) -> Result<(u8, String), String> {
 }
 
 async fn restart_and_resync(h: &mut Harness, a: &ScaleArgs) -> Result<ResyncReport, String> {
-    let t0 = Instant::now();
-    h.xmpp_connected = false;
-    h.begin_resync(t0);
-    if let Some(g) = h.gateway.as_mut() {
-        g.restart(Duration::from_secs(5))
-            .map_err(|e| format!("restart: {e}"))?;
+    let t0 = if let Some(g) = h.gateway.as_mut() {
+        g.stop(Duration::from_secs(5));
+        // What the old process sent while stopping (e.g. Expires: 0) is not resync.
+        h.pump(Instant::now() + Duration::from_millis(300), &mut |_, _| {
+            Flowctl::Continue
+        })
+        .await;
+        let t0 = Instant::now();
+        h.xmpp_connected = false;
+        h.begin_resync(t0);
+        let g = h.gateway.as_mut().ok_or("gateway handle lost")?;
+        g.spawn().map_err(|e| format!("restart: {e}"))?;
         h.gateway_pid = g.pid();
-    } else if let Some(cmd) = &a.restart_cmd {
+        t0
+    } else {
+        // An external restart: the clock starts before the command runs.
+        let t0 = Instant::now();
+        h.xmpp_connected = false;
+        h.begin_resync(t0);
+        t0
+    };
+    if h.gateway.is_none() {
+        let cmd = a.restart_cmd.as_deref().unwrap_or("true");
         let out = tokio::process::Command::new("sh")
             .arg("-c")
             .arg(cmd)
