@@ -17,7 +17,7 @@ use crate::xmpp;
 
 /// Load and correctness tool for an XMPP⇄SIP presence gateway (loopback only).
 #[derive(Debug, Parser)]
-#[command(name = "xsg-load", version, about)]
+#[command(name = "xsg-load", version)]
 pub struct Cli {
     #[command(subcommand)]
     pub mode: Mode,
@@ -108,12 +108,16 @@ pub struct Target {
     /// Directory for the generated config, store and gateway log (default: a new temp dir).
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
+    /// SIP watchers are sip:<prefix><i>@<sip-domain>, seen as <prefix><i>@<component>.
     #[arg(long, default_value = "w")]
     pub watcher_prefix: String,
+    /// XMPP users the watchers watch: <prefix><i>@<xmpp-domain>.
     #[arg(long, default_value = "u")]
     pub user_prefix: String,
+    /// XMPP users who subscribe to SIP presentities: <prefix><j>@<xmpp-domain>.
     #[arg(long, default_value = "x")]
     pub subscriber_prefix: String,
+    /// SIP presentities: sip:<prefix><j>@<sip-domain>, seen as <prefix><j>@<component>.
     #[arg(long, default_value = "p")]
     pub presentity_prefix: String,
     /// Resource of the XMPP users' presences.
