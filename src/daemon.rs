@@ -21,19 +21,27 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::config::Config;
-use crate::core::engine::{EngineConfig, Input, Output};
+use crate::config::{AddressScheme, BridgeMode, Config};
+use crate::core::engine::{Engine, EngineConfig, Input, Output};
+use crate::core::modules::admin::AdminModule;
+use crate::core::modules::bridge::{BridgeConfig as CoreBridgeConfig, BridgeModule, SipSideMode};
+use crate::core::modules::Module;
 use crate::core::persist::{StoreOp, StoredRow};
 use crate::core::sip::Peer;
 use crate::core::time::Timestamp;
+use crate::core::xmpp::address::{DomainMap, MappingScheme};
+use crate::core::xmpp::stanza::Stanza;
 use crate::io::admin_http::{self, AdminCall, PendingAdmin};
 use crate::io::sip_transport::{self, SipSender, SipSockets};
 use crate::io::store::Store;
+use crate::io::xmpp_link::{self, LinkEvent, XmppLinkConfig};
 
 /// Inputs queued for the engine before drivers wait (back-pressure on the sockets).
 const INPUT_QUEUE: usize = 1024;
 /// Admin commands queued before the HTTP handlers wait.
 const ADMIN_QUEUE: usize = 64;
+/// Stanzas queued for the component link before the engine task stops waiting.
+const XMPP_QUEUE: usize = 4096;
 /// How long shutdown waits for queued messages to leave.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -58,6 +66,9 @@ pub enum DaemonError {
     Store(String),
     #[error("{0}")]
     Bind(std::io::Error),
+    /// The XMPP server refused the very first component handshake (wrong secret or name).
+    #[error("xmpp: {0}")]
+    Xmpp(String),
 }
 
 /// The engine as the daemon drives it: `core::engine::Engine` in production, a scripted
@@ -68,22 +79,55 @@ pub trait EngineDriver: Send + 'static {
     fn poll_timeout(&self) -> Option<Timestamp>;
 }
 
-// TEMPORARY until `core::engine::Engine` (helper pua) lands in main; replaced by
-// `impl EngineDriver for Engine` then.
-struct Engine;
-impl Engine {
-    fn new(_config: EngineConfig, _seed: u64) -> Self {
-        Engine
-    }
-}
 impl EngineDriver for Engine {
-    fn handle_input(&mut self, _now: Timestamp, _input: Input) {}
+    fn handle_input(&mut self, now: Timestamp, input: Input) {
+        Engine::handle_input(self, now, input)
+    }
     fn poll_output(&mut self) -> Option<Output> {
-        None
+        Engine::poll_output(self)
     }
     fn poll_timeout(&self) -> Option<Timestamp> {
-        None
+        Engine::poll_timeout(self)
     }
+}
+
+/// The modules the configuration asks for: the admin module always, the bridge when
+/// `[bridge]` is present.
+fn modules_for(config: &Config) -> Vec<Box<dyn Module>> {
+    let mut modules: Vec<Box<dyn Module>> = vec![Box::new(AdminModule::new())];
+    if let Some(b) = &config.bridge {
+        let gateway_sip_host = config
+            .sip
+            .public_host
+            .clone()
+            .unwrap_or_else(|| "127.0.0.1".into());
+        let domains = b
+            .domains
+            .iter()
+            .map(|d| DomainMap {
+                xmpp_domain: d.xmpp_domain.clone(),
+                component_domain: d.component_domain.clone(),
+                sip_domain: d.sip_domain.clone(),
+                gateway_sip_host: gateway_sip_host.clone(),
+                scheme: match &d.scheme {
+                    AddressScheme::Domain => MappingScheme::Domain,
+                    AddressScheme::Escaped => MappingScheme::Escaped,
+                    AddressScheme::Delimiter(s) => {
+                        MappingScheme::Delimiter(s.chars().next().unwrap_or('*'))
+                    }
+                },
+            })
+            .collect();
+        modules.push(Box::new(BridgeModule::new(CoreBridgeConfig {
+            domains,
+            mode: match b.mode {
+                BridgeMode::Notifier => SipSideMode::Notifier,
+                BridgeMode::Publish => SipSideMode::Publish,
+            },
+            max_subscriptions_per_user: 1000,
+        })));
+    }
+    modules
 }
 
 /// Durable storage as the daemon uses it (`io::store::Store` in production).
@@ -106,8 +150,9 @@ impl StoreDriver for Store {
 pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), DaemonError> {
     let store = Store::open(&config.store.path).map_err(|e| DaemonError::Store(e.to_string()))?;
     let seed: u64 = rand::random();
+    let modules = modules_for(&config);
     run_with(config, store, cancel, move |engine_config| {
-        Engine::new(engine_config, seed)
+        Engine::with_modules(engine_config, seed, modules)
     })
     .await
 }
@@ -159,6 +204,7 @@ where
     let mut loop_state = Loop {
         pending_admin: PendingAdmin::new(),
         sip: None,
+        xmpp: None,
     };
 
     // Restore comes before any other input, so nothing races with rebuilding state.
@@ -169,8 +215,26 @@ where
     // Drivers start only now: their inputs queue behind the restore.
     let transport_cancel = CancellationToken::new();
     let (input_tx, mut input_rx) = mpsc::channel::<Stamped>(INPUT_QUEUE);
-    let transport = sockets.start(input_tx, transport_cancel);
+    let transport = sockets.start(input_tx.clone(), transport_cancel);
     loop_state.sip = Some(Box::new(transport.sender()));
+    // The component link: its events become engine inputs on the same queue.
+    let xmpp_cancel = CancellationToken::new();
+    let fatal = CancellationToken::new();
+    let fatal_reason = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let xmpp_task = config.xmpp.as_ref().map(|x| {
+        let (out_tx, out_rx) = mpsc::channel::<Stanza>(XMPP_QUEUE);
+        loop_state.xmpp = Some(out_tx);
+        let cfg = XmppLinkConfig::new(x.server.clone(), x.component_jid.clone(), x.secret.clone());
+        info!(server = %x.server, component = %x.component_jid, "xmpp component link starting");
+        spawn_xmpp_link(
+            cfg,
+            input_tx.clone(),
+            out_rx,
+            xmpp_cancel.clone(),
+            fatal.clone(),
+            fatal_reason.clone(),
+        )
+    });
     // Outputs of the restore (e.g. refreshes due) go out once the transport exists.
     loop_state.drain(&mut engine, &mut store)?;
 
@@ -200,6 +264,10 @@ where
         let input = tokio::select! {
             biased;
             _ = cancel.cancelled() => break Ok(()),
+            _ = fatal.cancelled() => {
+                let reason = fatal_reason.lock().map(|r| r.clone()).unwrap_or_default();
+                break Err(DaemonError::Xmpp(reason));
+            }
             received = input_rx.recv() => match received {
                 Some((at, input)) => Some((at, input)),
                 None => break Ok(()),
@@ -222,6 +290,14 @@ where
     // Unanswered admin requests get a 503 from the HTTP driver when their sender drops.
     loop_state.pending_admin = PendingAdmin::new();
     loop_state.sip = None;
+    // Dropping the sender lets the link send what is queued (the shutdown unavailables).
+    loop_state.xmpp = None;
+    if let Some(task) = xmpp_task {
+        if tokio::time::timeout(FLUSH_TIMEOUT, task).await.is_err() {
+            warn!("xmpp link did not close within {FLUSH_TIMEOUT:?}");
+        }
+    }
+    xmpp_cancel.cancel();
     if tokio::time::timeout(FLUSH_TIMEOUT, transport.close())
         .await
         .is_err()
@@ -235,11 +311,74 @@ where
     result.and(drained)
 }
 
+/// Runs the component link and turns its events into engine inputs. A refusal of the very
+/// first handshake cancels `fatal` with the reason (the daemon exits with a clear error).
+fn spawn_xmpp_link(
+    cfg: XmppLinkConfig,
+    inputs: InputTx,
+    outbound: mpsc::Receiver<Stanza>,
+    cancel: CancellationToken,
+    fatal: CancellationToken,
+    fatal_reason: std::sync::Arc<std::sync::Mutex<String>>,
+) -> tokio::task::JoinHandle<()> {
+    let (ev_tx, mut ev_rx) = mpsc::channel::<LinkEvent>(INPUT_QUEUE);
+    let forward = tokio::spawn(async move {
+        while let Some(ev) = ev_rx.recv().await {
+            let input = match ev {
+                LinkEvent::Up => {
+                    info!("xmpp link up");
+                    Input::XmppLinkUp
+                }
+                LinkEvent::Down(reason) => {
+                    warn!(reason = %reason, "xmpp link down");
+                    Input::XmppLinkDown
+                }
+                LinkEvent::Stanza(s) => Input::Stanza(s),
+                LinkEvent::Bad {
+                    condition,
+                    reason,
+                    bounced,
+                } => {
+                    warn!(%condition, reason = %reason, bounced, "bad stanza from the xmpp server");
+                    continue;
+                }
+                LinkEvent::ConnectFailed {
+                    attempt,
+                    reason,
+                    retry_in,
+                } => {
+                    warn!(attempt, reason = %reason, retry_in = ?retry_in, "xmpp connect failed");
+                    continue;
+                }
+                LinkEvent::FirstHandshakeRefused { reason } => {
+                    error!(reason = %reason, "xmpp server refused the component handshake");
+                    continue;
+                }
+            };
+            if inputs.send((now(), input)).await.is_err() {
+                break;
+            }
+        }
+    });
+    tokio::spawn(async move {
+        if let Err(e) = xmpp_link::run(cfg, ev_tx, outbound, cancel).await {
+            error!("{e}");
+            if let Ok(mut r) = fatal_reason.lock() {
+                *r = e.to_string();
+            }
+            fatal.cancel();
+        }
+        let _ = forward.await;
+    })
+}
+
 /// What the engine task keeps besides the engine.
 struct Loop {
     /// HTTP requests waiting for their `AdminReply`.
     pending_admin: PendingAdmin,
     sip: Option<Box<dyn SipOut>>,
+    /// The component link's outbound queue, when `[xmpp]` is configured.
+    xmpp: Option<tokio::sync::mpsc::Sender<crate::core::xmpp::stanza::Stanza>>,
 }
 
 /// Where `SendSip` outputs go (the SIP transport; a recorder in tests).
@@ -279,6 +418,14 @@ impl Loop {
                 Output::AdminReply { id, reply } => {
                     self.pending_admin.complete(id, reply);
                 }
+                Output::SendStanza(stanza) => match &self.xmpp {
+                    Some(tx) => {
+                        if tx.try_send(stanza).is_err() {
+                            warn!("xmpp outbound queue full or closed; stanza dropped");
+                        }
+                    }
+                    None => debug!("no component link configured; stanza dropped"),
+                },
             }
         }
         Ok(())
@@ -516,6 +663,7 @@ mod tests {
         let mut l = Loop {
             pending_admin: PendingAdmin::new(),
             sip: Some(Box::new(RecordingSip(journal.clone()))),
+            xmpp: None,
         };
         l.drain(&mut engine, &mut store).unwrap();
         assert_eq!(
@@ -536,6 +684,7 @@ mod tests {
         let mut l = Loop {
             pending_admin: PendingAdmin::new(),
             sip: Some(Box::new(RecordingSip(journal.clone()))),
+            xmpp: None,
         };
         assert!(matches!(
             l.drain(&mut engine, &mut store),
@@ -555,6 +704,7 @@ mod tests {
         let mut l = Loop {
             pending_admin: PendingAdmin::new(),
             sip: None,
+            xmpp: None,
         };
         let (tx, mut rx) = oneshot::channel();
         let Input::Admin { id, .. } = l.pending_admin.register(AdminCall {

@@ -16,6 +16,7 @@ use super::sip::{Peer, SipMessage};
 pub struct AdminRequestId(pub u64);
 
 #[derive(Clone, Debug, PartialEq)]
+#[allow(clippy::large_enum_variant)] // inputs move once, by value, into the engine
 pub enum Input {
     /// Time has passed; fire due timers.
     Tick,
@@ -41,9 +42,17 @@ pub enum Input {
     Restore(Vec<StoredRow>),
     /// Graceful shutdown requested: persist what must survive, stop timers.
     Shutdown,
+    /// A stanza from the XMPP server over the component link, already checked by
+    /// `Stanza::from_element` (malformed ones are bounced by the link).
+    Stanza(Stanza),
+    /// The component link completed its handshake (first time or after a reconnect).
+    XmppLinkUp,
+    /// The component link went down; stanzas are queued by the link meanwhile.
+    XmppLinkDown,
 }
 
 #[derive(Clone, Debug, PartialEq)]
+#[allow(clippy::large_enum_variant)] // outputs move once, by value, to their driver
 pub enum Output {
     SendSip {
         to: Peer,
@@ -55,6 +64,8 @@ pub enum Output {
         id: AdminRequestId,
         reply: AdminReply,
     },
+    /// A stanza for the XMPP server; its `from` is in a component domain.
+    SendStanza(Stanza),
 }
 
 use std::time::Duration;
@@ -150,6 +161,7 @@ use super::sip::transaction::{
 };
 use super::time::Timestamp;
 use super::timers::TimerTable;
+use super::xmpp::stanza::{Condition, Stanza};
 
 /// Methods this gateway answers (RFC 3261 §20.5 `Allow`).
 pub const ALLOW: &str = "SUBSCRIBE, NOTIFY, OPTIONS, CANCEL, ACK";
@@ -324,6 +336,12 @@ impl Services {
     pub fn admin_reply(&mut self, id: AdminRequestId, reply: AdminReply) {
         self.flush_tx();
         self.out.push_back(Output::AdminReply { id, reply });
+    }
+
+    /// Queues a stanza for the component link, in order with the SIP outputs.
+    pub fn send_stanza(&mut self, stanza: Stanza) {
+        self.flush_tx();
+        self.out.push_back(Output::SendStanza(stanza));
     }
 
     pub fn set_timer(&mut self, key: TimerKey, at: Timestamp) {
@@ -664,7 +682,21 @@ impl Engine {
             Input::Shutdown => {
                 // Records are written on every change, so nothing is lost by stopping here;
                 // notifier dialogs are kept, not terminated (product.md).
+                let stats = self.notifier_dialogs();
+                for m in self.modules.iter_mut() {
+                    let mut ctx = ModuleCtx::new(now, m.id(), &mut self.pua, &mut self.svc, stats);
+                    m.on_shutdown(&mut ctx);
+                }
                 self.shutting_down = true;
+            }
+            Input::Stanza(stanza) => self.on_stanza(now, stanza),
+            Input::XmppLinkUp | Input::XmppLinkDown => {
+                let up = matches!(input, Input::XmppLinkUp);
+                let stats = self.notifier_dialogs();
+                for m in self.modules.iter_mut() {
+                    let mut ctx = ModuleCtx::new(now, m.id(), &mut self.pua, &mut self.svc, stats);
+                    m.on_xmpp_link(&mut ctx, up);
+                }
             }
         }
         self.svc.flush_tx();
@@ -763,6 +795,24 @@ impl Engine {
             }
         }
         tracing::warn!("module events keep cascading; stopped after 64 rounds");
+    }
+
+    /// Offers a stanza to each module in turn; one no module takes is refused with
+    /// `service-unavailable` (RFC 6120 §8.3.3.19), except error stanzas, which are never
+    /// answered with an error (§8.3.1).
+    fn on_stanza(&mut self, now: Timestamp, stanza: Stanza) {
+        let stats = self.notifier_dialogs();
+        for m in self.modules.iter_mut() {
+            let mid = m.id();
+            let mut ctx = ModuleCtx::new(now, mid, &mut self.pua, &mut self.svc, stats);
+            if m.on_stanza(&mut ctx, &stanza) {
+                return;
+            }
+        }
+        tracing::debug!(from = ?stanza.from(), to = ?stanza.to(), "stanza served by no module");
+        if let Some(reply) = stanza.error_reply(Condition::ServiceUnavailable, None) {
+            self.svc.send_stanza(reply);
+        }
     }
 
     fn on_admin(&mut self, now: Timestamp, id: AdminRequestId, command: AdminCommand) {

@@ -8,6 +8,7 @@
 //! ids, outputs) are reached through the [`ModuleCtx`] handed to each hook.
 
 pub mod admin;
+pub mod bridge;
 
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use super::sip::notifier::{
     StateChange, SubscribeInfo,
 };
 use super::time::Timestamp;
+use super::xmpp::stanza::Stanza;
 use admin::{AdminCommand, AdminReply};
 
 /// The modules of the gateway (product.md, Names). Persisted as [`ModuleId::as_str`].
@@ -132,6 +134,11 @@ impl<'a> ModuleCtx<'a> {
         self.svc.admin_reply(id, reply);
     }
 
+    /// Sends a stanza to the XMPP server over the component link.
+    pub fn send_stanza(&mut self, stanza: Stanza) {
+        self.svc.send_stanza(stanza);
+    }
+
     /// Pushes state or a Subscription-State change to one of this module's notifier
     /// dialogs (see `Notifier::notify`); the resulting NOTIFYs and store writes go out.
     pub fn notify(
@@ -225,6 +232,23 @@ pub trait Module: Send {
     ) -> Option<NotifierBody> {
         let _ = dialog;
         cached.cloned()
+    }
+
+    /// A stanza from the XMPP server; return `true` when this module took it (answering
+    /// it if it needs an answer). Untaken stanzas get `service-unavailable`.
+    fn on_stanza(&mut self, ctx: &mut ModuleCtx<'_>, stanza: &Stanza) -> bool {
+        let _ = (ctx, stanza);
+        false
+    }
+
+    /// The component link came up (`true`, after each handshake) or went down.
+    fn on_xmpp_link(&mut self, ctx: &mut ModuleCtx<'_>, up: bool) {
+        let _ = (ctx, up);
+    }
+
+    /// Graceful shutdown: last words (e.g. `unavailable` to XMPP users); state stays stored.
+    fn on_shutdown(&mut self, ctx: &mut ModuleCtx<'_>) {
+        let _ = ctx;
     }
 
     /// News about one of this module's notifier dialogs.
