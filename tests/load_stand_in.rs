@@ -41,6 +41,8 @@ enum Fault {
     /// Loses (neither answers nor maps) the first `seq` NOTIFY of each SIP presentity,
     /// as a lossy network would.
     LoseFirstSeqNotify,
+    /// Sends every initial SUBSCRIBE twice, as a UDP retransmission would.
+    DuplicateSubscribes,
 }
 
 /// One notifier dialog of the stand-in (a SIP watcher of XMPP user i).
@@ -256,6 +258,9 @@ fn subscribe_presentity(sh: &Shared, j: usize) {
         b"",
     );
     let _ = sh.sip.send_to(&bytes, ps);
+    if sh.fault == Fault::DuplicateSubscribes {
+        let _ = sh.sip.send_to(&bytes, ps);
+    }
 }
 
 /// The stand-in's XMPP side: stanzas from the tool's XMPP server.
@@ -659,5 +664,22 @@ fn check_passes_when_lost_notifies_are_retransmitted() {
     assert_eq!(
         json["counters"]["sip->xmpp NOTIFY retransmitted"], 3,
         "{json}"
+    );
+}
+
+/// A retransmitted initial SUBSCRIBE is the same transaction: answered again with the
+/// same To tag, not a second dialog (whose NOTIFYs the gateway would refuse, §16 case 29).
+#[test]
+fn retransmitted_subscribe_is_replied_to_again_not_a_new_dialog() {
+    let (code, out) = run_tool(Fault::DuplicateSubscribes, &["check", "--users", "3"]);
+    assert_eq!(code, Some(0), "stdout:\n{out}");
+    let counters = &last_json(&out)["counters"];
+    assert_eq!(
+        counters["sip->xmpp SUBSCRIBE retransmission replied to again"], 3,
+        "{counters}"
+    );
+    assert!(
+        counters["sip->xmpp new dialogs after the first"].is_null(),
+        "{counters}"
     );
 }

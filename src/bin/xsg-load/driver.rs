@@ -16,7 +16,7 @@
 //!   until the presence with status `seq N` arrives.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,15 @@ use crate::pidf;
 use crate::sipmsg::{self, index_of, param_of, tag_of, uri_of, user_of, Msg};
 use crate::stats::{Flow, PerSecond};
 use crate::xmpp::{self, bare, Ev, Stanza};
+
+/// Timer F (RFC 3261 §17.1.2.2): 64·T1 with T1 = 500 ms.
+const TIMER_F: Duration = Duration::from_secs(32);
+
+/// The wait after the `sends`-th send of a request over UDP: Timer E starts at T1 =
+/// 500 ms and doubles up to T2 = 4 s (RFC 3261 §17.1.2.2).
+fn timer_e(sends: u8) -> Duration {
+    Duration::from_millis(500 << sends.saturating_sub(1).min(3))
+}
 
 /// Every name the tool uses on the wire; all come from the command line.
 #[derive(Clone, Debug)]
@@ -82,7 +91,8 @@ struct S2x {
     target: Option<String>,
     cseq: u32,
     /// CSeq of the SUBSCRIBE awaiting an answer, and how often it was sent.
-    unanswered: Option<(u32, u8)>,
+    /// CSeq of the SUBSCRIBE awaiting a final answer, sends so far, first send.
+    unanswered: Option<(u32, u8, Instant)>,
     next_refresh: Option<Instant>,
     subscribe_seen: bool,
 }
@@ -102,6 +112,8 @@ struct X2s {
     gone: bool,
     last_subscribe: Option<Instant>,
     granted: u32,
+    /// CSeq of the last SUBSCRIBE accepted in this dialog (spots retransmissions).
+    last_sub_cseq: u32,
 }
 
 /// Restart resynchronisation in progress.
@@ -148,7 +160,7 @@ pub struct Harness {
     pub counters: BTreeMap<String, u64>,
     pub xmpp_connected: bool,
     pub sip_ready: bool,
-    retrans: VecDeque<(Instant, usize, u32)>,
+    retrans: BinaryHeap<Reverse<(Instant, usize, u32)>>,
     refreshes: BinaryHeap<Reverse<(Instant, usize)>>,
     rng: u64,
     /// In-dialog SUBSCRIBE refreshes received from the gateway, per second.
@@ -172,8 +184,8 @@ pub struct Harness {
     just_delivered: Vec<usize>,
     /// The presence server's NOTIFYs awaiting a final response, by (presentity, CSeq).
     notify_pending: HashMap<(usize, u32), Vec<u8>>,
-    /// When to retransmit them: (due, presentity, CSeq, sends so far).
-    notify_timers: BinaryHeap<Reverse<(Instant, usize, u32, u8)>>,
+    /// When to retransmit them: (due, presentity, CSeq, sends so far, first send).
+    notify_timers: BinaryHeap<Reverse<(Instant, usize, u32, u8, Instant)>>,
 }
 
 /// Settings of closed-loop (`--rate max`) sending.
@@ -260,6 +272,7 @@ impl Harness {
                     gone: false,
                     last_subscribe: None,
                     granted: 0,
+                    last_sub_cseq: 0,
                 };
                 n_x2s
             ],
@@ -268,7 +281,7 @@ impl Harness {
             counters: BTreeMap::new(),
             xmpp_connected: false,
             sip_ready: false,
-            retrans: VecDeque::new(),
+            retrans: BinaryHeap::new(),
             refreshes: BinaryHeap::new(),
             rng: 0x9E37_79B9_7F4A_7C15 ^ u64::from(run),
             x2s_refresh_bins: PerSecond::new(now),
@@ -398,37 +411,40 @@ impl Harness {
                 }
             }
         }
-        // Retransmit unanswered watcher SUBSCRIBEs (RFC 3261 §17.1.2: a simplified
-        // Timer E with a 1 s interval, at most four sends).
-        while let Some(&(at, i, cseq)) = self.retrans.front() {
-            if now.duration_since(at) < Duration::from_secs(1) {
+        // Retransmit unanswered requests like RFC 3261 §17.1.2.2 / §17.1.1.2: Timer E
+        // from T1 = 500 ms doubling up to T2 = 4 s; give up at Timer F = 64·T1 = 32 s.
+        let mut budget = 10_000;
+        while let Some(&Reverse((due, i, cseq))) = self.retrans.peek() {
+            if due > now || budget == 0 {
                 break;
             }
-            self.retrans.pop_front();
-            let Some(s) = self.s2x.get(i) else { continue };
-            if let Some((c, sends)) = s.unanswered {
-                if c == cseq {
-                    if sends >= 4 {
-                        if self.s2x[i].phase == Phase::Active {
-                            self.s2x_active -= 1;
-                        }
-                        self.s2x[i].unanswered = None;
-                        self.s2x[i].phase = Phase::Failed;
-                        self.count("xmpp->sip SUBSCRIBE unanswered");
-                    } else {
-                        self.s2x[i].cseq -= 1;
-                        self.s2x[i].unanswered = Some((c, sends + 1));
-                        self.send_watcher_subscribe(i, now, self.settings.expires)
-                            .await;
-                        self.count("xmpp->sip SUBSCRIBE retransmitted");
-                    }
-                }
+            budget -= 1;
+            self.retrans.pop();
+            let Some((c, sends, first)) = self.s2x.get(i).and_then(|s| s.unanswered) else {
+                continue;
+            };
+            if c != cseq {
+                continue;
             }
+            if now.duration_since(first) >= TIMER_F {
+                if self.s2x[i].phase == Phase::Active {
+                    self.s2x_active -= 1;
+                }
+                self.s2x[i].unanswered = None;
+                self.s2x[i].phase = Phase::Failed;
+                self.count("xmpp->sip SUBSCRIBE unanswered");
+                continue;
+            }
+            self.s2x[i].cseq -= 1;
+            self.s2x[i].unanswered = Some((c, sends + 1, first));
+            self.send_watcher_subscribe(i, now, self.settings.expires)
+                .await;
+            self.retrans
+                .push(Reverse((now + timer_e(sends + 1), i, cseq)));
+            self.count("xmpp->sip SUBSCRIBE retransmitted");
         }
-        // Retransmit the presence server's unanswered NOTIFYs (RFC 3261 §17.1.2.2:
-        // Timer E from T1 = 500 ms doubling up to T2 = 4 s, giving up after seven sends).
         let mut budget = 10_000;
-        while let Some(&Reverse((due, j, cseq, sends))) = self.notify_timers.peek() {
+        while let Some(&Reverse((due, j, cseq, sends, first))) = self.notify_timers.peek() {
             if due > now || budget == 0 {
                 break;
             }
@@ -437,7 +453,7 @@ impl Harness {
             if !self.notify_pending.contains_key(&(j, cseq)) {
                 continue;
             }
-            if sends >= 7 {
+            if now.duration_since(first) >= TIMER_F {
                 self.notify_pending.remove(&(j, cseq));
                 self.count("sip->xmpp NOTIFY unanswered");
                 continue;
@@ -447,9 +463,13 @@ impl Harness {
                 let _ = self.ps.send_to(bytes, peer).await;
                 self.count("sip->xmpp NOTIFY retransmitted");
             }
-            let interval = Duration::from_millis(500 << sends.min(3));
-            self.notify_timers
-                .push(Reverse((now + interval, j, cseq, sends + 1)));
+            self.notify_timers.push(Reverse((
+                now + timer_e(sends + 1),
+                j,
+                cseq,
+                sends + 1,
+                first,
+            )));
         }
         if self.settings.refresh_watchers {
             let mut budget = 10_000;
@@ -513,8 +533,9 @@ impl Harness {
         if s.phase == Phase::Idle {
             s.phase = Phase::Requested;
         }
-        if s.unanswered.is_none_or(|(c, _)| c != cseq) {
-            s.unanswered = Some((cseq, 1));
+        let fresh = s.unanswered.is_none_or(|(c, _, _)| c != cseq);
+        if fresh {
+            s.unanswered = Some((cseq, 1, now));
         }
         let via = format!(
             "SIP/2.0/UDP {};branch=z9hG4bK-{}-s{i}-{}-{cseq};rport",
@@ -543,7 +564,9 @@ impl Harness {
             ],
             b"",
         );
-        self.retrans.push_back((now, i, cseq));
+        if fresh {
+            self.retrans.push(Reverse((now + timer_e(1), i, cseq)));
+        }
         self.send_gateway(&bytes).await;
     }
 
@@ -677,7 +700,7 @@ impl Harness {
         }
         let settings_expires = self.settings.expires;
         let s = &mut self.s2x[i];
-        if s.unanswered.is_some_and(|(c, _)| c == cseq) {
+        if s.unanswered.is_some_and(|(c, _, _)| c == cseq) {
             s.unanswered = None;
         } else {
             return; // a retransmitted answer
@@ -814,6 +837,25 @@ impl Harness {
             return;
         };
         let requested = msg.expires().unwrap_or(3600);
+        let call_id = msg.call_id().unwrap_or("").to_string();
+        let sub_cseq = msg.cseq().map(|(n, _)| n).unwrap_or(0);
+        let x = &self.x2s[j];
+        if x.call_id.as_deref() == Some(call_id.as_str()) && x.last_sub_cseq == sub_cseq {
+            // A retransmission (RFC 3261 §17.2.1): answer it again, same To tag, and
+            // neither start a new dialog nor send another NOTIFY.
+            let granted = requested.min(self.settings.expires).to_string();
+            let contact = format!("<sip:{}{j}@{}>", self.names.presentity, self.ps_addr);
+            let resp = sipmsg::response(
+                msg,
+                200,
+                "OK",
+                Some(&x.our_tag.clone()),
+                &[("Contact", &contact), ("Expires", &granted)],
+            );
+            let _ = self.ps.send_to(&resp, from).await;
+            self.count("sip->xmpp SUBSCRIBE retransmission replied to again");
+            return;
+        }
         // An unsubscribe (Expires: 0) is not a resynchronisation.
         if let Some(r) = self.resync.as_mut().filter(|_| requested > 0) {
             r.bins.add(now);
@@ -825,7 +867,6 @@ impl Harness {
                 }
             }
         }
-        let call_id = msg.call_id().unwrap_or("").to_string();
         let in_dialog = msg.header("to").and_then(tag_of).is_some();
         let granted = requested.min(self.settings.expires);
         let run = self.run;
@@ -855,6 +896,7 @@ impl Harness {
         }
         let x = &mut self.x2s[j];
         x.peer = Some(from);
+        x.last_sub_cseq = sub_cseq;
         x.last_subscribe = Some(now);
         x.granted = granted;
         let contact = format!("<sip:{}{j}@{}>", self.names.presentity, self.ps_addr);
@@ -928,12 +970,9 @@ impl Harness {
         }
         let cseq = self.x2s[j].cseq;
         self.notify_pending.insert((j, cseq), bytes);
-        self.notify_timers.push(Reverse((
-            Instant::now() + Duration::from_millis(500),
-            j,
-            cseq,
-            1,
-        )));
+        let now = Instant::now();
+        self.notify_timers
+            .push(Reverse((now + timer_e(1), j, cseq, 1, now)));
     }
 
     // ------------------------------------------------------------------ XMPP side
