@@ -29,6 +29,9 @@ use crate::sipmsg::{self, index_of, param_of, tag_of, uri_of, user_of, Msg};
 use crate::stats::{Flow, PerSecond};
 use crate::xmpp::{self, bare, Ev, Stanza};
 
+/// A NOTIFY retransmission timer: (due, presentity, CSeq, sends so far, first send).
+type NotifyTimer = (Instant, usize, u32, u8, Instant);
+
 /// Timer F (RFC 3261 §17.1.2.2): 64·T1 with T1 = 500 ms.
 const TIMER_F: Duration = Duration::from_secs(32);
 
@@ -185,7 +188,7 @@ pub struct Harness {
     /// The presence server's NOTIFYs awaiting a final response, by (presentity, CSeq).
     notify_pending: HashMap<(usize, u32), Vec<u8>>,
     /// When to retransmit them: (due, presentity, CSeq, sends so far, first send).
-    notify_timers: BinaryHeap<Reverse<(Instant, usize, u32, u8, Instant)>>,
+    notify_timers: BinaryHeap<Reverse<NotifyTimer>>,
 }
 
 /// Settings of closed-loop (`--rate max`) sending.
