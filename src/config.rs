@@ -51,9 +51,9 @@ pub struct FileConfig {
     pub store: FileStore,
     #[serde(default)]
     pub admin: FileAdmin,
-    /// Reserved for the XMPP component link (next release).
+    /// The XMPP component link; none without it.
     pub xmpp: Option<FileXmpp>,
-    /// Reserved for the presence bridge (next release).
+    /// The presence bridge; none without it.
     pub bridge: Option<FileBridge>,
 }
 
@@ -130,7 +130,7 @@ pub struct FileAdmin {
     pub listen: Option<String>,
 }
 
-/// `[xmpp]` (next release).
+/// `[xmpp]`
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileXmpp {
@@ -139,15 +139,16 @@ pub struct FileXmpp {
     pub server: Option<String>,
 }
 
-/// `[bridge]` (next release).
+/// `[bridge]`
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileBridge {
     pub mode: Option<String>,
+    pub max_subscriptions_per_user: Option<u64>,
     pub domains: Option<Vec<FileDomain>>,
 }
 
-/// `[[bridge.domains]]` (next release).
+/// `[[bridge.domains]]`
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileDomain {
@@ -197,15 +198,7 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
 }
 
-/// Notifier settings the engine does not take yet (its `EngineConfig` carries the Expires
-/// bounds).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NotifierConfig {
-    /// Minimum spacing of NOTIFYs per dialog; zero disables the throttle (product.md).
-    pub min_notify_interval: Duration,
-}
-
-/// `[xmpp]`: the XEP-0114 component link (next release).
+/// `[xmpp]`: the XEP-0114 component link.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct XmppConfig {
     pub component_jid: String,
@@ -226,7 +219,7 @@ pub enum BridgeMode {
 pub enum AddressScheme {
     Domain,
     Escaped,
-    Delimiter(String),
+    Delimiter(char),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -237,11 +230,13 @@ pub struct DomainMapping {
     pub scheme: AddressScheme,
 }
 
-/// `[bridge]` (next release).
+/// `[bridge]`: the XMPP⇄SIP presence bridge (needs `[xmpp]`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BridgeConfig {
     pub mode: BridgeMode,
     pub domains: Vec<DomainMapping>,
+    /// Most SIP contacts one XMPP user may watch through the gateway.
+    pub max_subscriptions_per_user: usize,
 }
 
 /// The validated configuration.
@@ -252,7 +247,6 @@ pub struct Config {
     /// The engine's slice. `tx.via_*`, `local_host` and `contact_uri` are provisional until
     /// the sockets are bound: see [`Config::engine_config_for`].
     pub engine: EngineConfig,
-    pub notifier: NotifierConfig,
     pub store: StoreConfig,
     pub admin: AdminConfig,
     pub xmpp: Option<XmppConfig>,
@@ -429,11 +423,6 @@ pub fn validate(file: &FileConfig) -> Result<Config, ConfigErrors> {
     let log = validate_log(&file.log, &mut errs);
     let sip = validate_sip(&file.sip, &mut errs);
     let engine = validate_engine(file, &sip, &mut errs);
-    let notifier = NotifierConfig {
-        min_notify_interval: Duration::from_millis(
-            file.notifier.min_notify_interval_ms.unwrap_or(0),
-        ),
-    };
     let store = StoreConfig {
         path: match file.store.path.as_deref() {
             Some("") => {
@@ -464,7 +453,6 @@ pub fn validate(file: &FileConfig) -> Result<Config, ConfigErrors> {
             log,
             sip,
             engine,
-            notifier,
             store,
             admin,
             xmpp,
@@ -678,6 +666,9 @@ fn validate_engine(
         refresh_window,
         max_backoff,
         user_agent,
+        min_notify_interval: Duration::from_millis(
+            file.notifier.min_notify_interval_ms.unwrap_or(0),
+        ),
         ..d
     };
     apply_addresses(&mut engine, sip_cfg, sip_cfg.udp_listen, sip_cfg.tcp_listen);
@@ -804,6 +795,17 @@ fn apply_addresses(
     };
 }
 
+/// `host` of `host:port` (`[v6]` kept bracketed); the input when it has no port.
+fn host_part(hostport: &str) -> String {
+    if let Ok(a) = hostport.parse::<SocketAddr>() {
+        return bracket(&a.ip().to_string());
+    }
+    match hostport.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') && p.parse::<u16>().is_ok() => h.to_string(),
+        _ => hostport.to_string(),
+    }
+}
+
 fn has_port(host: &str) -> bool {
     host.parse::<SocketAddr>().is_ok()
         || (!host.starts_with('[')
@@ -880,13 +882,21 @@ fn validate_bridge(b: &FileBridge, errs: &mut Errors) -> BridgeConfig {
             "escaped" => Some(AddressScheme::Escaped),
             "delimiter" => {
                 let delim = d.delimiter.clone().unwrap_or_else(|| "*".into());
-                if delim.is_empty() || delim.contains(['@', ':', '/', ';', ' ']) {
-                    errs.push(
-                        format!("{base}.delimiter"),
-                        format!("{delim:?} cannot separate a user from a domain"),
-                    );
+                let mut chars = delim.chars();
+                match (chars.next(), chars.next()) {
+                    (Some(c), None)
+                        if !matches!(c, '@' | ':' | '/' | ';' | '.') && !c.is_whitespace() =>
+                    {
+                        Some(AddressScheme::Delimiter(c))
+                    }
+                    _ => {
+                        errs.push(
+                            format!("{base}.delimiter"),
+                            format!("{delim:?} must be one character that can separate a user from a domain"),
+                        );
+                        None
+                    }
                 }
-                Some(AddressScheme::Delimiter(delim))
             }
             other => {
                 errs.push(
@@ -913,10 +923,60 @@ fn validate_bridge(b: &FileBridge, errs: &mut Errors) -> BridgeConfig {
             });
         }
     }
-    BridgeConfig { mode, domains }
+    let max_subscriptions_per_user = match b.max_subscriptions_per_user {
+        None => 100,
+        Some(n) if (1..=100_000).contains(&n) => n as usize,
+        Some(n) => {
+            errs.push(
+                "bridge.max_subscriptions_per_user",
+                format!("{n} is outside 1..=100000"),
+            );
+            100
+        }
+    };
+    BridgeConfig {
+        mode,
+        domains,
+        max_subscriptions_per_user,
+    }
 }
 
 impl Config {
+    /// The bridge module's settings, given the engine's final settings (the gateway's own
+    /// SIP host, under which the `delimiter` scheme puts XMPP users, is the host part of
+    /// `engine.local_host`). `None` without a `[bridge]` table.
+    pub fn bridge_module_config(
+        &self,
+        engine: &EngineConfig,
+    ) -> Option<crate::core::modules::bridge::BridgeConfig> {
+        use crate::core::modules::bridge::{BridgeConfig as Module, SipSideMode};
+        use crate::core::xmpp::address::{DomainMap, MappingScheme};
+        let b = self.bridge.as_ref()?;
+        let gateway_sip_host = host_part(&engine.local_host);
+        Some(Module {
+            domains: b
+                .domains
+                .iter()
+                .map(|d| DomainMap {
+                    xmpp_domain: d.xmpp_domain.clone(),
+                    component_domain: d.component_domain.clone(),
+                    sip_domain: d.sip_domain.clone(),
+                    gateway_sip_host: gateway_sip_host.clone(),
+                    scheme: match d.scheme {
+                        AddressScheme::Domain => MappingScheme::Domain,
+                        AddressScheme::Escaped => MappingScheme::Escaped,
+                        AddressScheme::Delimiter(c) => MappingScheme::Delimiter(c),
+                    },
+                })
+                .collect(),
+            mode: match b.mode {
+                BridgeMode::Notifier => SipSideMode::Notifier,
+                BridgeMode::Publish => SipSideMode::Publish,
+            },
+            max_subscriptions_per_user: b.max_subscriptions_per_user,
+        })
+    }
+
     /// The engine's settings once the SIP sockets are bound: Via sent-by, local host and
     /// Contact use the actual ports (so `127.0.0.1:0` works) unless `public_host` gives one.
     pub fn engine_config_for(
@@ -949,6 +1009,40 @@ mod tests {
         assert_eq!(c.sip.max_message_size, 65536);
         assert_eq!(c.store.path, PathBuf::from("gateway.db"));
         assert_eq!(c.admin.listen, "127.0.0.1:8560".parse().unwrap());
+        assert_eq!(c.engine.min_notify_interval, Duration::ZERO);
+    }
+
+    #[test]
+    fn notifier_interval_reaches_the_engine() {
+        let text = format!("{}[notifier]\nmin_notify_interval_ms = 250\n", minimal());
+        let c = load_str(&text, Some(HashMap::new())).unwrap();
+        assert_eq!(c.engine.min_notify_interval, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn bridge_module_gets_the_gateway_host_without_port() {
+        let text = format!(
+            "{}[xmpp]\ncomponent_jid = \"sip.x\"\nsecret = \"s\"\nserver = \"127.0.0.1:5347\"\n\
+             [bridge]\n[[bridge.domains]]\nxmpp_domain = \"x\"\ncomponent_domain = \"sip.x\"\n\
+             sip_domain = \"s\"\nscheme = \"delimiter\"\ndelimiter = \"%\"\n",
+            minimal()
+        );
+        let c = load_str(&text, Some(HashMap::new())).unwrap();
+        let e = c.engine_config_for(Some("127.0.0.1:5071".parse().unwrap()), None);
+        let b = c.bridge_module_config(&e).unwrap();
+        assert_eq!(b.domains[0].gateway_sip_host, "127.0.0.1");
+        assert_eq!(
+            b.domains[0].scheme,
+            crate::core::xmpp::address::MappingScheme::Delimiter('%')
+        );
+        assert_eq!(b.max_subscriptions_per_user, 100);
+    }
+
+    #[test]
+    fn host_part_strips_ports() {
+        assert_eq!(host_part("gw.example.org:5060"), "gw.example.org");
+        assert_eq!(host_part("[::1]:5060"), "[::1]");
+        assert_eq!(host_part("gw.example.org"), "gw.example.org");
     }
 
     #[test]

@@ -21,15 +21,14 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::config::{AddressScheme, BridgeMode, Config};
+use crate::config::Config;
 use crate::core::engine::{Engine, EngineConfig, Input, Output};
 use crate::core::modules::admin::AdminModule;
-use crate::core::modules::bridge::{BridgeConfig as CoreBridgeConfig, BridgeModule, SipSideMode};
+use crate::core::modules::bridge::BridgeModule;
 use crate::core::modules::Module;
 use crate::core::persist::{StoreOp, StoredRow};
 use crate::core::sip::Peer;
 use crate::core::time::Timestamp;
-use crate::core::xmpp::address::{DomainMap, MappingScheme};
 use crate::core::xmpp::stanza::Stanza;
 use crate::io::admin_http::{self, AdminCall, PendingAdmin};
 use crate::io::sip_transport::{self, SipSender, SipSockets};
@@ -38,10 +37,11 @@ use crate::io::xmpp_link::{self, LinkEvent, XmppLinkConfig};
 
 /// Inputs queued for the engine before drivers wait (back-pressure on the sockets).
 const INPUT_QUEUE: usize = 1024;
+/// Stanzas queued for the component link before sends are dropped (the link itself also
+/// queues while it is down).
+const XMPP_QUEUE: usize = 1024;
 /// Admin commands queued before the HTTP handlers wait.
 const ADMIN_QUEUE: usize = 64;
-/// Stanzas queued for the component link before the engine task stops waiting.
-const XMPP_QUEUE: usize = 4096;
 /// How long shutdown waits for queued messages to leave.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -66,9 +66,10 @@ pub enum DaemonError {
     Store(String),
     #[error("{0}")]
     Bind(std::io::Error),
-    /// The XMPP server refused the very first component handshake (wrong secret or name).
-    #[error("xmpp: {0}")]
-    Xmpp(String),
+    /// The first component handshake was refused (product.md: fail fast, then it is a
+    /// configuration problem, not a network one).
+    #[error("{0}")]
+    XmppLink(String),
 }
 
 /// The engine as the daemon drives it: `core::engine::Engine` in production, a scripted
@@ -91,45 +92,6 @@ impl EngineDriver for Engine {
     }
 }
 
-/// The modules the configuration asks for: the admin module always, the bridge when
-/// `[bridge]` is present.
-fn modules_for(config: &Config) -> Vec<Box<dyn Module>> {
-    let mut modules: Vec<Box<dyn Module>> = vec![Box::new(AdminModule::new())];
-    if let Some(b) = &config.bridge {
-        let gateway_sip_host = config
-            .sip
-            .public_host
-            .clone()
-            .unwrap_or_else(|| "127.0.0.1".into());
-        let domains = b
-            .domains
-            .iter()
-            .map(|d| DomainMap {
-                xmpp_domain: d.xmpp_domain.clone(),
-                component_domain: d.component_domain.clone(),
-                sip_domain: d.sip_domain.clone(),
-                gateway_sip_host: gateway_sip_host.clone(),
-                scheme: match &d.scheme {
-                    AddressScheme::Domain => MappingScheme::Domain,
-                    AddressScheme::Escaped => MappingScheme::Escaped,
-                    AddressScheme::Delimiter(s) => {
-                        MappingScheme::Delimiter(s.chars().next().unwrap_or('*'))
-                    }
-                },
-            })
-            .collect();
-        modules.push(Box::new(BridgeModule::new(CoreBridgeConfig {
-            domains,
-            mode: match b.mode {
-                BridgeMode::Notifier => SipSideMode::Notifier,
-                BridgeMode::Publish => SipSideMode::Publish,
-            },
-            max_subscriptions_per_user: 1000,
-        })));
-    }
-    modules
-}
-
 /// Durable storage as the daemon uses it (`io::store::Store` in production).
 pub trait StoreDriver: Send + 'static {
     fn load_all(&mut self) -> Result<Vec<StoredRow>, String>;
@@ -150,8 +112,13 @@ impl StoreDriver for Store {
 pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), DaemonError> {
     let store = Store::open(&config.store.path).map_err(|e| DaemonError::Store(e.to_string()))?;
     let seed: u64 = rand::random();
-    let modules = modules_for(&config);
+    let modules_config = config.clone();
     run_with(config, store, cancel, move |engine_config| {
+        let mut modules: Vec<Box<dyn Module>> = vec![Box::new(AdminModule::new())];
+        if let Some(bridge) = modules_config.bridge_module_config(&engine_config) {
+            info!(mode = ?bridge.mode, domains = bridge.domains.len(), "presence bridge enabled");
+            modules.push(Box::new(BridgeModule::new(bridge)));
+        }
         Engine::with_modules(engine_config, seed, modules)
     })
     .await
@@ -215,28 +182,22 @@ where
     // Drivers start only now: their inputs queue behind the restore.
     let transport_cancel = CancellationToken::new();
     let (input_tx, mut input_rx) = mpsc::channel::<Stamped>(INPUT_QUEUE);
-    let transport = sockets.start(input_tx.clone(), transport_cancel);
+    let transport = sockets.start(input_tx, transport_cancel);
     loop_state.sip = Some(Box::new(transport.sender()));
-    // The component link: its events become engine inputs on the same queue.
+    // Outputs of the restore (e.g. refreshes due) go out once the transport exists.
+    loop_state.drain(&mut engine, &mut store)?;
+
+    // The XEP-0114 component link, when configured. Its events are engine inputs like any
+    // driver's; the engine's `SendStanza` outputs go to its outbound queue.
     let xmpp_cancel = CancellationToken::new();
-    let fatal = CancellationToken::new();
-    let fatal_reason = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let xmpp_task = config.xmpp.as_ref().map(|x| {
-        let (out_tx, out_rx) = mpsc::channel::<Stanza>(XMPP_QUEUE);
+    let (link_tx, mut link_rx) = mpsc::channel::<LinkEvent>(INPUT_QUEUE);
+    let link_task = config.xmpp.as_ref().map(|x| {
+        let (out_tx, out_rx) = mpsc::channel(XMPP_QUEUE);
         loop_state.xmpp = Some(out_tx);
         let cfg = XmppLinkConfig::new(x.server.clone(), x.component_jid.clone(), x.secret.clone());
         info!(server = %x.server, component = %x.component_jid, "xmpp component link starting");
-        spawn_xmpp_link(
-            cfg,
-            input_tx.clone(),
-            out_rx,
-            xmpp_cancel.clone(),
-            fatal.clone(),
-            fatal_reason.clone(),
-        )
+        tokio::spawn(xmpp_link::run(cfg, link_tx, out_rx, xmpp_cancel.clone()))
     });
-    // Outputs of the restore (e.g. refreshes due) go out once the transport exists.
-    loop_state.drain(&mut engine, &mut store)?;
 
     let (admin_tx, mut admin_rx) = mpsc::channel::<AdminCall>(ADMIN_QUEUE);
     let admin_cancel = CancellationToken::new();
@@ -251,6 +212,7 @@ where
 
     info!("gateway running");
     let mut last_tick: Option<Timestamp> = None;
+    let mut xmpp_up = false;
     let result = loop {
         let sleep = match engine.poll_timeout() {
             // A deadline the last Tick did not clear would spin the task: back off a little.
@@ -264,15 +226,16 @@ where
         let input = tokio::select! {
             biased;
             _ = cancel.cancelled() => break Ok(()),
-            _ = fatal.cancelled() => {
-                let reason = fatal_reason.lock().map(|r| r.clone()).unwrap_or_default();
-                break Err(DaemonError::Xmpp(reason));
-            }
             received = input_rx.recv() => match received {
                 Some((at, input)) => Some((at, input)),
                 None => break Ok(()),
             },
             Some(call) = admin_rx.recv() => Some((now(), loop_state.pending_admin.register(call))),
+            Some(event) = link_rx.recv() => match link_input(event, &mut xmpp_up) {
+                Ok(Some(input)) => Some((now(), input)),
+                Ok(None) => continue,
+                Err(e) => break Err(e),
+            },
             _ = tokio::time::sleep(sleep) => None,
         };
         let (at, input) = input.unwrap_or_else(|| (now(), Input::Tick));
@@ -290,14 +253,19 @@ where
     // Unanswered admin requests get a 503 from the HTTP driver when their sender drops.
     loop_state.pending_admin = PendingAdmin::new();
     loop_state.sip = None;
-    // Dropping the sender lets the link send what is queued (the shutdown unavailables).
+    // Dropping the outbound queue lets the link send what the shutdown queued (the
+    // `unavailable` presences) and close its stream.
     loop_state.xmpp = None;
-    if let Some(task) = xmpp_task {
+    if !xmpp_up {
+        // Nothing can be flushed over a link that is down (or still connecting).
+        xmpp_cancel.cancel();
+    }
+    if let Some(task) = link_task {
         if tokio::time::timeout(FLUSH_TIMEOUT, task).await.is_err() {
             warn!("xmpp link did not close within {FLUSH_TIMEOUT:?}");
         }
+        xmpp_cancel.cancel();
     }
-    xmpp_cancel.cancel();
     if tokio::time::timeout(FLUSH_TIMEOUT, transport.close())
         .await
         .is_err()
@@ -311,64 +279,46 @@ where
     result.and(drained)
 }
 
-/// Runs the component link and turns its events into engine inputs. A refusal of the very
-/// first handshake cancels `fatal` with the reason (the daemon exits with a clear error).
-fn spawn_xmpp_link(
-    cfg: XmppLinkConfig,
-    inputs: InputTx,
-    outbound: mpsc::Receiver<Stanza>,
-    cancel: CancellationToken,
-    fatal: CancellationToken,
-    fatal_reason: std::sync::Arc<std::sync::Mutex<String>>,
-) -> tokio::task::JoinHandle<()> {
-    let (ev_tx, mut ev_rx) = mpsc::channel::<LinkEvent>(INPUT_QUEUE);
-    let forward = tokio::spawn(async move {
-        while let Some(ev) = ev_rx.recv().await {
-            let input = match ev {
-                LinkEvent::Up => {
-                    info!("xmpp link up");
-                    Input::XmppLinkUp
-                }
-                LinkEvent::Down(reason) => {
-                    warn!(reason = %reason, "xmpp link down");
-                    Input::XmppLinkDown
-                }
-                LinkEvent::Stanza(s) => Input::Stanza(s),
-                LinkEvent::Bad {
-                    condition,
-                    reason,
-                    bounced,
-                } => {
-                    warn!(%condition, reason = %reason, bounced, "bad stanza from the xmpp server");
-                    continue;
-                }
-                LinkEvent::ConnectFailed {
-                    attempt,
-                    reason,
-                    retry_in,
-                } => {
-                    warn!(attempt, reason = %reason, retry_in = ?retry_in, "xmpp connect failed");
-                    continue;
-                }
-                LinkEvent::FirstHandshakeRefused { reason } => {
-                    error!(reason = %reason, "xmpp server refused the component handshake");
-                    continue;
-                }
-            };
-            if inputs.send((now(), input)).await.is_err() {
-                break;
-            }
+/// The engine input for a link event; `Err` when the daemon must stop.
+fn link_input(event: LinkEvent, up: &mut bool) -> Result<Option<Input>, DaemonError> {
+    match event {
+        LinkEvent::Up => *up = true,
+        LinkEvent::Down(_) => *up = false,
+        _ => {}
+    }
+    Ok(match event {
+        LinkEvent::Up => {
+            info!("xmpp component link up");
+            Some(Input::XmppLinkUp)
         }
-    });
-    tokio::spawn(async move {
-        if let Err(e) = xmpp_link::run(cfg, ev_tx, outbound, cancel).await {
-            error!("{e}");
-            if let Ok(mut r) = fatal_reason.lock() {
-                *r = e.to_string();
-            }
-            fatal.cancel();
+        LinkEvent::Down(reason) => {
+            warn!(reason = %reason, "xmpp component link down");
+            Some(Input::XmppLinkDown)
         }
-        let _ = forward.await;
+        LinkEvent::Stanza(stanza) => Some(Input::Stanza(stanza)),
+        LinkEvent::Bad {
+            condition,
+            reason,
+            bounced,
+        } => {
+            warn!(?condition, bounced, reason = %reason, "bad element from the xmpp server");
+            None
+        }
+        LinkEvent::ConnectFailed {
+            attempt,
+            reason,
+            retry_in,
+        } => {
+            warn!(attempt, retry_in_ms = retry_in.as_millis() as u64, reason = %reason,
+                "xmpp component connect failed");
+            None
+        }
+        LinkEvent::FirstHandshakeRefused { reason } => {
+            return Err(DaemonError::XmppLink(format!(
+                "the XMPP server refused the component handshake: {reason} \
+                 (check xmpp.component_jid and xmpp.secret against the server's configuration)"
+            )));
+        }
     })
 }
 
@@ -378,7 +328,7 @@ struct Loop {
     pending_admin: PendingAdmin,
     sip: Option<Box<dyn SipOut>>,
     /// The component link's outbound queue, when `[xmpp]` is configured.
-    xmpp: Option<tokio::sync::mpsc::Sender<crate::core::xmpp::stanza::Stanza>>,
+    xmpp: Option<mpsc::Sender<Stanza>>,
 }
 
 /// Where `SendSip` outputs go (the SIP transport; a recorder in tests).

@@ -117,3 +117,14 @@ fn all_errors_are_reported_together() {
         "{e}"
     );
 }
+
+#[test]
+fn delimiter_must_be_one_character() {
+    let e = errors(&format!(
+        "{}[xmpp]\ncomponent_jid = \"sip.x\"\nsecret = \"s\"\nserver = \"127.0.0.1:5347\"\n\
+         [bridge]\n[[bridge.domains]]\nxmpp_domain = \"x\"\ncomponent_domain = \"sip.x\"\n\
+         sip_domain = \"s\"\nscheme = \"delimiter\"\ndelimiter = \"**\"\n",
+        with_sip("")
+    ));
+    assert!(e.has_path("bridge.domains[0].delimiter"), "{e}");
+}

@@ -6,7 +6,6 @@ mod loopback_support;
 use loopback_support::{run_to_exit, Gateway};
 
 #[test]
-#[ignore = "needs core::engine::Engine (pua)"]
 fn ctl_health_gets_the_engine_answer() {
     let gw = Gateway::start();
     let url = format!("http://{}", gw.admin.unwrap());

@@ -87,6 +87,10 @@ fn sample_config_runs_with_environment_overrides() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("sample.db");
     let sample = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/gateway.toml"));
+    // An XMPP server that accepts and stays silent: the link waits, the test is not
+    // affected by whatever listens on 5347 on this machine.
+    let silent_xmpp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let xmpp_addr = silent_xmpp.local_addr().unwrap().to_string();
     let mut gw = Gateway::start_file(
         sample,
         &[
@@ -94,8 +98,9 @@ fn sample_config_runs_with_environment_overrides() {
             ("XSG_SIP__TCP_LISTEN", "127.0.0.1:0"),
             ("XSG_ADMIN__LISTEN", "127.0.0.1:0"),
             ("XSG_STORE__PATH", store.to_str().unwrap()),
+            ("XSG_XMPP__SERVER", xmpp_addr.as_str()),
         ],
-        dir,
+        Some(dir),
     );
     assert_ne!(gw.udp.unwrap().port(), 5060);
     assert_ne!(gw.admin.unwrap().port(), 8560);

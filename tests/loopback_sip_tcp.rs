@@ -69,7 +69,6 @@ fn garbage_on_a_connection_leaves_the_gateway_running() {
 
 /// RFC 3261 §8.2.1 and §18.2.2: 501 for an unknown method, on the request's connection.
 #[test]
-#[ignore = "needs core::engine::Engine (pua) and io::sip_codec (sipstack)"]
 fn unknown_method_over_tcp_gets_501_on_same_connection() {
     let gw = Gateway::start();
     let mut s = connect(&gw);
@@ -83,7 +82,6 @@ fn unknown_method_over_tcp_gets_501_on_same_connection() {
 
 /// Two requests in one write are framed apart by Content-Length (RFC 3261 §18.3).
 #[test]
-#[ignore = "needs core::engine::Engine (pua) and io::sip_codec (sipstack)"]
 fn two_pipelined_requests_get_two_answers() {
     let gw = Gateway::start();
     let mut s = connect(&gw);
@@ -111,7 +109,6 @@ fn missing_content_length_closes_the_connection() {
 /// A message over max_message_size (4096 here) is refused (513 when the head can be
 /// salvaged, RFC 3261 §21.5.14) and the connection is closed.
 #[test]
-#[ignore = "needs core::engine::Engine (pua) and io::sip_codec (sipstack)"]
 fn oversized_message_gets_513_and_the_connection_closes() {
     let gw = Gateway::start();
     let mut s = connect(&gw);

@@ -47,7 +47,6 @@ fn garbage_datagrams_leave_the_gateway_running() {
 /// RFC 3261 §8.2.1: an unrecognised method gets 501; the response goes back to the
 /// source port (§18.2.2, rport).
 #[test]
-#[ignore = "needs core::engine::Engine (pua) and io::sip_codec (sipstack)"]
 fn unknown_method_over_udp_gets_501_at_source_port() {
     let gw = Gateway::start();
     let sock = client();
@@ -65,7 +64,6 @@ fn unknown_method_over_udp_gets_501_at_source_port() {
 /// A malformed request whose headers can be salvaged gets 400 (standards.md: bad input
 /// gets a protocol error).
 #[test]
-#[ignore = "needs core::engine::Engine (pua) and io::sip_codec (sipstack)"]
 fn malformed_request_over_udp_gets_400() {
     let gw = Gateway::start();
     let sock = client();
@@ -75,4 +73,22 @@ fn malformed_request_over_udp_gets_400() {
     sock.send_to(bad.as_bytes(), gw.udp.unwrap()).unwrap();
     let answer = recv(&sock);
     assert_eq!(status_of(&answer), Some(400), "{answer}");
+}
+
+/// product.md, Security: requests from outside `sip.trusted` (and without digest) get 403.
+#[test]
+fn request_from_outside_trusted_networks_gets_403() {
+    let gw = Gateway::start_custom(
+        |c| c.replace("[sip]\n", "[sip]\ntrusted = [\"10.0.0.0/8\"]\n"),
+        &[],
+    );
+    let sock = client();
+    let local = sock.local_addr().unwrap();
+    sock.send_to(
+        request("SUBSCRIBE", "UDP", local, "untrusted").as_bytes(),
+        gw.udp.unwrap(),
+    )
+    .unwrap();
+    let answer = recv(&sock);
+    assert_eq!(status_of(&answer), Some(403), "{answer}");
 }

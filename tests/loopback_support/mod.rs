@@ -29,7 +29,7 @@ pub struct Gateway {
     exit: Option<ExitStatus>,
     /// Every log line seen so far.
     pub log: Vec<String>,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 /// A config on ephemeral loopback ports with the store in `dir`; `extra` is appended.
@@ -67,11 +67,15 @@ impl Gateway {
         let text = edit(loopback_config(dir.path(), ""));
         let path = dir.path().join("gateway.toml");
         std::fs::write(&path, text).expect("write config");
-        Self::start_file(&path, env, dir)
+        Self::start_file(&path, env, Some(dir))
     }
 
-    /// Starts with an existing config file; `dir` is kept alive as long as the gateway.
-    pub fn start_file(path: &Path, env: &[(&str, &str)], dir: tempfile::TempDir) -> Gateway {
+    /// Starts with an existing config file; `dir`, if any, is kept as long as the gateway.
+    pub fn start_file(
+        path: &Path,
+        env: &[(&str, &str)],
+        dir: Option<tempfile::TempDir>,
+    ) -> Gateway {
         let mut cmd = Command::new(BIN);
         cmd.env_remove("RUST_LOG");
         for (k, v) in env {
