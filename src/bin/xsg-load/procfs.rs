@@ -1,0 +1,90 @@
+//! Resource figures of a process (or of the calling thread) from Linux `/proc`.
+
+use std::sync::OnceLock;
+
+/// Clock ticks per second of `/proc/*/stat` times (`getconf CLK_TCK`, 100 on Linux).
+fn clock_ticks() -> f64 {
+    static TICKS: OnceLock<f64> = OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .filter(|t: &f64| *t > 0.0)
+            .unwrap_or(100.0)
+    })
+}
+
+/// utime + stime in seconds from the text of a `stat` file (proc(5): fields 14 and 15;
+/// the command name in field 2 may contain spaces and parentheses, so count from the
+/// last `)`).
+pub fn cpu_seconds_from_stat(stat: &str) -> Option<f64> {
+    let after = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // `after` starts at field 3 (state): utime is field 14 → index 11.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) as f64 / clock_ticks())
+}
+
+/// CPU seconds (user + system) a process has used so far.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    cpu_seconds_from_stat(&stat)
+}
+
+/// CPU seconds the *calling thread* has used so far.
+pub fn thread_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    cpu_seconds_from_stat(&stat)
+}
+
+/// A `kB` field of a `status` file (`VmRSS`, `VmHWM`), in KiB.
+pub fn status_kib(status: &str, field: &str) -> Option<u64> {
+    status.lines().find_map(|l| {
+        let rest = l.strip_prefix(field)?.strip_prefix(':')?;
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// Resident set size of a process, in KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status_kib(&status, "VmRSS")
+}
+
+/// Peak resident set size of a process, in KiB.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status_kib(&status, "VmHWM")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_times_are_read_after_a_command_name_with_spaces() {
+        let stat = "42 (a b) c) S 1 42 42 0 -1 4194304 100 0 0 0 250 50 0 0 20 0 1 0 5 0 0";
+        let secs = cpu_seconds_from_stat(stat).expect("parses");
+        assert!((secs - 300.0 / clock_ticks()).abs() < 1e-9);
+    }
+
+    #[test]
+    fn status_field_is_read_in_kib() {
+        let status = "Name:\tx\nVmHWM:\t  2048 kB\nVmRSS:\t  1024 kB\n";
+        assert_eq!(status_kib(status, "VmRSS"), Some(1024));
+        assert_eq!(status_kib(status, "VmHWM"), Some(2048));
+        assert_eq!(status_kib(status, "VmSwap"), None);
+    }
+
+    #[test]
+    fn own_process_has_rss_and_cpu() {
+        let pid = std::process::id();
+        assert!(rss_kib(pid).is_some_and(|k| k > 0));
+        assert!(cpu_seconds(pid).is_some());
+        assert!(thread_cpu_seconds().is_some());
+    }
+}
