@@ -191,6 +191,22 @@ fn case22_refresh_answered_481_subscribes_on_a_new_dialog() {
     );
 }
 
+/// After a re-subscribe on a new dialog, NOTIFYs are matched by the new Call-ID: one on the
+/// new dialog is accepted, one on the old dialog gets 481.
+#[test]
+fn after_a_new_dialog_notify_matches_the_new_call_id_only() {
+    let mut h = Harness::new();
+    let s = establish(&mut h);
+    let r = h.next_request(Method::Subscribe, 3300).0;
+    let outs = h.answer(&r, 481, |_| {});
+    let fresh = one_request(&outs, Method::Subscribe);
+    h.answer(&fresh, 200, |r| r.headers.push("Expires", "3600"));
+    let new = h.notify(&fresh, "n2", 1, "active;expires=3600", Some(PIDF_OPEN));
+    assert_eq!(one_response(&h.peer_request(new)).status, 200);
+    let old = h.notify(&s, "n1", 2, "active;expires=3600", Some(PIDF_OPEN));
+    assert_eq!(one_response(&h.peer_request(old)).status, 481);
+}
+
 /// Case 23: no NOTIFY within 64·T1 of the SUBSCRIBE → failed (Timer N), retried later on a
 /// new dialog; no state delivered.
 #[test]

@@ -12,7 +12,7 @@
 //!   every input ([`PuaService::take_events`]).
 //! - Every change of a record is written as a `StoreOp` before the output that depends on it.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use super::engine::{Services, TxOwner};
 use super::modules::admin::{PublicationView, SubscriptionView};
@@ -188,6 +188,10 @@ pub enum PuaTimer {
 pub struct PuaService {
     pub(crate) publications: BTreeMap<PublicationId, Publication>,
     pub(crate) subscriptions: BTreeMap<SubscriptionId, Subscription>,
+    /// Call-ID → subscription, so an incoming NOTIFY finds its subscription in one lookup
+    /// instead of a scan of every subscription. Kept in step by [`Self::reindex`] after
+    /// every call that may start a new dialog or drop the subscription.
+    by_call_id: HashMap<String, SubscriptionId>,
     next_id: u64,
     events: VecDeque<(ModuleId, PuaEvent)>,
 }
@@ -331,6 +335,7 @@ impl PuaService {
         let owner = s.owner;
         if keep {
             self.subscriptions.insert(id, s);
+            self.reindex(id, None);
         }
         for ev in events {
             self.emit(owner, ev);
@@ -338,9 +343,32 @@ impl PuaService {
         id
     }
 
+    /// Brings the Call-ID index in step with subscription `id` after a call that may have
+    /// changed its dialog (`old` is its Call-ID before the call) or removed it.
+    fn reindex(&mut self, id: SubscriptionId, old: Option<String>) {
+        let now = self
+            .subscriptions
+            .get(&id)
+            .map(|s| s.call_id().to_string())
+            .filter(|c| !c.is_empty());
+        if let Some(old) = old.filter(|o| now.as_ref() != Some(o)) {
+            if self.by_call_id.get(&old) == Some(&id) {
+                self.by_call_id.remove(&old);
+            }
+        }
+        if let Some(now) = now {
+            self.by_call_id.insert(now, id);
+        }
+    }
+
+    fn call_id_of(&self, id: SubscriptionId) -> Option<String> {
+        self.subscriptions.get(&id).map(|s| s.call_id().to_string())
+    }
+
     /// Ends a subscription: an in-dialog `SUBSCRIBE Expires: 0` when a dialog exists
     /// (standards.md §16 case 28), else it is dropped locally. Returns whether it existed.
     pub fn unsubscribe(&mut self, svc: &mut Services, now: Timestamp, id: SubscriptionId) -> bool {
+        let old = self.call_id_of(id);
         let Some(s) = self.subscriptions.get_mut(&id) else {
             return false;
         };
@@ -350,6 +378,7 @@ impl PuaService {
         if !keep {
             self.subscriptions.remove(&id);
         }
+        self.reindex(id, old);
         for ev in events {
             self.emit(owner, ev);
         }
@@ -411,6 +440,7 @@ impl PuaService {
                 events.into_iter().for_each(|e| self.emit(o, e));
             }
             TxOwner::Subscription(id) => {
+                let old = self.call_id_of(id);
                 let Some(s) = self.subscriptions.get_mut(&id) else {
                     return;
                 };
@@ -419,6 +449,7 @@ impl PuaService {
                 if !keep {
                     self.subscriptions.remove(&id);
                 }
+                self.reindex(id, old);
                 events.into_iter().for_each(|e| self.emit(o, e));
             }
             TxOwner::Notifier(_) => {}
@@ -458,6 +489,7 @@ impl PuaService {
                 events.into_iter().for_each(|e| self.emit(o, e));
             }
             PuaTimer::Subscription(id) | PuaTimer::TimerN(id) => {
+                let old = self.call_id_of(id);
                 let Some(s) = self.subscriptions.get_mut(&id) else {
                     return;
                 };
@@ -470,6 +502,7 @@ impl PuaService {
                 if !keep {
                     self.subscriptions.remove(&id);
                 }
+                self.reindex(id, old);
                 events.into_iter().for_each(|e| self.emit(o, e));
             }
         }
@@ -478,10 +511,11 @@ impl PuaService {
     /// Whether a NOTIFY belongs to one of our subscriptions (Call-ID and To-tag = our
     /// From-tag, RFC 6665 §4.4.1).
     pub fn owns_notify(&self, call_id: &str, to_tag: Option<&str>) -> Option<SubscriptionId> {
+        let id = *self.by_call_id.get(call_id)?;
         self.subscriptions
-            .iter()
-            .find(|(_, s)| s.matches_notify(call_id, to_tag))
-            .map(|(id, _)| *id)
+            .get(&id)
+            .filter(|s| s.matches_notify(call_id, to_tag))
+            .map(|_| id)
     }
 
     /// Handles a NOTIFY that [`Self::owns_notify`] matched; answers it on `stx`.
@@ -494,6 +528,7 @@ impl PuaService {
         req: &Request,
     ) -> NotifyOutcome {
         let mut events = Vec::new();
+        let old = self.call_id_of(id);
         let Some(s) = self.subscriptions.get_mut(&id) else {
             svc.reply(now, stx, req, 481, "Subscription Does Not Exist", |_| {});
             return NotifyOutcome::Answered;
@@ -503,6 +538,7 @@ impl PuaService {
         if !keep {
             self.subscriptions.remove(&id);
         }
+        self.reindex(id, old);
         events.into_iter().for_each(|e| self.emit(o, e));
         NotifyOutcome::Answered
     }
@@ -543,6 +579,7 @@ impl PuaService {
                             let mut s = Subscription::from_record(owner, rec);
                             s.resume(svc, now, &mut slot);
                             self.subscriptions.insert(id, s);
+                            self.reindex(id, None);
                         }
                         Err(e) => {
                             tracing::warn!(key = %row.key, error = %e, "unreadable subscription row, ignored")

@@ -239,6 +239,11 @@ impl Subscription {
             && self.rec.event.eq_ignore_ascii_case(event)
     }
 
+    /// The Call-ID of the current (or last) dialog; empty before the first SUBSCRIBE.
+    pub(crate) fn call_id(&self) -> &str {
+        &self.rec.call_id
+    }
+
     pub(crate) fn matches_notify(&self, call_id: &str, to_tag: Option<&str>) -> bool {
         // Between a failure and the retry (phase Init) the old dialog is dead: a late
         // NOTIFY on it gets 481 (RFC 6665 §4.1.2.4, after Timer N).
@@ -334,7 +339,11 @@ impl Subscription {
         now: Timestamp,
         events: &mut Vec<PuaEvent>,
     ) -> bool {
-        if let Some(d) = self.rec.desired.filter(|d| *d == 0 || !self.rec.refresh_until_unsubscribed) {
+        if let Some(d) = self
+            .rec
+            .desired
+            .filter(|d| *d == 0 || !self.rec.refresh_until_unsubscribed)
+        {
             // `Some(0)` is a fetch (RFC 6665 §4.4.3): wanted until now, so the final
             // NOTIFY ends it instead of prompting a re-subscription.
             self.rec.desired_until = Some((now + Duration::from_secs(d as u64)).as_millis());
