@@ -113,3 +113,44 @@ fn due_records_are_paced_after_a_restart() {
     let pace = h2.engine.config().restore_pace;
     assert_eq!(requests(&h2.advance(pace), Method::Subscribe).len(), 1);
 }
+
+/// Live subscriptions are resumed at once with an in-dialog refresh after a restart, paced
+/// at `restore_pace` (product.md: resumed with an in-dialog refresh; no storm).
+#[test]
+fn live_subscriptions_are_refreshed_at_once_and_paced_after_a_restart() {
+    use xmpp_sip_gateway::core::modules::admin::{AdminCommand, SubscribeCommand};
+    let mut h1 = Harness::new();
+    let mut subs = Vec::new();
+    for i in 0..2 {
+        let (_, outs) = h1.admin(AdminCommand::Subscribe(SubscribeCommand {
+            presentity: format!("sip:p{i}@sip.example"),
+            watcher: "sip:anna@xmpp.example".into(),
+            event: "presence".into(),
+            expires: -1,
+        }));
+        let s = one_request(&outs, Method::Subscribe);
+        h1.answer(&s, 200, |r| r.headers.push("Expires", "3600"));
+        let n = h1.notify(&s, "n1", 1, "active;expires=3600", None);
+        h1.peer_request(n);
+        subs.push(s);
+    }
+    let rows = Harness::rows_from_puts(&h1.all);
+
+    let mut h2 = Harness::new();
+    h2.advance(secs(10));
+    h2.input(Input::Restore(rows));
+    let first = requests(&h2.advance(secs(0)), Method::Subscribe);
+    assert_eq!(first.len(), 1);
+    assert!(
+        header(&first[0], "To").unwrap().contains("tag=n1"),
+        "in dialog"
+    );
+    let pace = h2.engine.config().restore_pace;
+    let second = requests(&h2.advance(pace), Method::Subscribe);
+    assert_eq!(second.len(), 1);
+    assert_ne!(
+        header(&first[0], "Call-ID"),
+        header(&second[0], "Call-ID"),
+        "one refresh per subscription"
+    );
+}

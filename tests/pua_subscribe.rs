@@ -485,3 +485,74 @@ fn case29_second_fork_notify_for_dialog_sla_is_accepted() {
     let b = h.notify(&s, "b2", 1, "active;expires=3600", None);
     assert_eq!(one_response(&h.peer_request(b)).status, 200);
 }
+
+/// Write-behind: an in-dialog NOTIFY that only brings new state (same phase, dialog and
+/// expiry) is answered without a store write.
+#[test]
+fn notify_with_only_new_state_is_not_written() {
+    use xmpp_sip_gateway::core::engine::Output;
+    let mut h = Harness::new();
+    let s = establish(&mut h);
+    let n = h.notify(&s, "n1", 2, "active;expires=3600", Some(PIDF_OPEN));
+    let outs = h.peer_request(n);
+    assert_eq!(one_response(&outs).status, 200);
+    assert!(
+        !outs.iter().any(|o| matches!(o, Output::Store(_))),
+        "{outs:#?}"
+    );
+}
+
+/// A NOTIFY that changes the phase (pending → active) is written before its 200.
+#[test]
+fn notify_changing_the_phase_is_written() {
+    use xmpp_sip_gateway::core::engine::Output;
+    let mut h = Harness::new();
+    let s = start(&mut h, "presence");
+    h.answer(&s, 200, |r| r.headers.push("Expires", "3600"));
+    let n = h.notify(&s, "n1", 1, "pending;expires=3600", None);
+    assert_eq!(one_response(&h.peer_request(n)).status, 200);
+    let n = h.notify(&s, "n1", 2, "active;expires=3600", Some(PIDF_OPEN));
+    let outs = h.peer_request(n);
+    let put = outs.iter().position(|o| matches!(o, Output::Store(_)));
+    let ok = outs
+        .iter()
+        .position(|o| matches!(o, Output::SendSip { .. }));
+    assert!(put.is_some() && put < ok, "{outs:#?}");
+}
+
+/// Subscriptions made in one burst do not refresh in one burst: the first refresh of a new
+/// dialog is drawn over most of the granted interval (10–90 %), not only 80–90 %.
+#[test]
+fn first_refreshes_of_a_burst_are_spread_over_the_interval() {
+    use std::collections::HashMap;
+    use xmpp_sip_gateway::core::modules::admin::{AdminCommand, SubscribeCommand};
+    let mut h = Harness::new();
+    for i in 0..8 {
+        let (_, outs) = h.admin(AdminCommand::Subscribe(SubscribeCommand {
+            presentity: format!("sip:p{i}@sip.example"),
+            watcher: "sip:anna@xmpp.example".into(),
+            event: "presence".into(),
+            expires: -1,
+        }));
+        let sub = one_request(&outs, Method::Subscribe);
+        h.answer(&sub, 200, |r| r.headers.push("Expires", "3600"));
+        let n = h.notify(&sub, "n1", 1, "active;expires=3600", None);
+        assert_eq!(one_response(&h.peer_request(n)).status, 200);
+    }
+    let mut first: HashMap<String, u64> = HashMap::new();
+    for t in 1..=3300u64 {
+        for r in requests(&h.advance(secs(1)), Method::Subscribe) {
+            let call_id = header(&r, "Call-ID").unwrap().to_string();
+            first.entry(call_id).or_insert(t);
+        }
+    }
+    assert_eq!(first.len(), 8, "{first:?}");
+    assert!(
+        first.values().all(|t| (360..=3240).contains(t)),
+        "{first:?}"
+    );
+    assert!(
+        first.values().any(|t| *t < 2880),
+        "all first refreshes in 80–90 %: {first:?}"
+    );
+}

@@ -150,7 +150,23 @@ pub struct Subscription {
     end_reported: bool,
     /// 423 answers in a row (bounded retries).
     retries_423: u8,
+    /// `expires_at` as last written to the store (write-behind of in-dialog NOTIFYs).
+    stored_expires_at: Option<u64>,
 }
+
+/// How far a NOTIFY may move the subscription's expiry before its record is written again.
+/// A NOTIFY's `expires=` counts down in whole seconds, so the same expiry reads ±1 s.
+const EXPIRY_SLACK_MS: u64 = 2_000;
+
+/// What a restart needs from the record and a NOTIFY may change: dialog identity, route
+/// and phase. The last body, state line and remote CSeq are written behind (the notifier
+/// sends the full state again on the in-dialog refresh after a restart; a stale remote
+/// CSeq only accepts more).
+type DurableKey = (Phase, Option<String>, Option<String>, Vec<String>);
+
+/// Lower bound (fraction of the granted interval) of a new dialog's first refresh; see
+/// `Subscription::schedule_refresh`.
+pub const FIRST_REFRESH_FLOOR: f64 = 0.1;
 
 /// Most forked dialogs kept per subscription (winfo, dialog).
 const MAX_EXTRA_DIALOGS: usize = 16;
@@ -209,6 +225,7 @@ impl Subscription {
             extra_dialogs: Vec::new(),
             end_reported: false,
             retries_423: 0,
+            stored_expires_at: None,
         }
     }
 
@@ -216,6 +233,7 @@ impl Subscription {
         Subscription {
             id: SubscriptionId(rec.id),
             owner,
+            stored_expires_at: rec.expires_at,
             rec,
             in_flight: None,
             failures: 0,
@@ -277,7 +295,28 @@ impl Subscription {
         TimerKey::Pua(PuaTimer::TimerN(self.id))
     }
 
-    fn persist(&self, svc: &mut Services) {
+    fn durable_key(&self) -> DurableKey {
+        (
+            self.rec.phase,
+            self.rec.to_tag.clone(),
+            self.rec.remote_target.clone(),
+            self.rec.route_set.clone(),
+        )
+    }
+
+    /// Whether a NOTIFY that left the durable key as `before` needs its record written.
+    fn notify_needs_write(&self, before: &DurableKey) -> bool {
+        if self.durable_key() != *before {
+            return true;
+        }
+        match (self.stored_expires_at, self.rec.expires_at) {
+            (Some(a), Some(b)) => a.abs_diff(b) > EXPIRY_SLACK_MS,
+            (a, b) => a != b,
+        }
+    }
+
+    fn persist(&mut self, svc: &mut Services) {
+        self.stored_expires_at = self.rec.expires_at;
         let data = match serde_json::to_value(&self.rec) {
             Ok(v) => v,
             Err(e) => {
@@ -356,20 +395,15 @@ impl Subscription {
     pub(crate) fn resume(&mut self, svc: &mut Services, now: Timestamp, slot: &mut Timestamp) {
         let live =
             self.rec.to_tag.is_some() && self.rec.expires_at.is_some_and(|e| now < Timestamp(e));
-        let at = if live {
-            self.rec.refresh_at.map(Timestamp).unwrap_or(now).max(now)
-        } else {
+        if !live {
             self.rec.phase = Phase::Init;
-            now
-        };
-        // Whatever is due at once is paced (product.md: a restart must not storm).
-        let at = if at <= now {
-            let at = (*slot).max(now);
-            *slot = at + svc.config.restore_pace;
-            at
-        } else {
-            at
-        };
+        }
+        // Every subscription is resumed at once, a live one with an in-dialog refresh (its
+        // last state may not have been written, and the notifier sends the full state
+        // again), a dead one on a new dialog; paced at `restore_pace` so a restart does not
+        // storm (product.md, Persistence).
+        let at = (*slot).max(now);
+        *slot = at + svc.config.restore_pace;
         svc.set_timer(self.timer(), at);
     }
 
@@ -537,8 +571,19 @@ impl Subscription {
     }
 
     /// Schedules the next refresh from a granted interval of `secs` (refresh window).
+    ///
+    /// The first refresh of a new dialog is drawn in [`FIRST_REFRESH_FLOOR`]–`hi` of the
+    /// interval instead of `lo`–`hi`: subscriptions made in a burst (a roster arriving, a
+    /// restart) would otherwise refresh in the same burst every interval. Drawn over most
+    /// of the interval once, their refreshes stay spread ever after (measured in
+    /// BENCHMARKS.md: busiest second ≤ 2× the mean). It costs one early refresh per dialog.
     fn schedule_refresh(&mut self, svc: &mut Services, now: Timestamp, secs: u32) {
         let (lo, hi) = svc.config.refresh_window;
+        let lo = if self.rec.local_cseq <= 1 {
+            FIRST_REFRESH_FLOOR.min(lo)
+        } else {
+            lo
+        };
         let at = now + Duration::from_millis(svc.ids.fraction_of(secs as u64 * 1000, lo, hi));
         let at = match self.rec.desired_until {
             // The owner's wish ends before: no refresh, let the subscription run out.
@@ -801,6 +846,7 @@ impl Subscription {
         req: &Request,
         events: &mut Vec<PuaEvent>,
     ) -> bool {
+        let durable_before = self.durable_key();
         let ours = package_of(&self.rec.event);
         let event_ok = req
             .headers
@@ -920,7 +966,10 @@ impl Subscription {
                         self.schedule_refresh(svc, now, *e);
                     }
                 }
-                self.persist(svc);
+                // Write-behind: a NOTIFY that only brings new state is not written.
+                if self.notify_needs_write(&durable_before) {
+                    self.persist(svc);
+                }
                 svc.reply(now, stx, req, 200, "OK", |_| {});
                 events.push(PuaEvent::Notify {
                     id: self.id,
