@@ -41,8 +41,10 @@ use crate::io::xmpp_link::{self, LinkEvent, XmppLinkConfig};
 /// Inputs queued for the engine before drivers wait (back-pressure on the sockets).
 const INPUT_QUEUE: usize = 1024;
 /// Stanzas queued for the component link before sends are dropped (the link itself also
-/// queues while it is down).
-const XMPP_QUEUE: usize = 1024;
+/// queues while it is down). Sized for a burst such as the probes to every authorized pair
+/// after a reconnect (at 1024, a restart with 5000 pairs dropped most of them); a stanza
+/// is a few hundred bytes, so a full queue is a few tens of MiB.
+const XMPP_QUEUE: usize = 65_536;
 /// Admin commands queued before the HTTP handlers wait.
 const ADMIN_QUEUE: usize = 64;
 /// Inputs handled before one drain (one store transaction). Bounds the latency an input
