@@ -305,3 +305,29 @@ fn component_answers_disco_info() {
     assert_eq!(s.len(), 1);
     assert!(matches!(&s[0], Stanza::Iq(r) if r.kind == IqType::Result && r.id == "d1"));
 }
+
+/// After (re)connecting, the probes to many authorized users are paced at the restore
+/// rate (a batch at once, the rest later), and every user is probed once.
+#[test]
+fn link_up_probes_are_paced_and_reach_every_user() {
+    let mut h = harness(SipSideMode::Notifier);
+    let users: Vec<String> = (0..120).map(|i| format!("u{i}@xmpp.example")).collect();
+    for (i, user) in users.iter().enumerate() {
+        let b = h.branch();
+        let outs = from_phone(
+            &mut h,
+            subscribe_from_phone(BEN_URI, &format!("sip:{user}"), &format!("c{i}"), None, &b),
+        );
+        phone_answers(&mut h, outs);
+        let outs = stanza_in(&mut h, pres(user, BEN, PresenceType::Subscribed));
+        phone_answers(&mut h, outs);
+    }
+    let first = of_kind(&h.input(Input::XmppLinkUp), PresenceType::Probe).len()
+        + of_kind(&h.advance(secs(0)), PresenceType::Probe).len();
+    assert!(first > 0 && first < users.len(), "{first} probes at once");
+    let mut probed = first;
+    for _ in 0..60 {
+        probed += of_kind(&h.advance(secs(1)), PresenceType::Probe).len();
+    }
+    assert_eq!(probed, users.len());
+}

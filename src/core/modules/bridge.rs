@@ -132,6 +132,9 @@ type PairKey = (String, String);
 
 /// Timer token for the pacing of probes after a (re)connect.
 const RESYNC_TIMER: u64 = 1;
+/// Probes sent per resync step; steps are `PROBE_BATCH × restore_pace` apart, so the
+/// probes after a reconnect go at the configured restore rate instead of all at once.
+const PROBE_BATCH: usize = 50;
 
 pub struct BridgeModule {
     cfg: BridgeConfig,
@@ -144,6 +147,8 @@ pub struct BridgeModule {
     by_publication: HashMap<PublicationId, String>,
     by_winfo: HashMap<SubscriptionId, String>,
     link_up: bool,
+    /// The next S2X pair to probe in a paced resync (`None`: from the first).
+    resync_from: Option<PairKey>,
 }
 
 impl BridgeModule {
@@ -159,6 +164,7 @@ impl BridgeModule {
             by_publication: HashMap::new(),
             by_winfo: HashMap::new(),
             link_up: false,
+            resync_from: None,
         }
     }
 
@@ -1031,14 +1037,29 @@ impl Module for BridgeModule {
         if up {
             // After (re)connecting, learn current presence of every XMPP user a SIP
             // watcher is authorized for (product.md).
+            self.resync_from = None;
             ctx.set_timer(RESYNC_TIMER, ctx.now);
         }
     }
 
     fn on_timer(&mut self, ctx: &mut ModuleCtx<'_>, token: u64) {
         if token == RESYNC_TIMER && self.link_up {
-            for pair in self.s2x.values().filter(|p| p.authorized) {
+            use std::ops::Bound;
+            let start = match self.resync_from.take() {
+                Some(k) => Bound::Included(k),
+                None => Bound::Unbounded,
+            };
+            let mut pending = self
+                .s2x
+                .range((start, Bound::Unbounded))
+                .filter(|(_, p)| p.authorized);
+            for (_, pair) in pending.by_ref().take(PROBE_BATCH) {
                 ctx.send_stanza(presence(&pair.watcher, &pair.user, PresenceType::Probe));
+            }
+            if let Some((next, _)) = pending.next() {
+                self.resync_from = Some(next.clone());
+                let step = ctx.svc.config.restore_pace * PROBE_BATCH as u32;
+                ctx.set_timer(RESYNC_TIMER, ctx.now + step);
             }
         }
     }
