@@ -369,3 +369,36 @@ fn one_dialog_is_shared_by_the_users_resources() {
     );
     let _ = BridgeModule::new;
 }
+
+/// `max_subscriptions_per_user` counts one user's contacts only: past it that user's
+/// subscribe gets policy-violation without SIP, while another user can still subscribe.
+#[test]
+fn per_user_contact_limit_counts_only_that_users_contacts() {
+    let mut cfg = bridge_config(SipSideMode::Notifier);
+    cfg.max_subscriptions_per_user = 2;
+    let mut h =
+        support::Harness::with_modules(test_config(), vec![Box::new(BridgeModule::new(cfg))]);
+    for c in ["c1@sip.example", "c2@sip.example"] {
+        let outs = stanza_in(&mut h, pres(ANNA, c, PresenceType::Subscribe));
+        assert_eq!(requests(&outs, Method::Subscribe).len(), 1);
+    }
+    let outs = stanza_in(
+        &mut h,
+        pres(ANNA, "c3@sip.example", PresenceType::Subscribe),
+    );
+    assert!(requests(&outs, Method::Subscribe).is_empty());
+    let e = of_kind(&outs, PresenceType::Error);
+    assert_eq!(
+        e[0].error.as_ref().unwrap().condition,
+        Condition::PolicyViolation
+    );
+    let outs = stanza_in(
+        &mut h,
+        pres(
+            "zoe@xmpp.example",
+            "c1@sip.example",
+            PresenceType::Subscribe,
+        ),
+    );
+    assert_eq!(requests(&outs, Method::Subscribe).len(), 1);
+}

@@ -291,7 +291,13 @@ impl BridgeModule {
         user: &JidParts,
         contact: &JidParts,
     ) -> Option<X2sPair> {
-        let count = self.x2s.keys().filter(|(u, _)| *u == user.bare()).count();
+        // Keys are (user, contact): the user's pairs are one range, not a scan of all.
+        let bare = user.bare();
+        let count = self
+            .x2s
+            .range((bare.clone(), String::new())..)
+            .take_while(|((u, _), _)| *u == bare)
+            .count();
         if count >= self.cfg.max_subscriptions_per_user {
             tracing::warn!(user = %user, "too many bridged contacts; subscribe refused");
             reply_error(
