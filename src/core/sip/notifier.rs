@@ -1891,6 +1891,20 @@ impl DialogRecord {
     }
 }
 
+/// Removes `id` from the set under `key`, dropping the set when it empties.
+fn unindex(
+    index: &mut HashMap<String, BTreeSet<NotifierDialogId>>,
+    key: &str,
+    id: NotifierDialogId,
+) {
+    if let Some(set) = index.get_mut(key) {
+        set.remove(&id);
+        if set.is_empty() {
+            index.remove(key);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1928,19 +1942,5 @@ mod tests {
         assert_eq!(ceil_secs(Timestamp(0), Timestamp(1)), 1);
         assert_eq!(ceil_secs(Timestamp(0), Timestamp(3_600_000)), 3600);
         assert_eq!(ceil_secs(Timestamp(10), Timestamp(5)), 0);
-    }
-}
-
-/// Removes `id` from the set under `key`, dropping the set when it empties.
-fn unindex(
-    index: &mut HashMap<String, BTreeSet<NotifierDialogId>>,
-    key: &str,
-    id: NotifierDialogId,
-) {
-    if let Some(set) = index.get_mut(key) {
-        set.remove(&id);
-        if set.is_empty() {
-            index.remove(key);
-        }
     }
 }
