@@ -154,3 +154,53 @@ fn live_subscriptions_are_refreshed_at_once_and_paced_after_a_restart() {
         "one refresh per subscription"
     );
 }
+
+/// A live subscription whose own refresh comes before its turn in the paced resync keeps
+/// its refresh time, so a long resync does not let its dialog expire.
+#[test]
+fn live_subscription_due_before_its_paced_turn_keeps_its_refresh_time() {
+    use xmpp_sip_gateway::core::engine::EngineConfig;
+    let mut h1 = Harness::new();
+    let s = one_request(
+        &h1.admin(Harness::subscribe_cmd("presence", -1)).1,
+        Method::Subscribe,
+    );
+    h1.answer(&s, 200, |r| r.headers.push("Expires", "3600"));
+    let n = h1.notify(&s, "n1", 1, "active;expires=3600", None);
+    h1.peer_request(n);
+    // A second (dead) record restored first takes the first slot; a huge pace puts the
+    // live one's slot after its own refresh time.
+    let mut rows = Harness::rows_from_puts(&h1.all);
+    let mut dead = rows[0].clone();
+    dead.key = "0".into();
+    if let Some(obj) = dead.data.as_object_mut() {
+        obj.insert("id".into(), serde_json::json!(0));
+        obj.insert("expires_at".into(), serde_json::Value::Null);
+        obj.insert("to_tag".into(), serde_json::Value::Null);
+    }
+    rows.insert(0, dead);
+    let config = EngineConfig {
+        restore_pace: secs(100_000),
+        ..support::test_config()
+    };
+    let mut h2 = Harness::with_config(config);
+    h2.input(Input::Restore(rows));
+    let first = requests(&h2.advance(secs(0)), Method::Subscribe);
+    assert_eq!(first.len(), 1, "the dead record takes the first slot");
+    assert!(!header(&first[0], "To").unwrap().contains("tag="), "a new dialog");
+    let mut refreshed_in_dialog = false;
+    for _ in 0..3300 {
+        for r in requests(&h2.advance(secs(1)), Method::Subscribe) {
+            if header(&r, "Call-ID") == header(&s, "Call-ID") {
+                refreshed_in_dialog = true;
+            }
+        }
+        if refreshed_in_dialog {
+            break;
+        }
+    }
+    assert!(
+        refreshed_in_dialog,
+        "the live dialog was refreshed before it expired"
+    );
+}

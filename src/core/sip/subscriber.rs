@@ -401,9 +401,22 @@ impl Subscription {
         // Every subscription is resumed at once, a live one with an in-dialog refresh (its
         // last state may not have been written, and the notifier sends the full state
         // again), a dead one on a new dialog; paced at `restore_pace` so a restart does not
-        // storm (product.md, Persistence).
-        let at = (*slot).max(now);
-        *slot = at + svc.config.restore_pace;
+        // storm (product.md, Persistence). A live one whose own refresh comes before its
+        // slot keeps that time and leaves the slot to the next: with many subscriptions
+        // the paced queue is long, and waiting in it would let the dialog expire.
+        let paced = (*slot).max(now);
+        let own = self
+            .rec
+            .refresh_at
+            .map(Timestamp)
+            .filter(|t| live && *t < paced);
+        let at = match own {
+            Some(t) => t.max(now),
+            None => {
+                *slot = paced + svc.config.restore_pace;
+                paced
+            }
+        };
         svc.set_timer(self.timer(), at);
     }
 
