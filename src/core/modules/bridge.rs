@@ -205,54 +205,34 @@ impl BridgeModule {
         Err(last)
     }
 
+    /// Persists the X2S pair `key` as it is now (deleted when gone).
     fn x2s_store(&self, ctx: &mut ModuleCtx<'_>, key: &PairKey) {
-        let Some(p) = self.x2s.get(key) else {
-            ctx.store(StoreOp::Delete {
-                table: StoreTable::Authorizations,
-                key: x2s_row_key(key),
-            });
-            return;
-        };
-        let row = AuthRow::X2s {
-            user: p.user.bare(),
-            contact: p.contact.bare(),
-            sip_uri: p.sip_uri.clone(),
-            user_uri: p.user_uri.clone(),
-            authorized: p.authorized,
-            sub: p.sub.map(|s| s.0),
-        };
-        ctx.store(StoreOp::Put {
-            table: StoreTable::Authorizations,
-            key: x2s_row_key(key),
-            owner: ModuleId::Bridge.as_str().into(),
-            subject: p.user.bare(),
-            expires_at: None,
-            data: serde_json::to_value(row).unwrap_or_default(),
+        let row = self.x2s.get(key).map(|p| {
+            let row = AuthRow::X2s {
+                user: p.user.bare(),
+                contact: p.contact.bare(),
+                sip_uri: p.sip_uri.clone(),
+                user_uri: p.user_uri.clone(),
+                authorized: p.authorized,
+                sub: p.sub.map(|s| s.0),
+            };
+            (p.user.bare(), row)
         });
+        store_auth_row(ctx, x2s_row_key(key), row);
     }
 
+    /// Persists the S2X pair `key` as it is now (deleted when gone).
     fn s2x_store(&self, ctx: &mut ModuleCtx<'_>, key: &PairKey) {
-        let Some(p) = self.s2x.get(key) else {
-            ctx.store(StoreOp::Delete {
-                table: StoreTable::Authorizations,
-                key: s2x_row_key(key),
-            });
-            return;
-        };
-        let row = AuthRow::S2x {
-            watcher: p.watcher.bare(),
-            user: p.user.bare(),
-            authorized: p.authorized,
-            asked: p.asked,
-        };
-        ctx.store(StoreOp::Put {
-            table: StoreTable::Authorizations,
-            key: s2x_row_key(key),
-            owner: ModuleId::Bridge.as_str().into(),
-            subject: p.user.bare(),
-            expires_at: None,
-            data: serde_json::to_value(row).unwrap_or_default(),
+        let row = self.s2x.get(key).map(|p| {
+            let row = AuthRow::S2x {
+                watcher: p.watcher.bare(),
+                user: p.user.bare(),
+                authorized: p.authorized,
+                asked: p.asked,
+            };
+            (p.user.bare(), row)
         });
+        store_auth_row(ctx, s2x_row_key(key), row);
     }
 
     // ----- X2S: the XMPP user watches a SIP contact -----
@@ -347,7 +327,7 @@ impl BridgeModule {
             contact: None,
             event: "presence".into(),
             expires: None,
-                refresh_until_unsubscribed: false,
+            refresh_until_unsubscribed: false,
         });
         if let Some(old) = pair.sub.replace(id) {
             self.x2s_by_sub.remove(&old);
@@ -1138,6 +1118,23 @@ impl Module for BridgeModule {
             }
         }
     }
+}
+
+/// Writes (or, for `None`, deletes) one authorization row; `subject` is the XMPP user.
+fn store_auth_row(ctx: &mut ModuleCtx<'_>, key: String, row: Option<(String, AuthRow)>) {
+    let table = StoreTable::Authorizations;
+    let op = match row {
+        None => StoreOp::Delete { table, key },
+        Some((subject, row)) => StoreOp::Put {
+            table,
+            key,
+            owner: ModuleId::Bridge.as_str().into(),
+            subject,
+            expires_at: None,
+            data: serde_json::to_value(row).unwrap_or_default(),
+        },
+    };
+    ctx.store(op);
 }
 
 fn x2s_row_key(key: &PairKey) -> String {
