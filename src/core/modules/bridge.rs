@@ -1245,7 +1245,13 @@ fn pidf_body(user: &JidParts, resources: &[ResourcePresence]) -> NotifierBody {
     } else {
         xmpp_to_pidf(&entity, &uri, resources)
     };
-    NotifierBody::new(PIDF, build_pidf(&doc).into_bytes())
+    let mut body = NotifierBody::new(PIDF, build_pidf(&doc).into_bytes());
+    // xml:lang → Content-Language (RFC 8048 §7.5): the language of the statuses.
+    body.language = resources
+        .iter()
+        .flat_map(|r| r.statuses.iter())
+        .find_map(|n| n.lang.clone());
+    body
 }
 
 fn reply_error(ctx: &mut ModuleCtx<'_>, p: &Presence, condition: Condition, text: Option<&str>) {
