@@ -68,8 +68,8 @@ cleanup() {
             if [ "$OK" -ne 1 ]; then
                 for log in gateway.log kamailio.log prosody.log; do
                     [ -f "$RUN_DIR/$log" ] || continue
-                    say "----- $log (last 25 lines) -----" >&2
-                    tail -n 25 "$RUN_DIR/$log" >&2 || true
+                    say "----- $log (last 15 lines) -----" >&2
+                    tail -n 15 "$RUN_DIR/$log" >&2 || true
                 done
             fi
             say "demo: configs and logs kept in $RUN_DIR" >&2
@@ -78,8 +78,8 @@ cleanup() {
     exit "$rc"
 }
 trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+trap 'say "demo: interrupted" >&2; exit 130' INT
+trap 'say "demo: terminated" >&2; exit 143' TERM
 
 # start NAME LOG CMD... : in the background, in its own session; records the PID.
 start() {

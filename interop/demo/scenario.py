@@ -136,16 +136,24 @@ def sip_to_xmpp(alice: ScriptedClient, bob: ScriptedUA, kamailio: tuple[str, int
     say()
 
 
+# Per subscription dialog (Call-ID): how many of its NOTIFYs have been printed.
+_printed: dict[str, int] = {}
+
+
+def _position(sub: Subscription, n: Notify) -> int:
+    return next(i for i, m in enumerate(sub.notifies) if m is n)
+
+
 def follow(sub: Subscription, wanted: Callable[[Notify], bool], t0: float, what: str) -> Notify:
     """Prints every NOTIFY of `sub` not printed yet, as it arrives, until one is `wanted`."""
     deadline = time.monotonic() + WAIT
-    for _ in range(100):  # bounded: each pass consumes one NOTIFY
-        seen = getattr(sub, "demo_printed", 0)
+    for _ in range(100):  # bounded in count and time: each pass prints one NOTIFY
         left = deadline - time.monotonic()
         if left <= 0:
             break
-        n = sub.wait_notify(lambda m, k=seen: sub.notifies.index(m) >= k, left, what)
-        sub.demo_printed = sub.notifies.index(n) + 1  # type: ignore[attr-defined]
+        k = _printed.get(sub.call_id, 0)
+        n = sub.wait_notify(lambda m: _position(sub, m) >= k, left, what)
+        _printed[sub.call_id] = _position(sub, n) + 1
         say(f"  bob (SIP) gets NOTIFY: {notify_summary(n)}  [{ms_since(t0)}]")
         if wanted(n):
             return n
