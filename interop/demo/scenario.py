@@ -117,7 +117,7 @@ def sip_to_xmpp(alice: ScriptedClient, bob: ScriptedUA, kamailio: tuple[str, int
         alice.wait_presence(from_=BOB_JID, type="subscribed", timeout=WAIT)
     except AssertionError as e:
         raise DemoFailure(f"alice got no 'subscribed' from {BOB_JID}: the X2S SUBSCRIBE did not become active\n{e}")
-    say(f"  Kamailio accepts; alice (XMPP) is told 'subscribed' by {BOB_JID}  [{ms_since(t0)}]")
+    say(f"  Kamailio NOTIFYs 'active'; alice (XMPP) is told 'subscribed' by {BOB_JID}  [{ms_since(t0)}]")
 
     note = "Back in 10 minutes"
     bob.next_hop = kamailio
