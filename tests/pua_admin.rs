@@ -325,7 +325,11 @@ fn operator_subscription_with_short_expires_is_refreshed_in_dialog_past_its_inte
     for round in 0..3 {
         let (r, waited) = h.next_request(Method::Subscribe, 20);
         assert!(waited < 20, "round {round}: refreshed before expiry");
-        assert_eq!(header(&r, "Call-ID"), header(&s, "Call-ID"), "in the same dialog");
+        assert_eq!(
+            header(&r, "Call-ID"),
+            header(&s, "Call-ID"),
+            "in the same dialog"
+        );
         assert_eq!(header(&r, "Expires"), Some("20"));
         assert!(cseq_of(&r) > cseq_of(&last));
         h.answer(&r, 200, |resp| resp.headers.push("Expires", "20"));
