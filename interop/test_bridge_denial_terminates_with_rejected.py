@@ -11,9 +11,9 @@ CAROL_JID = component_jid("carol")
 
 @BOTH_SERVERS
 def test_denied_sip_watcher_gets_terminated_rejected(
-    xmpp_server, kamailio, make_bridge_gateway, make_xmpp_client, make_ua
+    xmpp_server, bridge_kamailio, make_bridge_gateway, make_xmpp_client, make_ua
 ):
-    gw = make_bridge_gateway(xmpp_server, kamailio.uri, mode="notifier")
+    gw = make_bridge_gateway(xmpp_server, bridge_kamailio.uri, mode="notifier")
     alice = make_xmpp_client(xmpp_server, "alice", on_subscribe="manual")
     carol = make_ua("carol", "carol", gw.contact_hostport)
 

@@ -214,7 +214,34 @@ def make_bridge_gateway(tmp_path: Path, diagnostics) -> Iterator[Callable[..., B
 def pending_kamailio(tmp_path: Path, diagnostics) -> Iterator[KamailioPS]:
     """Kamailio whose presence watchers stay pending (no authorization rules)."""
     cfg = pending_watchers_cfg(tmp_path / "kamailio-pending" / "presence-pending.cfg")
-    ps = KamailioPS(tmp_path / "kamailio-pending", cfg=cfg)
+    ps = KamailioPS(tmp_path / "kamailio-pending", cfg=cfg, children=1)
+    diagnostics.files.append(ps.log_path)
+    try:
+        ps.start()
+        yield ps
+    finally:
+        ps.stop()
+
+
+def authorize_before_gateway(stub, client, contact_jid: str) -> None:
+    """Gives `client`'s user a `from` subscription for `contact_jid` (a component JID) by
+    way of a stand-in component, before the gateway connects: the state of a user who
+    already shares presence with a SIP contact. Publish mode needs it: the gateway learns
+    an XMPP user's presence only from the broadcasts her server sends to component JIDs she
+    authorized. The stub is stopped (its stream closed) when this returns."""
+    stub.subscribe(contact_jid, client.bare)
+    client.wait_subscription_request(from_=contact_jid, timeout=10)
+    client.subscribed(contact_jid)
+    client.wait_roster(contact_jid, "from", timeout=10)
+    stub.stop()
+
+
+@pytest.fixture
+def bridge_kamailio(tmp_path: Path, diagnostics) -> Iterator[KamailioPS]:
+    """Kamailio (interop/kamailio/presence.cfg, watchers authorized at once) with one UDP
+    worker: the gateway sends a PUBLISH and a SUBSCRIBE at the same instant, which two
+    workers would write to sqlite concurrently ("database is locked")."""
+    ps = KamailioPS(tmp_path / "kamailio", children=1)
     diagnostics.files.append(ps.log_path)
     try:
         ps.start()
