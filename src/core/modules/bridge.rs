@@ -347,7 +347,7 @@ impl BridgeModule {
             contact: None,
             event: "presence".into(),
             expires: None,
-                refresh_until_unsubscribed: false,
+            refresh_until_unsubscribed: false,
         });
         if let Some(old) = pair.sub.replace(id) {
             self.x2s_by_sub.remove(&old);
