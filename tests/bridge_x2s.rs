@@ -206,10 +206,19 @@ fn jabber_show_is_copied_and_invalid_show_dropped() {
     };
     let mut h = harness(SipSideMode::Notifier);
     let sub = active(&mut h);
-    let n = h.notify(&sub, "ps1", 2, "active;expires=3000", Some(&doc("dnd")));
+    let mut n = h.notify(&sub, "ps1", 2, "active;expires=3000", Some(&doc("dnd")));
+    n.headers.push("Content-Language", "de");
     let p = of_kind(&h.peer_request(n), PresenceType::Available);
     assert_eq!(p[0].show, Some(Show::Dnd));
-    assert_eq!(p[0].statuses[0].1, "Busy");
+    assert_eq!(
+        p[0].statuses[0],
+        (Some("de".to_string()), "Busy".to_string())
+    );
+    assert_eq!(
+        p[0].lang.as_deref(),
+        Some("de"),
+        "Content-Language → xml:lang"
+    );
     let n = h.notify(&sub, "ps1", 3, "active;expires=3000", Some(&doc("busy")));
     let p = of_kind(&h.peer_request(n), PresenceType::Available);
     assert_eq!(p[0].show, None);
