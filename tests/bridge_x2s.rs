@@ -378,3 +378,20 @@ fn one_dialog_is_shared_by_the_users_resources() {
     );
     let _ = BridgeModule::new;
 }
+
+/// After the component link comes back (the XMPP server restarted, so the user's login
+/// probe may have bounced while it was down), the SIP contact's known presence is
+/// announced to the user again.
+#[test]
+fn link_up_announces_known_sip_presence_again() {
+    let mut h = harness(SipSideMode::Notifier);
+    active(&mut h);
+    h.input(Input::XmppLinkDown);
+    let mut outs = h.input(Input::XmppLinkUp);
+    outs.extend(h.advance(secs(1)));
+    let avail = of_kind(&outs, PresenceType::Available);
+    assert_eq!(avail.len(), 1, "{outs:#?}");
+    assert_eq!(avail[0].from.to_string(), format!("{BEN}/ph7"));
+    assert_eq!(avail[0].to.to_string(), ANNA);
+    assert!(of_kind(&outs, PresenceType::Subscribed).is_empty());
+}

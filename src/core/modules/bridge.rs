@@ -1020,6 +1020,15 @@ impl Module for BridgeModule {
             for pair in self.s2x.values().filter(|p| p.authorized) {
                 ctx.send_stanza(presence(&pair.watcher, &pair.user, PresenceType::Probe));
             }
+            // The XMPP server may have restarted: a user's login probe while the link
+            // was down was bounced, and presence we announced before is forgotten.
+            // Announce the SIP contacts' known presence again (an offline user's server
+            // drops it).
+            for pair in self.x2s.values().filter(|p| p.authorized) {
+                for (res, r) in pair.resources.iter().filter(|(_, r)| r.available) {
+                    ctx.send_stanza(resource_presence(&pair.contact, &pair.user, res, r));
+                }
+            }
         }
     }
 
