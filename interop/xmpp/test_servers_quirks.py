@@ -30,11 +30,31 @@ def test_login_probe_to_component_comes_from_full_jid(xmpp_server, make_xmpp_cli
 @BOTH_SERVERS
 def test_probe_of_non_authorizing_user_is_silently_dropped(xmpp_server, make_xmpp_client, make_stub_component):
     """RFC 6121 §4.3.2 case 1 says SHOULD answer `unsubscribed`; neither server answers at
-    all. The gateway cannot learn "not authorized" from a probe."""
+    all (Prosody 0.12 generates the `unsubscribed`, but its own outbound subscription handler
+    drops it because no roster state changes). The gateway cannot learn "not authorized"
+    from a probe."""
     comp = make_stub_component(xmpp_server)
     alice = make_xmpp_client(xmpp_server, "alice")
     comp.probe(BOB, alice.bare)
     comp.inbox.expect_none(match("presence", from_=alice.bare), within=1.5)
+
+
+@BOTH_SERVERS
+def test_subscribe_from_component_is_acknowledged_with_unavailable_on_prosody_only(xmpp_server, make_xmpp_client, make_stub_component):
+    """Prosody answers a new inbound subscribe at once with `unavailable` from the user's bare
+    JID ("acknowledging receipt", mod_presence), before the user decides; ejabberd sends
+    nothing until the user answers. The gateway must not read that `unavailable` as the
+    user's answer or presence: the subscription is still pending."""
+    comp = make_stub_component(xmpp_server)
+    alice = make_xmpp_client(xmpp_server, "alice")
+    alice.send_available(show="away")
+    comp.subscribe(BOB, alice.bare)
+    alice.wait_subscription_request(from_=BOB)
+    if kind(xmpp_server) == "prosody":
+        got = comp.wait_presence(from_=alice.bare, to=BOB)
+        assert (got.type, got.from_) == ("unavailable", "alice@xmpp.test")
+    else:
+        comp.inbox.expect_none(match("presence", from_=alice.bare), within=1.5)
 
 
 @BOTH_SERVERS
