@@ -10,6 +10,7 @@ import pytest
 from .fixtures import BOTH_SERVERS
 from .loopthread import XmppTimeout, match
 from .scenarios import BOB, alice_subscribed_to_bob, bob_subscribed_to_alice
+from .stub_component import StubComponent
 
 def kind(server) -> str:
     return server.kind
@@ -130,6 +131,42 @@ def test_subscription_request_to_offline_user_is_delivered_at_next_login(xmpp_se
     comp.subscribe(BOB, "alice@xmpp.test")
     alice = make_xmpp_client(xmpp_server, "alice")
     alice.wait_subscription_request(from_=BOB)
+
+
+# Stream error conditions for a component handshake that names a domain the server does not
+# serve: Prosody says so before the handshake, ejabberd answers the handshake itself.
+UNKNOWN_DOMAIN_ERROR = {"prosody": "host-unknown", "ejabberd": "not-authorized"}
+
+
+@BOTH_SERVERS
+def test_component_for_unknown_domain_is_refused_with_server_specific_error(xmpp_server):
+    comp = StubComponent("other.test", xmpp_server.component_secret, xmpp_server.component_addr)
+    try:
+        with pytest.raises(XmppTimeout):
+            comp.start(timeout=5)
+        assert any(UNKNOWN_DOMAIN_ERROR[kind(xmpp_server)] in e for e in comp.stream_errors), comp.stream_errors
+    finally:
+        comp.stop()
+
+
+@BOTH_SERVERS
+def test_second_component_connection_for_same_domain(xmpp_server, make_stub_component):
+    """Prosody refuses a second connection for a connected component domain with <conflict/>
+    (the first stays): a gateway reconnecting before the server noticed its old stream died
+    is refused until then. ejabberd accepts both connections."""
+    first = make_stub_component(xmpp_server)
+    second = StubComponent(xmpp_server.component_domain, xmpp_server.component_secret, xmpp_server.component_addr)
+    try:
+        if kind(xmpp_server) == "prosody":
+            with pytest.raises(XmppTimeout):
+                second.start(timeout=5)
+            assert any("conflict" in e for e in second.stream_errors), second.stream_errors
+        else:
+            second.start(timeout=5)
+            assert second.connected
+        assert first.connected
+    finally:
+        second.stop()
 
 
 @pytest.mark.parametrize("xmpp_server", ["ejabberd"], indirect=True)
