@@ -12,6 +12,7 @@ from .loopthread import XmppTimeout, match
 from .scenarios import BOB, alice_subscribed_to_bob, bob_subscribed_to_alice
 from .stub_component import StubComponent
 
+
 def kind(server) -> str:
     return server.kind
 
