@@ -395,3 +395,21 @@ fn link_up_announces_known_sip_presence_again() {
     assert_eq!(avail[0].to.to_string(), ANNA);
     assert!(of_kind(&outs, PresenceType::Subscribed).is_empty());
 }
+
+/// Case 61: a probe whose SUBSCRIBE times out (Timer F) → remote-server-timeout.
+#[test]
+fn probe_timing_out_becomes_remote_server_timeout() {
+    let mut h = harness(SipSideMode::Notifier);
+    let mut probe = pres(ANNA, BEN, PresenceType::Probe);
+    probe.id = Some("pr2".into());
+    let outs = stanza_in(&mut h, probe);
+    assert_eq!(requests(&outs, Method::Subscribe).len(), 1);
+    let outs = h.advance(secs(33));
+    let e = of_kind(&outs, PresenceType::Error);
+    assert_eq!(e.len(), 1, "{outs:#?}");
+    assert_eq!(e[0].id.as_deref(), Some("pr2"));
+    assert_eq!(
+        e[0].error.as_ref().unwrap().condition,
+        Condition::RemoteServerTimeout
+    );
+}
