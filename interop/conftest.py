@@ -15,6 +15,10 @@ from harness.procs import stop_all_leftovers, tail
 from harness.relay import SipRelay
 from harness.sip_ua import ScriptedUA
 
+# The XMPP servers, clients and stub component (interop/xmpp), and the bridge's gateway and
+# Kamailio variants (harness/bridge.py), for every test of the suite.
+pytest_plugins = ["xmpp.fixtures", "harness.bridge"]
+
 # The presentity and watcher the scenarios use. Domains are IP literals: Kamailio sends
 # NOTIFYs to Contact / domain, which must resolve to loopback (interop-notes.md).
 ALICE = "sip:alice@127.0.0.1"

@@ -100,6 +100,7 @@ fn presence_becomes_pidf_with_show_note_and_priority() {
     let outs = xmpp(&mut h, p);
     let n = one_request(&outs, Method::Notify);
     assert_eq!(header(&n, "Content-Type"), Some("application/pidf+xml"));
+    assert_eq!(header(&n, "Content-Language"), Some("en"));
     let doc = parse_pidf(&n.body).unwrap();
     let t = &doc.tuples[0];
     assert_eq!(t.id, "ID-desk");

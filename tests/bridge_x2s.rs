@@ -206,10 +206,19 @@ fn jabber_show_is_copied_and_invalid_show_dropped() {
     };
     let mut h = harness(SipSideMode::Notifier);
     let sub = active(&mut h);
-    let n = h.notify(&sub, "ps1", 2, "active;expires=3000", Some(&doc("dnd")));
+    let mut n = h.notify(&sub, "ps1", 2, "active;expires=3000", Some(&doc("dnd")));
+    n.headers.push("Content-Language", "de");
     let p = of_kind(&h.peer_request(n), PresenceType::Available);
     assert_eq!(p[0].show, Some(Show::Dnd));
-    assert_eq!(p[0].statuses[0].1, "Busy");
+    assert_eq!(
+        p[0].statuses[0],
+        (Some("de".to_string()), "Busy".to_string())
+    );
+    assert_eq!(
+        p[0].lang.as_deref(),
+        Some("de"),
+        "Content-Language → xml:lang"
+    );
     let n = h.notify(&sub, "ps1", 3, "active;expires=3000", Some(&doc("busy")));
     let p = of_kind(&h.peer_request(n), PresenceType::Available);
     assert_eq!(p[0].show, None);
@@ -401,4 +410,39 @@ fn per_user_contact_limit_counts_only_that_users_contacts() {
         ),
     );
     assert_eq!(requests(&outs, Method::Subscribe).len(), 1);
+}
+
+/// After the component link comes back (the XMPP server restarted, so the user's login
+/// probe may have bounced while it was down), the SIP contact's known presence is
+/// announced to the user again.
+#[test]
+fn link_up_announces_known_sip_presence_again() {
+    let mut h = harness(SipSideMode::Notifier);
+    active(&mut h);
+    h.input(Input::XmppLinkDown);
+    let mut outs = h.input(Input::XmppLinkUp);
+    outs.extend(h.advance(secs(1)));
+    let avail = of_kind(&outs, PresenceType::Available);
+    assert_eq!(avail.len(), 1, "{outs:#?}");
+    assert_eq!(avail[0].from.to_string(), format!("{BEN}/ph7"));
+    assert_eq!(avail[0].to.to_string(), ANNA);
+    assert!(of_kind(&outs, PresenceType::Subscribed).is_empty());
+}
+
+/// Case 61: a probe whose SUBSCRIBE times out (Timer F) → remote-server-timeout.
+#[test]
+fn probe_timing_out_becomes_remote_server_timeout() {
+    let mut h = harness(SipSideMode::Notifier);
+    let mut probe = pres(ANNA, BEN, PresenceType::Probe);
+    probe.id = Some("pr2".into());
+    let outs = stanza_in(&mut h, probe);
+    assert_eq!(requests(&outs, Method::Subscribe).len(), 1);
+    let outs = h.advance(secs(33));
+    let e = of_kind(&outs, PresenceType::Error);
+    assert_eq!(e.len(), 1, "{outs:#?}");
+    assert_eq!(e[0].id.as_deref(), Some("pr2"));
+    assert_eq!(
+        e[0].error.as_ref().unwrap().condition,
+        Condition::RemoteServerTimeout
+    );
 }

@@ -309,3 +309,30 @@ fn coalesced_publish_commands_are_answered_by_the_publish_that_carries_them() {
     let ids: Vec<_> = admin_replies(&outs).into_iter().map(|(id, _)| id).collect();
     assert_eq!(ids, vec![second, third]);
 }
+
+/// The issue: `ctl subscribe` with a short Expires → the gateway holds and refreshes the
+/// dialog, past the interval asked for (pua_mi would let it lapse).
+#[test]
+fn operator_subscription_with_short_expires_is_refreshed_in_dialog_past_its_interval() {
+    let mut h = Harness::new();
+    let (_, outs) = h.admin(Harness::subscribe_cmd("presence", 20));
+    let s = one_request(&outs, Method::Subscribe);
+    assert_eq!(header(&s, "Expires"), Some("20"));
+    h.answer(&s, 200, |r| r.headers.push("Expires", "20"));
+    let n = h.notify(&s, "n1", 1, "active;expires=20", Some(PIDF_OPEN));
+    h.peer_request(n);
+    let mut last = s.clone();
+    for round in 0..3 {
+        let (r, waited) = h.next_request(Method::Subscribe, 20);
+        assert!(waited < 20, "round {round}: refreshed before expiry");
+        assert_eq!(
+            header(&r, "Call-ID"),
+            header(&s, "Call-ID"),
+            "in the same dialog"
+        );
+        assert_eq!(header(&r, "Expires"), Some("20"));
+        assert!(cseq_of(&r) > cseq_of(&last));
+        h.answer(&r, 200, |resp| resp.headers.push("Expires", "20"));
+        last = r;
+    }
+}

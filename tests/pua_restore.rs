@@ -187,7 +187,10 @@ fn live_subscription_due_before_its_paced_turn_keeps_its_refresh_time() {
     h2.input(Input::Restore(rows));
     let first = requests(&h2.advance(secs(0)), Method::Subscribe);
     assert_eq!(first.len(), 1, "the dead record takes the first slot");
-    assert!(!header(&first[0], "To").unwrap().contains("tag="), "a new dialog");
+    assert!(
+        !header(&first[0], "To").unwrap().contains("tag="),
+        "a new dialog"
+    );
     let mut refreshed_in_dialog = false;
     for _ in 0..3300 {
         for r in requests(&h2.advance(secs(1)), Method::Subscribe) {

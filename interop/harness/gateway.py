@@ -62,8 +62,13 @@ class GatewayPorts:
     admin: int
 
 
-def gateway_config_toml(*, ports: GatewayPorts, outbound_proxy: str, store_path: Path, log_level: str = "info") -> str:
-    """The gateway configuration the suite runs with. The ONE place that knows its keys."""
+def gateway_config_toml(
+    *, ports: GatewayPorts, outbound_proxy: str, store_path: Path, log_level: str = "info", extra: str = ""
+) -> str:
+    """The gateway configuration the suite runs with. The ONE place that knows its keys.
+
+    `extra` is appended as is: further tables such as `[xmpp]` and `[bridge]`
+    (harness/bridge.py writes those)."""
     return f"""# written by interop/harness/gateway.py
 [log]
 level = "{log_level}"
@@ -84,7 +89,7 @@ listen = "{LOOPBACK}:{ports.admin}"
 # Short, so that publications without a time limit (ctl publish --expires -1) are
 # refreshed within a test's time.
 default_expires = 30
-"""
+""" + (f"\n{extra}" if extra else "")
 
 
 @dataclass
@@ -110,7 +115,7 @@ class CtlResult:
 class GatewayProcess:
     """One gateway instance; its ports and store survive restarts."""
 
-    def __init__(self, run_dir: Path, outbound_proxy: str) -> None:
+    def __init__(self, run_dir: Path, outbound_proxy: str, extra_toml: str = "") -> None:
         self.run_dir = run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
         self.binary = gateway_binary()
@@ -119,7 +124,9 @@ class GatewayProcess:
         self.config_path = run_dir / "gateway.toml"
         self.log_path = run_dir / "gateway.log"
         self.config_path.write_text(
-            gateway_config_toml(ports=self.ports, outbound_proxy=outbound_proxy, store_path=self.store_path)
+            gateway_config_toml(
+                ports=self.ports, outbound_proxy=outbound_proxy, store_path=self.store_path, extra=extra_toml
+            )
         )
         self.proc: Optional[ManagedProcess] = None
         self.starts = 0

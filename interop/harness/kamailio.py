@@ -57,8 +57,15 @@ def create_presence_db(path: Path) -> None:
 class KamailioPS:
     """A running Kamailio presence server on 127.0.0.1:port."""
 
-    def __init__(self, run_dir: Path, *, contact_port: Optional[int] = None) -> None:
+    def __init__(
+        self, run_dir: Path, *, contact_port: Optional[int] = None, cfg: Path = CFG, children: int = 2
+    ) -> None:
         self.run_dir = run_dir
+        # The routing script; a test may run a variant of presence.cfg (harness/bridge.py).
+        self.cfg = cfg
+        # UDP worker processes. One serialises Kamailio's own sqlite writes (db_sqlite sets
+        # no busy timeout, so two workers writing at once get "database is locked").
+        self.children = children
         self.port = free_port("udp")
         # The Contact Kamailio puts in its 200s and NOTIFYs. A test may point it at a relay
         # so in-dialog requests pass through that relay too.
@@ -80,11 +87,11 @@ class KamailioPS:
         create_presence_db(self.db_path)
         argv = [
             kamailio_binary(),
-            "-f", str(CFG),
+            "-f", str(self.cfg),
             "-DD",  # stay in the foreground: the recorded PID is the main process
             "-E",  # log to stderr (our log file)
             "-l", f"udp:{LOOPBACK}:{self.port}",
-            "-n", "2",
+            "-n", str(self.children),
             "-m", "64",
             "-Y", str(self.run_dir / "kamailio-rundir"),
             f"--substdef=!KAM_PORT!{self.port}!",

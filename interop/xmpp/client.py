@@ -141,7 +141,15 @@ class ScriptedClient:
                 )
         self.roster(timeout=timeout)  # an interested resource (RFC 6121 §2.2)
         if self.initial_presence:
+            mark = len(self.inbox)
             self.send_presence(priority=self.priority)
+            # The server reflects initial presence to the sender (RFC 6121 §4.2.2); once it
+            # has, the resource is available and stanzas routed to it are delivered. Without
+            # this wait a test's next stanza can race the login. The cursor is not moved, so
+            # stanzas delivered at login (stored subscription requests) stay visible.
+            self.inbox.wait_seen(
+                match("presence", type="available", from_=self.full), timeout, "own initial presence", since=mark
+            )
 
     def reconnect(self, timeout: float = 10.0) -> "ScriptedClient":
         """Logs in again (for example after the server restarted); keeps the inbox."""

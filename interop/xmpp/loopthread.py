@@ -159,19 +159,31 @@ class Inbox:
         with self._cv:
             self._cursor = len(self._items)
 
-    def _find(self, pred: Callable[[Received], bool]) -> Optional[int]:
-        for i in range(self._cursor, len(self._items)):
+    def _find(self, pred: Callable[[Received], bool], start: int) -> Optional[int]:
+        for i in range(start, len(self._items)):
             if pred(self._items[i]):
                 return i
         return None
 
     def wait_for(self, pred: Callable[[Received], bool], timeout: float = 5.0, what: str = "") -> Received:
+        return self._wait(pred, timeout, what, consume=True)
+
+    def wait_seen(self, pred: Callable[[Received], bool], timeout: float = 5.0, what: str = "", since: int = 0) -> Received:
+        """Like `wait_for` over the whole history from index `since`, without moving the cursor."""
+        return self._wait(pred, timeout, what, consume=False, since=since)
+
+    def __len__(self) -> int:
+        with self._cv:
+            return len(self._items)
+
+    def _wait(self, pred: Callable[[Received], bool], timeout: float, what: str, consume: bool, since: int = 0) -> Received:
         deadline = time.monotonic() + timeout
         with self._cv:
             for _ in range(100_000):  # bounded; each pass waits for a new stanza or the deadline
-                i = self._find(pred)
+                i = self._find(pred, self._cursor if consume else since)
                 if i is not None:
-                    self._cursor = i + 1
+                    if consume:
+                        self._cursor = i + 1
                     return self._items[i]
                 left = deadline - time.monotonic()
                 if left <= 0:

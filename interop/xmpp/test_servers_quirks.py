@@ -10,6 +10,8 @@ import pytest
 from .fixtures import BOTH_SERVERS
 from .loopthread import XmppTimeout, match
 from .scenarios import BOB, alice_subscribed_to_bob, bob_subscribed_to_alice
+from .stub_component import StubComponent
+
 
 def kind(server) -> str:
     return server.kind
@@ -30,11 +32,31 @@ def test_login_probe_to_component_comes_from_full_jid(xmpp_server, make_xmpp_cli
 @BOTH_SERVERS
 def test_probe_of_non_authorizing_user_is_silently_dropped(xmpp_server, make_xmpp_client, make_stub_component):
     """RFC 6121 §4.3.2 case 1 says SHOULD answer `unsubscribed`; neither server answers at
-    all. The gateway cannot learn "not authorized" from a probe."""
+    all (Prosody 0.12 generates the `unsubscribed`, but its own outbound subscription handler
+    drops it because no roster state changes). The gateway cannot learn "not authorized"
+    from a probe."""
     comp = make_stub_component(xmpp_server)
     alice = make_xmpp_client(xmpp_server, "alice")
     comp.probe(BOB, alice.bare)
     comp.inbox.expect_none(match("presence", from_=alice.bare), within=1.5)
+
+
+@BOTH_SERVERS
+def test_subscribe_from_component_is_acknowledged_with_unavailable_on_prosody_only(xmpp_server, make_xmpp_client, make_stub_component):
+    """Prosody answers a new inbound subscribe at once with `unavailable` from the user's bare
+    JID ("acknowledging receipt", mod_presence), before the user decides; ejabberd sends
+    nothing until the user answers. The gateway must not read that `unavailable` as the
+    user's answer or presence: the subscription is still pending."""
+    comp = make_stub_component(xmpp_server)
+    alice = make_xmpp_client(xmpp_server, "alice")
+    alice.send_available(show="away")
+    comp.subscribe(BOB, alice.bare)
+    alice.wait_subscription_request(from_=BOB)
+    if kind(xmpp_server) == "prosody":
+        got = comp.wait_presence(from_=alice.bare, to=BOB)
+        assert (got.type, got.from_) == ("unavailable", "alice@xmpp.test")
+    else:
+        comp.inbox.expect_none(match("presence", from_=alice.bare), within=1.5)
 
 
 @BOTH_SERVERS
@@ -110,6 +132,42 @@ def test_subscription_request_to_offline_user_is_delivered_at_next_login(xmpp_se
     comp.subscribe(BOB, "alice@xmpp.test")
     alice = make_xmpp_client(xmpp_server, "alice")
     alice.wait_subscription_request(from_=BOB)
+
+
+# Stream error conditions for a component handshake that names a domain the server does not
+# serve: Prosody says so before the handshake, ejabberd answers the handshake itself.
+UNKNOWN_DOMAIN_ERROR = {"prosody": "host-unknown", "ejabberd": "not-authorized"}
+
+
+@BOTH_SERVERS
+def test_component_for_unknown_domain_is_refused_with_server_specific_error(xmpp_server):
+    comp = StubComponent("other.test", xmpp_server.component_secret, xmpp_server.component_addr)
+    try:
+        with pytest.raises(XmppTimeout):
+            comp.start(timeout=5)
+        assert any(UNKNOWN_DOMAIN_ERROR[kind(xmpp_server)] in e for e in comp.stream_errors), comp.stream_errors
+    finally:
+        comp.stop()
+
+
+@BOTH_SERVERS
+def test_second_component_connection_for_same_domain(xmpp_server, make_stub_component):
+    """Prosody refuses a second connection for a connected component domain with <conflict/>
+    (the first stays): a gateway reconnecting before the server noticed its old stream died
+    is refused until then. ejabberd accepts both connections."""
+    first = make_stub_component(xmpp_server)
+    second = StubComponent(xmpp_server.component_domain, xmpp_server.component_secret, xmpp_server.component_addr)
+    try:
+        if kind(xmpp_server) == "prosody":
+            with pytest.raises(XmppTimeout):
+                second.start(timeout=5)
+            assert any("conflict" in e for e in second.stream_errors), second.stream_errors
+        else:
+            second.start(timeout=5)
+            assert second.connected
+        assert first.connected
+    finally:
+        second.stop()
 
 
 @pytest.mark.parametrize("xmpp_server", ["ejabberd"], indirect=True)

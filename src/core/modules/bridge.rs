@@ -211,54 +211,34 @@ impl BridgeModule {
         Err(last)
     }
 
+    /// Persists the X2S pair `key` as it is now (deleted when gone).
     fn x2s_store(&self, ctx: &mut ModuleCtx<'_>, key: &PairKey) {
-        let Some(p) = self.x2s.get(key) else {
-            ctx.store(StoreOp::Delete {
-                table: StoreTable::Authorizations,
-                key: x2s_row_key(key),
-            });
-            return;
-        };
-        let row = AuthRow::X2s {
-            user: p.user.bare(),
-            contact: p.contact.bare(),
-            sip_uri: p.sip_uri.clone(),
-            user_uri: p.user_uri.clone(),
-            authorized: p.authorized,
-            sub: p.sub.map(|s| s.0),
-        };
-        ctx.store(StoreOp::Put {
-            table: StoreTable::Authorizations,
-            key: x2s_row_key(key),
-            owner: ModuleId::Bridge.as_str().into(),
-            subject: p.user.bare(),
-            expires_at: None,
-            data: serde_json::to_value(row).unwrap_or_default(),
+        let row = self.x2s.get(key).map(|p| {
+            let row = AuthRow::X2s {
+                user: p.user.bare(),
+                contact: p.contact.bare(),
+                sip_uri: p.sip_uri.clone(),
+                user_uri: p.user_uri.clone(),
+                authorized: p.authorized,
+                sub: p.sub.map(|s| s.0),
+            };
+            (p.user.bare(), row)
         });
+        store_auth_row(ctx, x2s_row_key(key), row);
     }
 
+    /// Persists the S2X pair `key` as it is now (deleted when gone).
     fn s2x_store(&self, ctx: &mut ModuleCtx<'_>, key: &PairKey) {
-        let Some(p) = self.s2x.get(key) else {
-            ctx.store(StoreOp::Delete {
-                table: StoreTable::Authorizations,
-                key: s2x_row_key(key),
-            });
-            return;
-        };
-        let row = AuthRow::S2x {
-            watcher: p.watcher.bare(),
-            user: p.user.bare(),
-            authorized: p.authorized,
-            asked: p.asked,
-        };
-        ctx.store(StoreOp::Put {
-            table: StoreTable::Authorizations,
-            key: s2x_row_key(key),
-            owner: ModuleId::Bridge.as_str().into(),
-            subject: p.user.bare(),
-            expires_at: None,
-            data: serde_json::to_value(row).unwrap_or_default(),
+        let row = self.s2x.get(key).map(|p| {
+            let row = AuthRow::S2x {
+                watcher: p.watcher.bare(),
+                user: p.user.bare(),
+                authorized: p.authorized,
+                asked: p.asked,
+            };
+            (p.user.bare(), row)
         });
+        store_auth_row(ctx, s2x_row_key(key), row);
     }
 
     // ----- X2S: the XMPP user watches a SIP contact -----
@@ -1051,6 +1031,7 @@ impl Module for BridgeModule {
     fn on_timer(&mut self, ctx: &mut ModuleCtx<'_>, token: u64) {
         if token == RESYNC_TIMER && self.link_up {
             use std::ops::Bound;
+            let first_step = self.resync_from.is_none();
             let start = match self.resync_from.take() {
                 Some(k) => Bound::Included(k),
                 None => Bound::Unbounded,
@@ -1066,6 +1047,17 @@ impl Module for BridgeModule {
                 self.resync_from = Some(next.clone());
                 let step = ctx.svc.config.restore_pace * PROBE_BATCH as u32;
                 ctx.set_timer(RESYNC_TIMER, ctx.now + step);
+            }
+            if first_step {
+                // The XMPP server may have restarted: a user's login probe while the link
+                // was down was bounced, and presence we announced before is forgotten.
+                // Announce the SIP contacts' known presence again (an offline user's server
+                // drops it).
+                for pair in self.x2s.values().filter(|p| p.authorized) {
+                    for (res, r) in pair.resources.iter().filter(|(_, r)| r.available) {
+                        ctx.send_stanza(resource_presence(&pair.contact, &pair.user, res, r));
+                    }
+                }
             }
         }
     }
@@ -1165,6 +1157,23 @@ impl Module for BridgeModule {
             }
         }
     }
+}
+
+/// Writes (or, for `None`, deletes) one authorization row; `subject` is the XMPP user.
+fn store_auth_row(ctx: &mut ModuleCtx<'_>, key: String, row: Option<(String, AuthRow)>) {
+    let table = StoreTable::Authorizations;
+    let op = match row {
+        None => StoreOp::Delete { table, key },
+        Some((subject, row)) => StoreOp::Put {
+            table,
+            key,
+            owner: ModuleId::Bridge.as_str().into(),
+            subject,
+            expires_at: None,
+            data: serde_json::to_value(row).unwrap_or_default(),
+        },
+    };
+    ctx.store(op);
 }
 
 fn x2s_row_key(key: &PairKey) -> String {
@@ -1275,7 +1284,13 @@ fn pidf_body(user: &JidParts, resources: &[ResourcePresence]) -> NotifierBody {
     } else {
         xmpp_to_pidf(&entity, &uri, resources)
     };
-    NotifierBody::new(PIDF, build_pidf(&doc).into_bytes())
+    let mut body = NotifierBody::new(PIDF, build_pidf(&doc).into_bytes());
+    // xml:lang → Content-Language (RFC 8048 §7.5): the language of the statuses.
+    body.language = resources
+        .iter()
+        .flat_map(|r| r.statuses.iter())
+        .find_map(|n| n.lang.clone());
+    body
 }
 
 fn reply_error(ctx: &mut ModuleCtx<'_>, p: &Presence, condition: Condition, text: Option<&str>) {

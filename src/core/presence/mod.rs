@@ -154,6 +154,29 @@ pub(crate) fn version_outcome(local: Option<u32>, version: u32, state: DocState)
     }
 }
 
+/// Gives every PIDF note without an `xml:lang` the language of the NOTIFY's
+/// `Content-Language` (RFC 3261 §20.13), so the language survives into XMPP `xml:lang`
+/// (RFC 8048 §7.6, standards.md §16 case 51). Other bodies are left alone.
+pub fn apply_content_language(body: &mut Body, language: &str) {
+    let language = language.split(',').next().unwrap_or("").trim();
+    if language.is_empty() {
+        return;
+    }
+    let Body::Pidf(doc) = body else { return };
+    let fill = |notes: &mut Vec<Note>| {
+        for n in notes.iter_mut().filter(|n| n.lang.is_none()) {
+            n.lang = Some(language.to_string());
+        }
+    };
+    fill(&mut doc.notes);
+    for t in &mut doc.tuples {
+        fill(&mut t.notes);
+    }
+    if let Some(p) = &mut doc.person {
+        fill(&mut p.notes);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -203,7 +203,9 @@ impl NameAddr {
             if !rest.starts_with('<') {
                 return Err(err(header, "quoted display name not followed by <uri>"));
             }
-            (Some(d), rest)
+            // A tab inside qdtext is linear white space: read it as a space, the form
+            // this type writes back (control characters are never written).
+            (Some(d.replace('\t', " ")), rest)
         } else if let Some(lt) = v.find('<') {
             let d = v[..lt].trim();
             if d.contains(['>', '"', ';', ',']) {
@@ -213,7 +215,8 @@ impl NameAddr {
                 if d.is_empty() {
                     None
                 } else {
-                    Some(d.to_string())
+                    // Tokens separated by LWS (RFC 3261 §25.1): one space each.
+                    Some(d.split_whitespace().collect::<Vec<_>>().join(" "))
                 },
                 &v[lt..],
             )

@@ -130,6 +130,9 @@ impl fmt::Display for NotifierDialogId {
 pub struct Body {
     pub content_type: String,
     pub bytes: Vec<u8>,
+    /// The document's language, sent as `Content-Language` (RFC 3261 §20.13; RFC 8048
+    /// §7.5 maps XMPP `xml:lang` to it).
+    pub language: Option<String>,
 }
 
 impl Body {
@@ -137,6 +140,7 @@ impl Body {
         Body {
             content_type: content_type.into(),
             bytes: bytes.into(),
+            language: None,
         }
     }
 }
@@ -1555,6 +1559,9 @@ fn build_notify(config: &NotifierConfig, d: &Dialog, now: Timestamp) -> (String,
     req.headers.push("User-Agent", config.user_agent.clone());
     if let Some(body) = body {
         req.headers.push("Content-Type", body.content_type.clone());
+        if let Some(lang) = &body.language {
+            req.headers.push("Content-Language", lang.clone());
+        }
         req.body = body.bytes;
     }
     (to_uri, req)

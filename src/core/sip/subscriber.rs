@@ -29,7 +29,7 @@ use crate::core::engine::{Services, TimerKey, TxOwner};
 use crate::core::modules::admin::SubscriptionView;
 use crate::core::modules::ModuleId;
 use crate::core::persist::{StoreOp, StoreTable};
-use crate::core::presence::{parse_body, Body};
+use crate::core::presence::{apply_content_language, parse_body, Body};
 use crate::core::pua::{PuaEvent, PuaTimer, SubscribeRequest, SubscriptionEnd, SubscriptionId};
 use crate::core::time::Timestamp;
 
@@ -903,7 +903,12 @@ impl Subscription {
             .unwrap_or(0);
         let content_type = req.headers.get("Content-Type");
         let body = match parse_body(content_type, &req.body) {
-            Ok(b) => b,
+            Ok(mut b) => {
+                if let Some(lang) = req.headers.get("Content-Language") {
+                    apply_content_language(&mut b, lang);
+                }
+                b
+            }
             Err(e) => {
                 tracing::info!(id = %self.id, error = %e, "NOTIFY with an unusable body");
                 svc.reply(now, stx, req, 400, "Bad Body", |_| {});
