@@ -104,6 +104,7 @@ pub struct FilePua {
     pub default_expires: Option<u64>,
     pub refresh_window: Option<Vec<f64>>,
     pub max_backoff_secs: Option<u64>,
+    pub resync_rate: Option<u64>,
 }
 
 /// `[notifier]`
@@ -638,6 +639,19 @@ fn validate_engine(
         }
         Some(n) => Duration::from_secs(n),
     };
+    // Refreshes after a restart go out at this rate (product.md: re-subscriptions are
+    // paced by a configured rate), so a restart does not storm the presence server.
+    let restore_pace = match pua.resync_rate {
+        None => d.restore_pace,
+        Some(r) if r == 0 || r > 100_000 => {
+            errs.push(
+                "pua.resync_rate",
+                format!("{r} is outside 1..=100000 per second"),
+            );
+            d.restore_pace
+        }
+        Some(r) => Duration::from_micros(1_000_000 / r),
+    };
 
     let n = &file.notifier;
     let min_expires = expires(n.min_expires, "notifier.min_expires", 60, errs);
@@ -665,6 +679,7 @@ fn validate_engine(
         max_expires,
         refresh_window,
         max_backoff,
+        restore_pace,
         user_agent,
         min_notify_interval: Duration::from_millis(
             file.notifier.min_notify_interval_ms.unwrap_or(0),
@@ -1043,6 +1058,25 @@ mod tests {
         assert_eq!(host_part("gw.example.org:5060"), "gw.example.org");
         assert_eq!(host_part("[::1]:5060"), "[::1]");
         assert_eq!(host_part("gw.example.org"), "gw.example.org");
+    }
+
+    #[test]
+    fn resync_rate_sets_the_restore_pace() {
+        let c = load_str(
+            "[sip]\nudp_listen = \"127.0.0.1:5060\"\n[pua]\nresync_rate = 200\n",
+            Some(HashMap::new()),
+        )
+        .unwrap();
+        assert_eq!(c.engine.restore_pace, Duration::from_millis(5));
+        let errs = load_str(
+            "[sip]\nudp_listen = \"127.0.0.1:5060\"\n[pua]\nresync_rate = 0\n",
+            Some(HashMap::new()),
+        )
+        .unwrap_err();
+        assert!(
+            errs.0.iter().any(|e| e.path == "pua.resync_rate"),
+            "{errs:?}"
+        );
     }
 
     #[test]
