@@ -80,8 +80,22 @@ impl fmt::Display for Method {
 /// Expands a compact header name (RFC 3261 §7.3.3 and later registrations) and gives
 /// well-known names their canonical spelling; other names are kept as received.
 pub fn canonical_header_name(name: &str) -> String {
-    let lower = name.to_ascii_lowercase();
-    let canon = match lower.as_str() {
+    canonical_name(name).to_string()
+}
+
+/// [`canonical_header_name`] without allocating: the canonical spelling, or `name` itself.
+/// Header lookups run per message on the hot path, so the name is lowered in a stack buffer.
+pub fn canonical_name(name: &str) -> &str {
+    let mut buf = [0u8; 24];
+    if name.len() > buf.len() {
+        return name;
+    }
+    for (d, b) in buf.iter_mut().zip(name.bytes()) {
+        *d = b.to_ascii_lowercase();
+    }
+    // ASCII lowering keeps UTF-8 valid; a non-UTF-8 result cannot happen from a &str.
+    let lower = std::str::from_utf8(&buf[..name.len()]).unwrap_or("");
+    match lower {
         "i" | "call-id" => "Call-ID",
         "m" | "contact" => "Contact",
         "e" | "content-encoding" => "Content-Encoding",
@@ -119,9 +133,8 @@ pub fn canonical_header_name(name: &str) -> String {
         "require" => "Require",
         "unsupported" => "Unsupported",
         "warning" => "Warning",
-        _ => return name.to_string(),
-    };
-    canon.to_string()
+        _ => name,
+    }
 }
 
 /// Headers whose rows are comma-separated lists that [`Headers::get_all`] splits
@@ -164,39 +177,39 @@ impl Headers {
 
     /// Replaces every header of this name with one value, keeping the first position.
     pub fn set(&mut self, name: &str, value: impl Into<String>) {
-        let canon = canonical_header_name(name);
+        let canon = canonical_name(name);
         let value = value.into();
         match self
             .0
             .iter()
-            .position(|(n, _)| n.eq_ignore_ascii_case(&canon))
+            .position(|(n, _)| n.eq_ignore_ascii_case(canon))
         {
             Some(i) => {
                 self.0[i].1 = value;
                 let mut j = i + 1;
                 while j < self.0.len() {
-                    if self.0[j].0.eq_ignore_ascii_case(&canon) {
+                    if self.0[j].0.eq_ignore_ascii_case(canon) {
                         self.0.remove(j);
                     } else {
                         j += 1;
                     }
                 }
             }
-            None => self.0.push((canon, value)),
+            None => self.0.push((canon.to_string(), value)),
         }
     }
 
     pub fn remove(&mut self, name: &str) {
-        let canon = canonical_header_name(name);
-        self.0.retain(|(n, _)| !n.eq_ignore_ascii_case(&canon));
+        let canon = canonical_name(name);
+        self.0.retain(|(n, _)| !n.eq_ignore_ascii_case(canon));
     }
 
     /// The first value of a header.
     pub fn get(&self, name: &str) -> Option<&str> {
-        let canon = canonical_header_name(name);
+        let canon = canonical_name(name);
         self.0
             .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(&canon))
+            .find(|(n, _)| n.eq_ignore_ascii_case(canon))
             .map(|(_, v)| v.as_str())
     }
 
@@ -205,14 +218,10 @@ impl Headers {
     /// Splitting (for the list headers in [`is_list_header`]) respects quoted strings
     /// and `<...>` (RFC 3261 §7.3.1), and elements are trimmed.
     pub fn get_all(&self, name: &str) -> Vec<&str> {
-        let canon = canonical_header_name(name);
-        let split = is_list_header(&canon);
+        let canon = canonical_name(name);
+        let split = is_list_header(canon);
         let mut out = Vec::new();
-        for (_, v) in self
-            .0
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(&canon))
-        {
+        for (_, v) in self.0.iter().filter(|(n, _)| n.eq_ignore_ascii_case(canon)) {
             if split {
                 out.extend(
                     super::headers::split_unquoted(v, ',')
@@ -236,14 +245,14 @@ impl Headers {
     /// Removes the first element of a header: the first comma-separated element when
     /// the first row holds several (a proxy popping its Via), else the whole first row.
     pub fn remove_first(&mut self, name: &str) {
-        let canon = canonical_header_name(name);
+        let canon = canonical_name(name);
         if let Some(i) = self
             .0
             .iter()
-            .position(|(n, _)| n.eq_ignore_ascii_case(&canon))
+            .position(|(n, _)| n.eq_ignore_ascii_case(canon))
         {
             let parts = super::headers::split_unquoted(&self.0[i].1, ',');
-            if is_list_header(&canon) && parts.len() > 1 {
+            if is_list_header(canon) && parts.len() > 1 {
                 let rest = parts[1..].join(",").trim().to_string();
                 self.0[i].1 = rest;
             } else {
