@@ -402,6 +402,49 @@ pub struct StanzaParseError {
     pub reason: String,
 }
 
+/// Largest stanza accepted (serialised size, estimated from names, attributes and text).
+/// Presence stanzas are small; anything near this is hostile (issue: limits on sizes).
+pub const MAX_STANZA_BYTES: usize = 64 * 1024;
+/// Largest attribute value: a JID is at most 3071 bytes (RFC 7622 §3.1), ids are short.
+pub const MAX_ATTRIBUTE_BYTES: usize = 4096;
+/// Deepest element nesting accepted below the stanza.
+pub const MAX_DEPTH: usize = 32;
+
+/// Refuses stanzas over the size, attribute and depth limits with `policy-violation`
+/// (RFC 6120 §8.3.3.12), before any of their content is interpreted.
+fn check_limits(el: &Element) -> Result<(), StanzaParseError> {
+    let mut total = 0usize;
+    let mut stack: Vec<(&Element, usize)> = vec![(el, 0)];
+    while let Some((e, depth)) = stack.pop() {
+        if depth > MAX_DEPTH {
+            return Err(bad(Condition::PolicyViolation, "elements nested too deep"));
+        }
+        total += e.name.len() + e.ns.len() + 5;
+        for (k, v) in &e.attrs {
+            if v.len() > MAX_ATTRIBUTE_BYTES {
+                return Err(bad(
+                    Condition::PolicyViolation,
+                    format!("attribute {k} longer than {MAX_ATTRIBUTE_BYTES} bytes"),
+                ));
+            }
+            total += k.len() + v.len() + 4;
+        }
+        for c in &e.children {
+            match c {
+                Node::Element(child) => stack.push((child, depth + 1)),
+                Node::Text(t) => total += t.len(),
+            }
+        }
+        if total > MAX_STANZA_BYTES {
+            return Err(bad(
+                Condition::PolicyViolation,
+                format!("stanza larger than {MAX_STANZA_BYTES} bytes"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn bad(condition: Condition, reason: impl Into<String>) -> StanzaParseError {
     StanzaParseError {
         condition,
@@ -572,6 +615,7 @@ impl Stanza {
     /// must carry valid `from` and `to` on a component stream (XEP-0114 §3), else
     /// `jid-malformed`; other violations are `bad-request`.
     pub fn from_element(el: Element) -> Result<Stanza, StanzaParseError> {
+        check_limits(&el)?;
         if !is_stanza_ns(&el.ns) {
             return Err(bad(
                 Condition::BadRequest,
@@ -890,6 +934,54 @@ fn iq_to_element(iq: &Iq) -> Element {
         el = el.with_child(err.to_element(NS_COMPONENT));
     }
     el
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+
+    fn presence_with(attr_len: usize, status_len: usize) -> Element {
+        Element::new("presence", "jabber:component:accept")
+            .with_attr("from", "anna@xmpp.example/desk")
+            .with_attr("to", "ben@sip.example")
+            .with_attr("id", "x".repeat(attr_len))
+            .with_child(
+                Element::new("status", "jabber:component:accept").with_text("s".repeat(status_len)),
+            )
+    }
+
+    #[test]
+    fn huge_attribute_is_refused_with_policy_violation() {
+        let err = Stanza::from_element(presence_with(MAX_ATTRIBUTE_BYTES + 1, 1)).unwrap_err();
+        assert_eq!(err.condition, Condition::PolicyViolation);
+    }
+
+    #[test]
+    fn huge_stanza_is_refused_with_policy_violation() {
+        let err = Stanza::from_element(presence_with(4, MAX_STANZA_BYTES + 1)).unwrap_err();
+        assert_eq!(err.condition, Condition::PolicyViolation);
+    }
+
+    #[test]
+    fn ordinary_presence_is_within_limits() {
+        assert!(Stanza::from_element(presence_with(8, 200)).is_ok());
+    }
+
+    #[test]
+    fn deep_nesting_is_refused() {
+        let mut e = Element::new("x", "urn:x");
+        for _ in 0..(MAX_DEPTH + 2) {
+            e = Element::new("x", "urn:x").with_child(e);
+        }
+        let p = Element::new("presence", "jabber:component:accept")
+            .with_attr("from", "anna@xmpp.example/desk")
+            .with_attr("to", "ben@sip.example")
+            .with_child(e);
+        assert_eq!(
+            Stanza::from_element(p).unwrap_err().condition,
+            Condition::PolicyViolation
+        );
+    }
 }
 
 #[cfg(test)]
