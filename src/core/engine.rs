@@ -8,7 +8,7 @@
 //! against it.
 
 use super::modules::admin::{AdminCommand, AdminReply};
-use super::persist::{StoreOp, StoredRow};
+use super::persist::{StoreOp, StoreTable, StoredRow};
 use super::sip::{Peer, SipMessage};
 
 /// Correlates an admin command with its reply.
@@ -324,6 +324,32 @@ impl Services {
     fn flush_tx(&mut self) {
         while let Some((to, message)) = self.tx.poll_transmit() {
             self.out.push_back(Output::SendSip { to, message });
+        }
+    }
+
+    /// Queues a `Put` of `record` (serialised to JSON) under `key`; a record that does not
+    /// serialise is logged and not written (the previous row stays).
+    pub fn put_record(
+        &mut self,
+        table: StoreTable,
+        key: String,
+        owner: &str,
+        subject: &str,
+        expires_at: Option<Timestamp>,
+        record: &impl serde::Serialize,
+    ) {
+        match serde_json::to_value(record) {
+            Ok(data) => self.store(StoreOp::Put {
+                table,
+                key,
+                owner: owner.to_string(),
+                subject: subject.to_string(),
+                expires_at,
+                data,
+            }),
+            Err(e) => {
+                tracing::error!(table = table.name(), %key, error = %e, "record not serialisable")
+            }
         }
     }
 

@@ -209,21 +209,14 @@ impl Publication {
     }
 
     fn persist(&self, svc: &mut Services) {
-        let data = match serde_json::to_value(&self.rec) {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::error!(id = %self.id, error = %e, "publication not serialisable");
-                return;
-            }
-        };
-        svc.store(StoreOp::Put {
-            table: StoreTable::Publications,
-            key: self.id.to_string(),
-            owner: self.owner.as_str().to_string(),
-            subject: self.rec.presentity.clone(),
-            expires_at: self.rec.desired_until.map(Timestamp),
-            data,
-        });
+        svc.put_record(
+            StoreTable::Publications,
+            self.id.to_string(),
+            self.owner.as_str(),
+            &self.rec.presentity,
+            self.rec.desired_until.map(Timestamp),
+            &self.rec,
+        );
     }
 
     fn forget(&self, svc: &mut Services) {

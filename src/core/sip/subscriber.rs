@@ -317,21 +317,14 @@ impl Subscription {
 
     fn persist(&mut self, svc: &mut Services) {
         self.stored_expires_at = self.rec.expires_at;
-        let data = match serde_json::to_value(&self.rec) {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::error!(id = %self.id, error = %e, "subscription not serialisable");
-                return;
-            }
-        };
-        svc.store(StoreOp::Put {
-            table: StoreTable::Subscriptions,
-            key: self.id.to_string(),
-            owner: self.owner.as_str().to_string(),
-            subject: self.rec.presentity.clone(),
-            expires_at: self.rec.desired_until.map(Timestamp),
-            data,
-        });
+        svc.put_record(
+            StoreTable::Subscriptions,
+            self.id.to_string(),
+            self.owner.as_str(),
+            &self.rec.presentity,
+            self.rec.desired_until.map(Timestamp),
+            &self.rec,
+        );
     }
 
     fn forget(&self, svc: &mut Services) {
