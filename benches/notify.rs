@@ -68,6 +68,14 @@ fn bench_notify(c: &mut Criterion) {
         })
     });
 
+    // The two halves of the figure above, to see where its time goes.
+    c.bench_function("notify_parse_part_sip_only", |b| {
+        b.iter(|| decode_message(from, black_box(&wire), 65536).expect("a message"))
+    });
+    c.bench_function("notify_parse_part_pidf_only", |b| {
+        b.iter(|| parse_pidf(black_box(PIDF.as_bytes())).expect("valid"))
+    });
+
     let doc = parse_pidf(PIDF.as_bytes()).expect("valid");
     c.bench_function("notify_build_pidf_model_to_wire", |b| {
         b.iter(|| {

@@ -19,9 +19,11 @@
 //! message that reaches the core as `Input::Sip` can be matched to a transaction, and
 //! stamps `received`/`rport` into a request's top Via (§18.2.1, RFC 3581).
 
+use std::borrow::Cow;
+
 use crate::core::engine::Input;
-use crate::core::sip::headers::{top_via, CSeq, NameAddr};
-use crate::core::sip::message::stamp_via_received;
+use crate::core::sip::headers::{has_control, top_via, CSeq, NameAddr, Via};
+use crate::core::sip::message::stamp_via_received_parsed;
 use crate::core::sip::{Headers, Method, Peer, Request, Response, SipMessage};
 
 /// Turns one datagram (or one framed stream message) into an engine input:
@@ -45,9 +47,9 @@ pub fn decode_message(from: Peer, bytes: &[u8], max_size: usize) -> Option<Input
         });
     }
     match parse(&bytes[start..]) {
-        Ok(mut message) => {
+        Ok((mut message, top_via)) => {
             if let SipMessage::Request(r) = &mut message {
-                stamp_via_received(r, from);
+                stamp_via_received_parsed(r, from, Some(top_via));
             }
             Some(Input::Sip { from, message })
         }
@@ -63,63 +65,70 @@ pub fn decode_message(from: Peer, bytes: &[u8], max_size: usize) -> Option<Input
 }
 
 /// Finds the blank line ending the header section: `(head_end, body_start)`, where
-/// `head_end` excludes the blank line. CRLF CRLF is preferred; bare LF LF is accepted.
+/// `head_end` excludes the blank line. The first blank line wins, written CRLF CRLF or
+/// bare LF LF. One memchr pass over the head: the body is never scanned.
 fn find_head_end(bytes: &[u8]) -> Option<(usize, usize)> {
-    if let Some(i) = find(bytes, b"\r\n\r\n") {
-        let lf = find(bytes, b"\n\n").filter(|j| *j < i);
-        return Some(match lf {
-            Some(j) => (j, j + 2),
-            None => (i, i + 4),
-        });
-    }
-    find(bytes, b"\n\n").map(|j| (j, j + 2))
+    memchr::memchr_iter(b'\n', bytes).find_map(|k| {
+        let next = &bytes[k + 1..];
+        if next.first() == Some(&b'\n') {
+            Some((k, k + 2))
+        } else if k > 0 && bytes[k - 1] == b'\r' && next.starts_with(b"\r\n") {
+            Some((k - 1, k + 3))
+        } else {
+            None
+        }
+    })
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(hay, needle)
 }
 
 /// Parses one message; the error names the problem in a few words (it may end up in a
 /// 400 reason phrase, so it carries no raw input beyond short tokens).
-fn parse(bytes: &[u8]) -> Result<SipMessage, String> {
+/// The message's top Via comes back parsed with it.
+fn parse(bytes: &[u8]) -> Result<(SipMessage, Via), String> {
     let (head_end, body_start) = find_head_end(bytes).ok_or("no blank line after the headers")?;
     let head =
         std::str::from_utf8(&bytes[..head_end]).map_err(|_| "header section is not UTF-8")?;
-    let mut lines = head.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
+    let mut lines = head_lines(head);
     let start_line = lines.next().ok_or("empty message")?;
-    if start_line.chars().any(|c| c.is_control() && c != '\t') {
+    if has_control(start_line) {
         return Err("control character in the start line".into());
     }
 
-    let mut headers = Headers::new();
-    let mut pending: Option<(String, String)> = None;
+    // Values borrow from the datagram until a folded line (RFC 3261 §7.3.1) extends them.
+    let mut headers = Headers::with_capacity(16);
+    let mut pending: Option<(&str, Cow<str>)> = None;
     for line in lines {
         if line.starts_with([' ', '\t']) {
-            // Folded continuation (RFC 3261 §7.3.1): joins the previous value.
+            // Folded continuation: joins the previous value.
             let (_, v) = pending
                 .as_mut()
                 .ok_or("continuation line before any header")?;
+            let v = v.to_mut();
             v.push(' ');
             v.push_str(line.trim());
             continue;
         }
         if let Some((n, v)) = pending.take() {
-            headers.push(&n, v);
+            headers.push(n, v.into_owned());
         }
-        let (name, value) = line.split_once(':').ok_or("header line without a colon")?;
+        let colon = line
+            .bytes()
+            .position(|b| b == b':')
+            .ok_or("header line without a colon")?;
+        let (name, value) = (&line[..colon], &line[colon + 1..]);
         let name = name.trim_end();
         if !is_token(name) {
             return Err("bad header name".into());
         }
-        pending = Some((name.to_string(), value.trim().to_string()));
+        pending = Some((name, Cow::Borrowed(value.trim())));
     }
     if let Some((n, v)) = pending.take() {
-        headers.push(&n, v);
+        headers.push(n, v.into_owned());
     }
-    if headers
-        .iter()
-        .any(|(_, v)| v.chars().any(|c| c.is_control() && c != '\t'))
-    {
+    if headers.iter().any(|(_, v)| has_control(v)) {
         return Err("control character in a header value".into());
     }
 
@@ -135,8 +144,21 @@ fn parse(bytes: &[u8]) -> Result<SipMessage, String> {
     } else {
         parse_request_line(start_line, headers, body)?
     };
-    check_mandatory(&message)?;
-    Ok(message)
+    let top_via = check_mandatory(&message)?;
+    Ok((message, top_via))
+}
+
+/// The lines of a header section, split at LF with a CR before it dropped (bare-LF line
+/// ends are tolerated, RFC 3261 §7.5 asks for CRLF).
+fn head_lines(head: &str) -> impl Iterator<Item = &str> {
+    let mut start = 0;
+    memchr::memchr_iter(b'\n', head.as_bytes())
+        .chain(std::iter::once(head.len()))
+        .map(move |end| {
+            let line = &head[start..end];
+            start = end + 1;
+            line.strip_suffix('\r').unwrap_or(line)
+        })
 }
 
 fn is_token(s: &str) -> bool {
@@ -147,7 +169,7 @@ fn is_token(s: &str) -> bool {
 
 fn content_length(headers: &Headers) -> Result<Option<usize>, String> {
     let mut found: Option<usize> = None;
-    for v in headers.get_all("Content-Length") {
+    for v in headers.elements("Content-Length") {
         let v = v.trim();
         if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
             return Err("bad Content-Length".into());
@@ -180,7 +202,10 @@ fn parse_request_line(line: &str, headers: Headers, body: Vec<u8>) -> Result<Sip
         Method::Other(_) => "OPTIONS",
         m => m.as_str(),
     };
-    let probe = format!("{stand_in} {uri} SIP/2.0\r\n\r\n");
+    let mut probe = String::with_capacity(stand_in.len() + uri.len() + 13);
+    for part in [stand_in, " ", uri, " SIP/2.0\r\n\r\n"] {
+        probe.push_str(part);
+    }
     if let Err(e) = rsipstack::sip::parser::parse_message(probe.as_bytes()) {
         tracing::debug!(error = %e, "rsipstack rejected the request line");
         return Err("bad Request-URI".into());
@@ -214,7 +239,9 @@ fn parse_status_line(
     if !(100..700).contains(&status) {
         return Err("status code out of range".into());
     }
-    let probe = format!("{line}\r\n\r\n");
+    let mut probe = String::with_capacity(line.len() + 4);
+    probe.push_str(line);
+    probe.push_str("\r\n\r\n");
     if let Err(e) = rsipstack::sip::parser::parse_message(probe.as_bytes()) {
         tracing::debug!(error = %e, "rsipstack rejected the status line");
         return Err("bad status line".into());
@@ -229,9 +256,10 @@ fn parse_status_line(
 
 /// RFC 3261 §8.1.1: Via, From, To, Call-ID and CSeq are mandatory, and From/To/Call-ID/
 /// CSeq appear once. A request's CSeq method must be its own method (§8.2 / §20.16).
-fn check_mandatory(message: &SipMessage) -> Result<(), String> {
+/// Gives back the parsed top Via.
+fn check_mandatory(message: &SipMessage) -> Result<Via, String> {
     let h = message.headers();
-    top_via(h).map_err(|e| e.to_string())?;
+    let via = top_via(h).map_err(|e| e.to_string())?;
     for name in ["From", "To", "Call-ID", "CSeq"] {
         match h.count(name) {
             0 => return Err(format!("missing {name} header")),
@@ -252,7 +280,7 @@ fn check_mandatory(message: &SipMessage) -> Result<(), String> {
             return Err("CSeq method does not match the request method".into());
         }
     }
-    Ok(())
+    Ok(via)
 }
 
 /// Splits a TCP byte stream into messages by Content-Length.
@@ -368,4 +396,45 @@ fn stream_content_length(head: &[u8]) -> Result<usize, String> {
         found = Some(n);
     }
     found.ok_or_else(|| "no Content-Length on a stream".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The blank line that ends a head, found the slow obvious way: the first CRLF CRLF,
+    /// unless a bare LF LF comes earlier.
+    fn head_end_by_search(bytes: &[u8]) -> Option<(usize, usize)> {
+        let at = |needle: &[u8]| bytes.windows(needle.len()).position(|w| w == needle);
+        match (at(b"\r\n\r\n"), at(b"\n\n")) {
+            (Some(i), Some(j)) if j < i => Some((j, j + 2)),
+            (Some(i), _) => Some((i, i + 4)),
+            (None, Some(j)) => Some((j, j + 2)),
+            (None, None) => None,
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn head_end_is_the_first_blank_line_in_either_form(
+            bytes in proptest::collection::vec(prop_oneof![Just(b'\r'), Just(b'\n'), Just(b'a')], 0..40)
+        ) {
+            prop_assert_eq!(find_head_end(&bytes), head_end_by_search(&bytes));
+        }
+    }
+
+    #[test]
+    fn head_lines_split_at_lf_and_drop_the_cr() {
+        let lines: Vec<&str> = head_lines("A\r\nB\nC\r\n").collect();
+        assert_eq!(lines, vec!["A", "B", "C", ""]);
+        assert_eq!(head_lines("").collect::<Vec<_>>(), vec![""]);
+    }
+
+    #[test]
+    fn head_end_prefers_an_earlier_bare_lf_blank_line() {
+        assert_eq!(find_head_end(b"A\n\nB\r\n\r\n"), Some((1, 3)));
+        assert_eq!(find_head_end(b"A\r\n\r\nB\n\n"), Some((1, 5)));
+        assert_eq!(find_head_end(b"A\n\r\nB"), None);
+    }
 }

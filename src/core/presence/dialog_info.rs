@@ -180,11 +180,12 @@ fn wrong(detail: impl Into<String>) -> BodyError {
 /// `version` and a state (`state`, else `notify-state`) are required. A `<dialog>` without
 /// `id` or without a valid `<state>` is skipped (logged); unknown elements are ignored.
 pub fn parse_dialog_info(bytes: &[u8]) -> Result<DialogInfo, BodyError> {
-    let root = xml::parse_document(bytes)?;
+    let doc = xml::parse_document(bytes)?;
+    let root = doc.root();
     if !root.is(Ns::DialogInfo, "dialog-info") {
         return Err(wrong(format!(
             "root element <{}> is not <dialog-info>",
-            root.name
+            root.name()
         )));
     }
     let version = root
@@ -197,8 +198,7 @@ pub fn parse_dialog_info(bytes: &[u8]) -> Result<DialogInfo, BodyError> {
         .and_then(DocState::parse)
         .ok_or_else(|| wrong("missing or invalid state"))?;
     let dialogs = root
-        .children
-        .iter()
+        .children()
         .filter(|c| c.is(Ns::DialogInfo, "dialog"))
         .filter_map(parse_dialog)
         .collect();
@@ -214,21 +214,21 @@ pub fn parse_dialog_info(bytes: &[u8]) -> Result<DialogInfo, BodyError> {
     })
 }
 
-fn opt_attr(el: &Element, name: &str) -> Option<String> {
+fn opt_attr(el: Element, name: &str) -> Option<String> {
     el.attr(name).map(str::to_string)
 }
 
-fn child<'e, 'a>(el: &'e Element<'a>, name: &str) -> Option<&'e Element<'a>> {
-    el.children.iter().find(|c| c.is(Ns::DialogInfo, name))
+fn child<'d, 'a>(el: Element<'d, 'a>, name: &str) -> Option<Element<'d, 'a>> {
+    el.children().find(|c| c.is(Ns::DialogInfo, name))
 }
 
-fn parse_dialog(el: &Element) -> Option<Dialog> {
+fn parse_dialog(el: Element) -> Option<Dialog> {
     let Some(id) = el.attr("id").map(xml::trim_xml).filter(|i| !i.is_empty()) else {
         tracing::debug!("skipping <dialog> without id");
         return None;
     };
     let state_el = child(el, "state");
-    let Some(state) = state_el.and_then(|s| DialogState::parse(&s.text)) else {
+    let Some(state) = state_el.and_then(|s| DialogState::parse(s.text())) else {
         tracing::debug!(id, "skipping <dialog> without a valid <state>");
         return None;
     };
@@ -254,7 +254,7 @@ fn parse_dialog(el: &Element) -> Option<Dialog> {
     })
 }
 
-fn parse_participant(el: &Element) -> Participant {
+fn parse_participant(el: Element) -> Participant {
     let mut p = Participant::default();
     if let Some(identity) = child(el, "identity") {
         p.identity = identity.value();
@@ -263,8 +263,7 @@ fn parse_participant(el: &Element) -> Participant {
     if let Some(target) = child(el, "target") {
         p.target_uri = target.attr("uri").map(|u| xml::trim_xml(u).to_string());
         p.params = target
-            .children
-            .iter()
+            .children()
             .filter(|c| c.is(Ns::DialogInfo, "param"))
             .filter_map(|param| {
                 let name = param.attr("pname")?;

@@ -19,11 +19,12 @@ use super::{
 /// Errors: [`BodyError::Malformed`] / [`BodyError::TooLarge`] from the XML layer,
 /// [`BodyError::WrongDocument`] when the root is not a PIDF `<presence>`.
 pub fn parse_pidf(bytes: &[u8]) -> Result<PresenceDoc, BodyError> {
-    let root = xml::parse_document(bytes)?;
+    let doc = xml::parse_document(bytes)?;
+    let root = doc.root();
     if !root.is(Ns::Pidf, "presence") {
         return Err(BodyError::WrongDocument {
             expected: "PIDF",
-            detail: format!("root element <{}> is not a PIDF <presence>", root.name),
+            detail: format!("root element <{}> is not a PIDF <presence>", root.name()),
         });
     }
     let mut doc = PresenceDoc {
@@ -36,8 +37,8 @@ pub fn parse_pidf(bytes: &[u8]) -> Result<PresenceDoc, BodyError> {
         ..PresenceDoc::default()
     };
     let lang = root.lang();
-    for child in &root.children {
-        match (child.ns, &*child.name) {
+    for child in root.children() {
+        match (child.ns(), child.name()) {
             (Ns::Pidf, "tuple") => doc.tuples.push(parse_tuple(child, lang)),
             (Ns::Pidf, "note") => doc.notes.push(parse_note(child, lang)),
             // RFC 4479 allows several persons; the model keeps the first.
@@ -52,7 +53,7 @@ pub fn parse_pidf(bytes: &[u8]) -> Result<PresenceDoc, BodyError> {
 
 /// `inherited` is the nearest ancestor's `xml:lang` (XML 1.0 §2.12: the attribute applies
 /// to the element's contents unless overridden).
-fn parse_note(el: &Element, inherited: Option<&str>) -> Note {
+fn parse_note(el: Element, inherited: Option<&str>) -> Note {
     Note {
         lang: el
             .lang()
@@ -62,7 +63,7 @@ fn parse_note(el: &Element, inherited: Option<&str>) -> Note {
     }
 }
 
-fn parse_tuple(el: &Element, inherited: Option<&str>) -> Tuple {
+fn parse_tuple(el: Element, inherited: Option<&str>) -> Tuple {
     let lang = el.lang().or(inherited);
     let mut tuple = Tuple {
         id: el
@@ -72,8 +73,8 @@ fn parse_tuple(el: &Element, inherited: Option<&str>) -> Tuple {
             .to_string(),
         ..Tuple::default()
     };
-    for child in &el.children {
-        match (child.ns, &*child.name) {
+    for child in el.children() {
+        match (child.ns(), child.name()) {
             (Ns::Pidf, "status") => parse_status(child, &mut tuple),
             (Ns::Pidf, "contact") => {
                 tuple.contact = Some(Contact {
@@ -90,22 +91,22 @@ fn parse_tuple(el: &Element, inherited: Option<&str>) -> Tuple {
     tuple
 }
 
-fn parse_status(el: &Element, tuple: &mut Tuple) {
-    for child in &el.children {
-        match (child.ns, &*child.name) {
-            (Ns::Pidf, "basic") => tuple.basic = Basic::parse(&child.text),
+fn parse_status(el: Element, tuple: &mut Tuple) {
+    for child in el.children() {
+        match (child.ns(), child.name()) {
+            (Ns::Pidf, "basic") => tuple.basic = Basic::parse(child.text()),
             // RFC 8048 §7.5: XMPP <show/> carried as is; other values are dropped (case 52).
-            (Ns::JabberClient, "show") => tuple.show = Show::parse(xml::trim_xml(&child.text)),
+            (Ns::JabberClient, "show") => tuple.show = Show::parse(xml::trim_xml(child.text())),
             _ if child.must_understand() => {
                 // RFC 3863 §4.1.3 / RFC 8048: not understood → ignore it and its subtree.
-                tracing::debug!(element = %child.name, "ignoring mustUnderstand element in <status>");
+                tracing::debug!(element = %child.name(), "ignoring mustUnderstand element in <status>");
             }
             _ => {}
         }
     }
 }
 
-fn parse_person(el: &Element, inherited: Option<&str>) -> Person {
+fn parse_person(el: Element, inherited: Option<&str>) -> Person {
     let lang = el.lang().or(inherited);
     let mut person = Person {
         id: el
@@ -115,8 +116,8 @@ fn parse_person(el: &Element, inherited: Option<&str>) -> Person {
             .to_string(),
         ..Person::default()
     };
-    for child in &el.children {
-        match (child.ns, &*child.name) {
+    for child in el.children() {
+        match (child.ns(), child.name()) {
             (Ns::Rpid, "activities") => parse_activities(child, &mut person.activities),
             (Ns::Rpid, "user-input") => {
                 if let Some(ui) = parse_user_input(child) {
@@ -131,12 +132,12 @@ fn parse_person(el: &Element, inherited: Option<&str>) -> Person {
     person
 }
 
-fn parse_activities(el: &Element, out: &mut Vec<Activity>) {
-    for child in &el.children {
-        if child.ns != Ns::Rpid {
+fn parse_activities(el: Element, out: &mut Vec<Activity>) {
+    for child in el.children() {
+        if child.ns() != Ns::Rpid {
             continue;
         }
-        match &*child.name {
+        match child.name() {
             // <rpid:note> describes the activities; it is not one.
             "note" => {}
             "other" => out.push(Activity::Other(child.trimmed().to_string())),
@@ -145,7 +146,7 @@ fn parse_activities(el: &Element, out: &mut Vec<Activity>) {
     }
 }
 
-fn parse_user_input(el: &Element) -> Option<UserInput> {
+fn parse_user_input(el: Element) -> Option<UserInput> {
     let idle = match el.trimmed() {
         "idle" => true,
         "active" => false,

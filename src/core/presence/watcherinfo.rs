@@ -132,11 +132,12 @@ fn wrong(detail: impl Into<String>) -> BodyError {
 /// A `<watcher>` without `id` or with an unknown `status` is skipped (logged); a missing
 /// `event` reads as `Other("")`; unknown elements are ignored.
 pub fn parse_watcherinfo(bytes: &[u8]) -> Result<WatcherInfo, BodyError> {
-    let root = xml::parse_document(bytes)?;
+    let doc = xml::parse_document(bytes)?;
+    let root = doc.root();
     if !root.is(Ns::Watcherinfo, "watcherinfo") {
         return Err(wrong(format!(
             "root element <{}> is not <watcherinfo>",
-            root.name
+            root.name()
         )));
     }
     let version = root
@@ -148,8 +149,7 @@ pub fn parse_watcherinfo(bytes: &[u8]) -> Result<WatcherInfo, BodyError> {
         .and_then(DocState::parse)
         .ok_or_else(|| wrong("missing or invalid state"))?;
     let lists = root
-        .children
-        .iter()
+        .children()
         .filter(|c| c.is(Ns::Watcherinfo, "watcher-list"))
         .map(parse_list)
         .collect();
@@ -160,7 +160,7 @@ pub fn parse_watcherinfo(bytes: &[u8]) -> Result<WatcherInfo, BodyError> {
     })
 }
 
-fn parse_list(el: &Element) -> WatcherList {
+fn parse_list(el: Element) -> WatcherList {
     WatcherList {
         resource: el
             .attr("resource")
@@ -173,15 +173,14 @@ fn parse_list(el: &Element) -> WatcherList {
             .unwrap_or_default()
             .to_string(),
         watchers: el
-            .children
-            .iter()
+            .children()
             .filter(|c| c.is(Ns::Watcherinfo, "watcher"))
             .filter_map(parse_watcher)
             .collect(),
     }
 }
 
-fn parse_watcher(el: &Element) -> Option<Watcher> {
+fn parse_watcher(el: Element) -> Option<Watcher> {
     let Some(id) = el.attr("id").map(xml::trim_xml).filter(|i| !i.is_empty()) else {
         tracing::debug!("skipping <watcher> without id");
         return None;

@@ -1,9 +1,10 @@
 //! Shared, tolerant XML reading and writing for the SIP event bodies.
 //!
-//! Bodies are read into a small tree ([`Element`], borrowing names, values and text from
-//! the input where it can) by an iterative loop over quick-xml events: nothing recurses on
-//! the input's nesting, and the tree itself is at most [`MAX_DEPTH`] deep, so walking or
-//! dropping it cannot exhaust the stack.
+//! Bodies are read into a [`Document`]: its elements in one vector, each pointing at its
+//! first child and next sibling by index, names, values and text borrowed from the input
+//! where they can be. Reading a body allocates a few vectors, not one per element, and
+//! the loop over quick-xml events is iterative: nothing recurses on the input's nesting,
+//! and the tree is at most [`MAX_DEPTH`] deep, so walking it cannot exhaust the stack.
 //!
 //! Tolerance (real PIDF bodies carry these): a UTF-8 byte order mark, the XML declaration,
 //! comments, processing instructions and a DOCTYPE are skipped. No entity is ever expanded
@@ -81,19 +82,19 @@ impl Ns {
 /// quick-xml's `NsReader` does the same but doubled the cost of reading a PIDF body;
 /// interning URIs to [`Ns`] here is all the parsers need.
 #[derive(Default)]
-struct Scope {
+struct Scope<'a> {
     /// (prefix, namespace, depth of the declaring element); prefix `""` is the default.
-    bindings: Vec<(String, Ns, usize)>,
+    bindings: Vec<(Cow<'a, str>, Ns, usize)>,
 }
 
-impl Scope {
-    fn declare(&mut self, prefix: &str, ns: Ns, depth: usize) -> Result<(), BodyError> {
+impl<'a> Scope<'a> {
+    fn declare(&mut self, prefix: Cow<'a, str>, ns: Ns, depth: usize) -> Result<(), BodyError> {
         if self.bindings.len() >= MAX_NAMESPACE_BINDINGS {
             return Err(BodyError::TooLarge(format!(
                 "more than {MAX_NAMESPACE_BINDINGS} namespace declarations in scope"
             )));
         }
-        self.bindings.push((prefix.to_string(), ns, depth));
+        self.bindings.push((prefix, ns, depth));
         Ok(())
     }
 
@@ -140,47 +141,121 @@ pub struct Attr<'a> {
     pub value: Cow<'a, str>,
 }
 
-/// One element of a parsed body: its resolved name, attributes, child elements and the
-/// concatenation of its own character data (entity and character references resolved,
-/// leading white space dropped: every reader trims it). Text borrows from the input when
-/// it came in one piece.
+/// A parsed body. Element 0 is the root; [`Document::root`] is where reading starts.
 #[derive(Clone, Debug)]
-pub struct Element<'a> {
-    pub ns: Ns,
-    /// Local name, borrowed from the input.
-    pub name: Cow<'a, str>,
-    pub attrs: Vec<Attr<'a>>,
-    pub children: Vec<Element<'a>>,
-    pub text: Cow<'a, str>,
+pub struct Document<'a> {
+    nodes: Vec<Node<'a>>,
+    /// Every element's attributes, each element's contiguous.
+    attrs: Vec<Attr<'a>>,
 }
 
-impl Element<'_> {
+/// No element (a missing first child or next sibling).
+const NONE: u32 = u32::MAX;
+
+/// One element: its resolved name, its attributes (a range of [`Document::attrs`]), its
+/// links, and the concatenation of its own character data (entity and character
+/// references resolved, leading white space dropped: every reader trims it). Text
+/// borrows from the input when it came in one piece.
+#[derive(Clone, Debug)]
+struct Node<'a> {
+    ns: Ns,
+    /// Local name, borrowed from the input.
+    name: Cow<'a, str>,
+    attrs: (u32, u32),
+    first_child: u32,
+    next_sibling: u32,
+    text: Cow<'a, str>,
+}
+
+impl<'a> Document<'a> {
+    /// The root element.
+    pub fn root(&self) -> Element<'_, 'a> {
+        Element {
+            doc: self,
+            index: 0,
+        }
+    }
+}
+
+/// One element of a [`Document`], a cheap copyable handle: what it reads borrows from the
+/// document (`'d`), which borrows from the input (`'a`).
+#[derive(Clone, Copy)]
+pub struct Element<'d, 'a> {
+    doc: &'d Document<'a>,
+    index: u32,
+}
+
+impl std::fmt::Debug for Element<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Element")
+            .field("ns", &self.ns())
+            .field("name", &self.name())
+            .field("attrs", &self.attrs())
+            .field("text", &self.text())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'d, 'a> Element<'d, 'a> {
+    fn node(&self) -> &'d Node<'a> {
+        &self.doc.nodes[self.index as usize]
+    }
+
+    pub fn ns(&self) -> Ns {
+        self.node().ns
+    }
+
+    /// Local name.
+    pub fn name(&self) -> &'d str {
+        &self.node().name
+    }
+
+    /// Own character data, leading white space dropped.
+    pub fn text(&self) -> &'d str {
+        &self.node().text
+    }
+
+    /// Attributes, namespace declarations excluded.
+    pub fn attrs(&self) -> &'d [Attr<'a>] {
+        let (start, end) = self.node().attrs;
+        &self.doc.attrs[start as usize..end as usize]
+    }
+
+    /// Child elements, in document order.
+    pub fn children(&self) -> Children<'d, 'a> {
+        Children {
+            doc: self.doc,
+            next: self.node().first_child,
+        }
+    }
+
     /// Whether this element is `{ns}name`.
     pub fn is(&self, ns: Ns, name: &str) -> bool {
-        self.ns == ns && self.name == name
+        let node = self.node();
+        node.ns == ns && node.name == name
     }
 
     /// An unqualified attribute (`<tuple id=..>`): attributes without a prefix are in no
     /// namespace, whatever the element's default namespace is.
-    pub fn attr(&self, name: &str) -> Option<&str> {
+    pub fn attr(&self, name: &str) -> Option<&'d str> {
         self.attr_ns(Ns::None, name)
     }
 
-    pub fn attr_ns(&self, ns: Ns, name: &str) -> Option<&str> {
-        self.attrs
+    pub fn attr_ns(&self, ns: Ns, name: &str) -> Option<&'d str> {
+        self.attrs()
             .iter()
             .find(|a| a.ns == ns && a.name == name)
             .map(|a| &*a.value)
     }
 
     /// `xml:lang` of this element, if written on it.
-    pub fn lang(&self) -> Option<&str> {
+    pub fn lang(&self) -> Option<&'d str> {
         self.attr_ns(Ns::Xml, "lang")
     }
 
     /// Character data with XML white space trimmed at both ends.
-    pub fn trimmed(&self) -> &str {
-        trim_xml(&self.text)
+    pub fn trimmed(&self) -> &'d str {
+        trim_xml(self.text())
     }
 
     /// Trimmed character data, `None` when empty.
@@ -192,10 +267,33 @@ impl Element<'_> {
     /// Whether the element carries `mustUnderstand='1'|'true'` (RFC 3863 §4.1.3); the
     /// attribute may be unqualified or in the PIDF namespace.
     pub fn must_understand(&self) -> bool {
-        self.attrs
+        self.attrs()
             .iter()
             .filter(|a| a.name == "mustUnderstand" && matches!(a.ns, Ns::None | Ns::Pidf))
             .any(|a| matches!(trim_xml(&a.value), "1" | "true"))
+    }
+}
+
+/// The child elements of one element, in document order.
+#[derive(Clone)]
+pub struct Children<'d, 'a> {
+    doc: &'d Document<'a>,
+    next: u32,
+}
+
+impl<'d, 'a> Iterator for Children<'d, 'a> {
+    type Item = Element<'d, 'a>;
+
+    fn next(&mut self) -> Option<Element<'d, 'a>> {
+        if self.next == NONE {
+            return None;
+        }
+        let el = Element {
+            doc: self.doc,
+            index: self.next,
+        };
+        self.next = el.node().next_sibling;
+        Some(el)
     }
 }
 
@@ -208,11 +306,11 @@ fn malformed(e: impl std::fmt::Display) -> BodyError {
     BodyError::Malformed(e.to_string())
 }
 
-/// Reads a whole document into a tree, enforcing the limits above.
+/// Reads a whole document, enforcing the limits above.
 ///
 /// Errors: [`BodyError::TooLarge`] past a limit, [`BodyError::Malformed`] for anything that
 /// is not a single well-formed UTF-8 element tree.
-pub fn parse_document(bytes: &[u8]) -> Result<Element<'_>, BodyError> {
+pub fn parse_document(bytes: &[u8]) -> Result<Document<'_>, BodyError> {
     if bytes.len() > MAX_DOCUMENT_BYTES {
         return Err(BodyError::TooLarge(format!(
             "{} bytes, limit {MAX_DOCUMENT_BYTES}",
@@ -224,55 +322,52 @@ pub fn parse_document(bytes: &[u8]) -> Result<Element<'_>, BodyError> {
 
     let mut reader = Reader::from_str(text);
     let mut scope = Scope::default();
+    // About one element per 40 bytes in presence bodies: one allocation for most.
+    let mut doc = Document {
+        nodes: Vec::with_capacity(text.len() / 40 + 1),
+        attrs: Vec::with_capacity(text.len() / 80 + 1),
+    };
 
-    // Open elements, innermost last: the explicit stack replaces recursion.
-    let mut stack: Vec<Element> = Vec::new();
-    let mut root: Option<Element> = None;
+    // Open elements, innermost last, each with its last child so far: the explicit
+    // stack replaces recursion.
+    let mut open: Vec<(u32, u32)> = Vec::with_capacity(8);
+    let mut root_closed = false;
     loop {
         let event = reader.read_event().map_err(malformed)?;
         match event {
-            Event::Start(start) | Event::Empty(start) if root.is_some() => {
+            Event::Start(start) | Event::Empty(start) if root_closed => {
                 return Err(malformed(format!(
                     "element <{}> after the root element",
                     start.name().into_inner()
                 )));
             }
             Event::Start(start) => {
-                if stack.len() >= MAX_DEPTH {
-                    return Err(BodyError::TooLarge(format!(
-                        "elements nested deeper than {MAX_DEPTH}"
-                    )));
-                }
-                let el = element(text, &mut scope, stack.len() + 1, &start)?;
-                stack.push(el);
+                let index = add_element(&mut doc, text, &mut scope, open.len() + 1, &start)?;
+                link_child(&mut doc, &mut open, index);
+                open.push((index, NONE));
             }
             Event::Empty(start) => {
-                if stack.len() >= MAX_DEPTH {
-                    return Err(BodyError::TooLarge(format!(
-                        "elements nested deeper than {MAX_DEPTH}"
-                    )));
-                }
-                let el = element(text, &mut scope, stack.len() + 1, &start)?;
-                scope.close_to(stack.len());
-                attach(&mut stack, &mut root, el);
+                let index = add_element(&mut doc, text, &mut scope, open.len() + 1, &start)?;
+                link_child(&mut doc, &mut open, index);
+                scope.close_to(open.len());
+                root_closed = open.is_empty();
             }
             Event::End(_) => {
                 // quick-xml checks that end names match; an unmatched end is an error there.
-                let el = stack
-                    .pop()
+                open.pop()
                     .ok_or_else(|| malformed("end tag without a start tag"))?;
-                scope.close_to(stack.len());
-                attach(&mut stack, &mut root, el);
+                scope.close_to(open.len());
+                root_closed = open.is_empty();
             }
-            Event::Text(t) => push_text(&mut stack, t.xml10_content())?,
-            Event::CData(c) => push_text(&mut stack, c.xml10_content())?,
+            Event::Text(t) => push_text(&mut doc, &open, t.xml10_content())?,
+            Event::CData(c) => push_text(&mut doc, &open, c.xml10_content())?,
             Event::GeneralRef(r) => {
                 let resolved = match r.resolve_char_ref().map_err(malformed)? {
                     Some(c) => Some(Cow::Owned(c.to_string())),
                     None => resolve_predefined_entity(&r).map(Cow::Borrowed),
                 };
                 match resolved {
-                    Some(s) => push_text(&mut stack, s)?,
+                    Some(s) => push_text(&mut doc, &open, s)?,
                     None => {
                         // Never expanded (no DTD processing); dropping keeps the rest usable.
                         tracing::debug!(entity = %&*r, "dropping reference to an undeclared entity");
@@ -283,76 +378,106 @@ pub fn parse_document(bytes: &[u8]) -> Result<Element<'_>, BodyError> {
             Event::Decl(_) | Event::PI(_) | Event::Comment(_) | Event::DocType(_) => {}
         }
     }
-    if !stack.is_empty() {
+    if !open.is_empty() {
         return Err(malformed("document ends inside an element"));
     }
-    root.ok_or_else(|| malformed("no root element"))
+    if doc.nodes.is_empty() {
+        return Err(malformed("no root element"));
+    }
+    Ok(doc)
 }
 
-fn attach<'a>(stack: &mut [Element<'a>], root: &mut Option<Element<'a>>, el: Element<'a>) {
-    match stack.last_mut() {
-        Some(parent) => parent.children.push(el),
-        None => *root = Some(el),
+/// Makes element `index` the last child of the innermost open element (the root has no
+/// parent: it is element 0).
+fn link_child(doc: &mut Document<'_>, open: &mut [(u32, u32)], index: u32) {
+    if let Some((parent, last)) = open.last_mut() {
+        match *last {
+            NONE => doc.nodes[*parent as usize].first_child = index,
+            prev => doc.nodes[prev as usize].next_sibling = index,
+        }
+        *last = index;
     }
 }
 
-fn push_text<'a>(stack: &mut [Element<'a>], s: Cow<'a, str>) -> Result<(), BodyError> {
-    match stack.last_mut() {
+fn push_text<'a>(
+    doc: &mut Document<'a>,
+    open: &[(u32, u32)],
+    s: Cow<'a, str>,
+) -> Result<(), BodyError> {
+    let Some((top, _)) = open.last() else {
+        return match trim_xml(&s).is_empty() {
+            true => Ok(()),
+            false => Err(malformed("character data outside the root element")),
+        };
+    };
+    let text = &mut doc.nodes[*top as usize].text;
+    if text.is_empty() {
         // Leading white space is trimmed by every reader: skipping it here saves the
         // allocation for the indentation between child elements.
-        Some(top) if top.text.is_empty() && trim_xml(&s).is_empty() => Ok(()),
-        Some(top) if top.text.is_empty() => {
-            top.text = s;
-            Ok(())
+        if !trim_xml(&s).is_empty() {
+            *text = s;
         }
-        Some(top) => {
-            top.text.to_mut().push_str(&s);
-            Ok(())
-        }
-        None if trim_xml(&s).is_empty() => Ok(()),
-        None => Err(malformed("character data outside the root element")),
+    } else {
+        text.to_mut().push_str(&s);
     }
+    Ok(())
 }
 
-/// Builds the element for a start tag at `depth`, declaring its namespace
-/// declarations in `scope` first (they apply to the element's own name and attributes).
-fn element<'a>(
+/// Adds the element of a start tag at `depth` (its attributes included) and gives its
+/// index, declaring its namespace declarations in `scope` first (they apply to the
+/// element's own name and attributes).
+fn add_element<'a>(
+    doc: &mut Document<'a>,
     input: &'a str,
-    scope: &mut Scope,
+    scope: &mut Scope<'a>,
     depth: usize,
     start: &BytesStart<'_>,
-) -> Result<Element<'a>, BodyError> {
+) -> Result<u32, BodyError> {
+    if depth > MAX_DEPTH {
+        return Err(BodyError::TooLarge(format!(
+            "elements nested deeper than {MAX_DEPTH}"
+        )));
+    }
     let (prefix, local) = split_qname(start.name().into_inner());
     let name = reborrow(input, local);
-    let mut attrs = Vec::new();
+    let first_attr = doc.attrs.len();
     // Attributes whose prefix can only be resolved once all declarations are seen.
-    let mut pending: Vec<(usize, String)> = Vec::new();
-    for (n, attr) in start.attributes().enumerate() {
+    let mut pending: Vec<(usize, Cow<'a, str>)> = Vec::new();
+    // Qualified names seen so far: attributes are unique per element (XML 1.0 §3.1, a
+    // well-formedness constraint). Checked here, without quick-xml's per-element
+    // allocation for the same check.
+    let mut keys: [&str; MAX_ATTRIBUTES] = [""; MAX_ATTRIBUTES];
+    for (n, attr) in start.attributes().with_checks(false).enumerate() {
         if n >= MAX_ATTRIBUTES {
             return Err(BodyError::TooLarge(format!(
                 "more than {MAX_ATTRIBUTES} attributes on <{name}>"
             )));
         }
         let attr = attr.map_err(malformed)?;
+        let key = attr.key.into_inner();
+        if keys[..n].contains(&key) {
+            return Err(malformed(format!("attribute {key} repeated on <{name}>")));
+        }
+        keys[n] = key;
         let value = attr_value(input, &attr)?;
         let (attr_prefix, attr_local) = split_qname(attr.key.into_inner());
         match (attr_prefix, attr_local) {
-            ("", "xmlns") => scope.declare("", Ns::from_uri(&value), depth)?,
-            ("xmlns", p) => scope.declare(p, Ns::from_uri(&value), depth)?,
+            ("", "xmlns") => scope.declare(Cow::Borrowed(""), Ns::from_uri(&value), depth)?,
+            ("xmlns", p) => scope.declare(reborrow(input, p), Ns::from_uri(&value), depth)?,
             // Unprefixed attributes are in no namespace (Namespaces in XML 1.0 §6.2).
-            ("", _) => attrs.push(Attr {
+            ("", _) => doc.attrs.push(Attr {
                 ns: Ns::None,
                 name: reborrow(input, attr_local),
                 value,
             }),
-            ("xml", _) => attrs.push(Attr {
+            ("xml", _) => doc.attrs.push(Attr {
                 ns: Ns::Xml,
                 name: reborrow(input, attr_local),
                 value,
             }),
             (p, _) => {
-                pending.push((attrs.len(), p.to_string()));
-                attrs.push(Attr {
+                pending.push((doc.attrs.len(), reborrow(input, p)));
+                doc.attrs.push(Attr {
                     ns: Ns::Other,
                     name: reborrow(input, attr_local),
                     value,
@@ -361,17 +486,24 @@ fn element<'a>(
         }
     }
     for (i, p) in pending {
-        if let Some(a) = attrs.get_mut(i) {
+        if let Some(a) = doc.attrs.get_mut(i) {
             a.ns = scope.lookup(&p);
         }
     }
-    Ok(Element {
+    // Bounded by MAX_DOCUMENT_BYTES long before u32 is; checked all the same.
+    let to_u32 =
+        |n: usize| u32::try_from(n).map_err(|_| BodyError::TooLarge("too many elements".into()));
+    let index = to_u32(doc.nodes.len())?;
+    let attrs_range = (to_u32(first_attr)?, to_u32(doc.attrs.len())?);
+    doc.nodes.push(Node {
         ns: scope.lookup(prefix),
         name,
-        attrs,
-        children: Vec::new(),
+        attrs: attrs_range,
+        first_child: NONE,
+        next_sibling: NONE,
         text: Cow::Borrowed(""),
-    })
+    });
+    Ok(index)
 }
 
 /// An attribute value with references resolved and white space normalised (XML 1.0
@@ -473,6 +605,30 @@ pub const DECLARATION: &str = "<?xml version='1.0' encoding='UTF-8'?>\n";
 mod tests {
     use super::*;
 
+    /// The element reached from the root by child positions.
+    fn child<'d, 'a>(doc: &'d Document<'a>, path: &[usize]) -> Element<'d, 'a> {
+        path.iter().fold(doc.root(), |el, i| {
+            el.children().nth(*i).expect("child exists")
+        })
+    }
+
+    #[test]
+    fn children_come_in_document_order_with_their_own_text_and_attributes() {
+        let doc = parse_document(b"<r><a x='1'>one<b/>two</a><c/><d y='2' z='3'>four</d></r>")
+            .expect("parses");
+        let root = doc.root();
+        let names: Vec<&str> = root.children().map(|c| c.name()).collect();
+        assert_eq!(names, vec!["a", "c", "d"]);
+        assert_eq!(child(&doc, &[0]).text(), "onetwo");
+        assert_eq!(child(&doc, &[0]).attr("x"), Some("1"));
+        assert_eq!(child(&doc, &[0, 0]).name(), "b");
+        assert_eq!(child(&doc, &[0, 0]).children().count(), 0);
+        assert!(child(&doc, &[1]).attrs().is_empty());
+        assert_eq!(child(&doc, &[2]).attr("z"), Some("3"));
+        assert_eq!(child(&doc, &[2]).text(), "four");
+        assert_eq!(root.text(), "");
+    }
+
     #[test]
     fn reborrow_borrows_slices_of_the_input_and_copies_anything_else() {
         let input = "<a b='c'/>";
@@ -488,14 +644,14 @@ mod tests {
     #[test]
     fn names_and_plain_attribute_values_borrow_from_the_input() {
         let doc = parse_document(b"<a b='c'/>").expect("parses");
-        assert!(matches!(doc.name, Cow::Borrowed("a")));
-        assert!(matches!(doc.attrs[0].value, Cow::Borrowed("c")));
+        assert!(matches!(doc.nodes[0].name, Cow::Borrowed("a")));
+        assert!(matches!(doc.root().attrs()[0].value, Cow::Borrowed("c")));
     }
 
     #[test]
     fn utf8_bom_is_skipped() {
         let doc = parse_document(b"\xEF\xBB\xBF<a xmlns='urn:x'/>").expect("parses");
-        assert_eq!(doc.name, "a");
+        assert_eq!(doc.root().name(), "a");
     }
 
     #[test]
@@ -504,21 +660,21 @@ mod tests {
             b"<?xml version='1.0'?><!DOCTYPE a [<!ENTITY e 'boom'>]><!-- c --><?pi x?><a>x<!-- y -->z</a>",
         )
         .expect("parses");
-        assert_eq!(doc.text, "xz");
+        assert_eq!(doc.root().text(), "xz");
     }
 
     #[test]
     fn undeclared_and_dtd_entities_are_not_expanded() {
         let doc = parse_document(b"<!DOCTYPE a [<!ENTITY e 'boom'>]><a>1&e;2</a>").expect("parses");
-        assert_eq!(doc.text, "12");
+        assert_eq!(doc.root().text(), "12");
     }
 
     #[test]
     fn predefined_entities_and_char_refs_are_resolved_in_text_and_attributes() {
         let doc =
             parse_document(b"<a v='&lt;&#10;&#x41;&unknown;'>&amp;&#233;&gt;</a>").expect("parses");
-        assert_eq!(doc.text, "&\u{e9}>");
-        assert_eq!(doc.attr("v"), Some("<\nA"));
+        assert_eq!(doc.root().text(), "&\u{e9}>");
+        assert_eq!(doc.root().attr("v"), Some("<\nA"));
     }
 
     #[test]
@@ -527,9 +683,9 @@ mod tests {
             b"<x:presence xmlns:x='urn:ietf:params:xml:ns:pidf'><y:person xmlns:y='urn:ietf:params:xml:ns:pidf:data-model'/><tuple/></x:presence>",
         )
         .expect("parses");
-        assert!(doc.is(Ns::Pidf, "presence"));
-        assert!(doc.children[0].is(Ns::DataModel, "person"));
-        assert!(doc.children[1].is(Ns::None, "tuple"));
+        assert!(doc.root().is(Ns::Pidf, "presence"));
+        assert!(child(&doc, &[0]).is(Ns::DataModel, "person"));
+        assert!(child(&doc, &[1]).is(Ns::None, "tuple"));
     }
 
     #[test]
@@ -538,10 +694,10 @@ mod tests {
             b"<a xmlns='urn:ietf:params:xml:ns:pidf'><b xmlns='jabber:client'><c/></b><d/></a>",
         )
         .expect("parses");
-        assert!(doc.children[0].is(Ns::JabberClient, "b"));
-        assert!(doc.children[0].children[0].is(Ns::JabberClient, "c"));
+        assert!(child(&doc, &[0]).is(Ns::JabberClient, "b"));
+        assert!(child(&doc, &[0, 0]).is(Ns::JabberClient, "c"));
         assert!(
-            doc.children[1].is(Ns::Pidf, "d"),
+            child(&doc, &[1]).is(Ns::Pidf, "d"),
             "sibling back in the outer default"
         );
     }
@@ -550,16 +706,16 @@ mod tests {
     fn empty_default_namespace_undeclares_it() {
         let doc = parse_document(b"<a xmlns='urn:ietf:params:xml:ns:pidf'><b xmlns=''/></a>")
             .expect("parses");
-        assert!(doc.children[0].is(Ns::None, "b"));
+        assert!(child(&doc, &[0]).is(Ns::None, "b"));
     }
 
     #[test]
     fn prefixed_attribute_resolves_with_a_declaration_written_after_it() {
         let doc =
             parse_document(b"<a p:x='1' xmlns:p='urn:ietf:params:xml:ns:pidf'/>").expect("parses");
-        assert_eq!(doc.attr_ns(Ns::Pidf, "x"), Some("1"));
+        assert_eq!(doc.root().attr_ns(Ns::Pidf, "x"), Some("1"));
         assert_eq!(
-            doc.attr("x"),
+            doc.root().attr("x"),
             None,
             "prefixed attributes are not unqualified ones"
         );
@@ -568,7 +724,7 @@ mod tests {
     #[test]
     fn undeclared_prefix_matches_no_namespace() {
         let doc = parse_document(b"<p:presence/>").expect("parses");
-        assert_eq!(doc.ns, Ns::Other);
+        assert_eq!(doc.root().ns(), Ns::Other);
     }
 
     #[test]
@@ -593,7 +749,7 @@ mod tests {
     #[test]
     fn xml_lang_resolves_to_the_xml_namespace() {
         let doc = parse_document(b"<a xml:lang='de'/>").expect("parses");
-        assert_eq!(doc.lang(), Some("de"));
+        assert_eq!(doc.root().lang(), Some("de"));
     }
 
     #[test]
@@ -682,6 +838,20 @@ mod tests {
     }
 
     #[test]
+    fn repeated_attribute_is_malformed() {
+        assert!(matches!(
+            parse_document(b"<a x='1' y='2' x='3'/>"),
+            Err(BodyError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_document(b"<a xmlns:p='urn:x' xmlns:p='urn:y'/>"),
+            Err(BodyError::Malformed(_))
+        ));
+        // Same local name, different prefixes: distinct qualified names.
+        assert!(parse_document(b"<a p:x='1' q:x='2' xmlns:p='urn:p' xmlns:q='urn:q'/>").is_ok());
+    }
+
+    #[test]
     fn second_root_element_is_malformed() {
         assert!(matches!(
             parse_document(b"<a/><b/>"),
@@ -698,7 +868,7 @@ mod tests {
         push_text_escaped(&mut s, nasty);
         s.push_str("</a>");
         let doc = parse_document(s.as_bytes()).expect("parses");
-        assert_eq!(doc.text, "a&b<c>d'e\"f\tg\nh\rij");
-        assert_eq!(doc.attr("v"), Some("a&b<c>d'e\"f\tg\nh\rij"));
+        assert_eq!(doc.root().text(), "a&b<c>d'e\"f\tg\nh\rij");
+        assert_eq!(doc.root().attr("v"), Some("a&b<c>d'e\"f\tg\nh\rij"));
     }
 }

@@ -61,7 +61,7 @@ impl Params {
     /// back unchanged. Empty items (`;;`, a trailing `;`) are skipped.
     pub fn parse(text: &str) -> Params {
         let mut out = Vec::new();
-        for item in split_unquoted(text, ';') {
+        for item in unquoted_parts(text, ';') {
             let item = item.trim();
             if item.is_empty() {
                 continue;
@@ -75,16 +75,81 @@ impl Params {
     }
 }
 
+impl Params {
+    /// Appends `;name=value;flag` (nothing when there are none): the [`fmt::Display`]
+    /// form, without the formatting machinery (this runs per received request).
+    pub fn write_to(&self, out: &mut String) {
+        for (n, v) in &self.0 {
+            out.push(';');
+            out.push_str(n);
+            if let Some(v) = v {
+                out.push('=');
+                out.push_str(v);
+            }
+        }
+    }
+}
+
 impl fmt::Display for Params {
     /// Writes `;name=value;flag` (empty when there are none).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (n, v) in &self.0 {
-            match v {
-                Some(v) => write!(f, ";{n}={v}")?,
-                None => write!(f, ";{n}")?,
+        let mut out = String::new();
+        self.write_to(&mut out);
+        f.write_str(&out)
+    }
+}
+
+/// Whether `s` holds a control character other than tab (what `char::is_control` finds:
+/// C0, DEL and the C1 range U+0080–U+009F, which UTF-8 writes as 0xC2 0x80–0x9F).
+/// Checked bytewise, with a branch-free pass first that clears the usual printable
+/// ASCII text at once.
+pub(crate) fn has_control(s: &str) -> bool {
+    let b = s.as_bytes();
+    let suspicious = b.iter().fold(false, |acc, &c| {
+        acc | ((c < 0x20 && c != b'\t') || c >= 0x7f)
+    });
+    suspicious
+        && b.iter().enumerate().any(|(i, &c)| {
+            (c < 0x20 && c != b'\t')
+                || c == 0x7f
+                || (c == 0xc2 && b.get(i + 1).is_some_and(|n| (0x80..=0x9f).contains(n)))
+        })
+}
+
+/// Appends `n` in decimal.
+pub(crate) fn push_decimal(out: &mut String, n: u32) {
+    let mut digits = [0u8; 10];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for d in &digits[i..] {
+        out.push(char::from(*d));
+    }
+}
+
+/// Appends an IP address as `Display` writes it (IPv6 unbracketed).
+pub(crate) fn push_ip(out: &mut String, ip: std::net::IpAddr) {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                push_decimal(out, u32::from(octet));
             }
         }
-        Ok(())
+        std::net::IpAddr::V6(v6) => {
+            use std::fmt::Write as _;
+            // Writing to a String cannot fail.
+            let _ = write!(out, "{v6}");
+        }
     }
 }
 
@@ -99,35 +164,75 @@ fn err(header: &'static str, detail: impl Into<String>) -> HeaderError {
 /// outside `<...>`, so commas or semicolons inside a display name or a bracketed URI do
 /// not split (RFC 3261 §7.3.1, §25.1).
 pub(crate) fn split_unquoted(text: &str, sep: char) -> Vec<&str> {
-    let mut parts = Vec::new();
-    let mut start = 0;
-    let mut in_quote = false;
-    let mut escaped = false;
-    let mut angle = false;
-    for (i, c) in text.char_indices() {
-        if in_quote {
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                in_quote = false;
-            }
-            continue;
-        }
-        match c {
-            '"' if !angle => in_quote = true,
-            '<' => angle = true,
-            '>' => angle = false,
-            c if c == sep && !angle => {
-                parts.push(&text[start..i]);
-                start = i + c.len_utf8();
-            }
-            _ => {}
-        }
+    unquoted_parts(text, sep).collect()
+}
+
+/// [`split_unquoted`] as an iterator, for callers that want the first part only or do
+/// not keep the list. `sep` must be ASCII (every SIP list separator is).
+pub(crate) fn unquoted_parts(text: &str, sep: char) -> UnquotedParts<'_> {
+    debug_assert!(sep.is_ascii());
+    UnquotedParts {
+        rest: Some(text),
+        sep: sep as u8,
     }
-    parts.push(&text[start..]);
-    parts
+}
+
+/// Iterator behind [`unquoted_parts`]. It scans bytes: every delimiter is ASCII and
+/// UTF-8 continuation bytes are never ASCII, so each cut falls on a char boundary.
+pub(crate) struct UnquotedParts<'a> {
+    rest: Option<&'a str>,
+    sep: u8,
+}
+
+impl<'a> Iterator for UnquotedParts<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let text = self.rest?;
+        let b = text.as_bytes();
+        // Jumps from one delimiter to the next with memchr: outside quotes and brackets
+        // only `"`, `<` and the separator matter; inside `<...>` only `>`; inside a quoted
+        // string only `\\` (which skips the next byte) and the closing `"`.
+        let mut i = 0;
+        while let Some(at) = memchr::memchr3(b'"', b'<', self.sep, &b[i..]) {
+            let at = i + at;
+            match b[at] {
+                b'<' => match memchr::memchr(b'>', &b[at + 1..]) {
+                    Some(close) => i = at + 1 + close + 1,
+                    None => break,
+                },
+                b'"' => {
+                    let mut q = at + 1;
+                    loop {
+                        match memchr::memchr2(b'"', b'\\', &b[q..]) {
+                            Some(k) if b[q + k] == b'\\' => q += k + 2,
+                            Some(k) => {
+                                q += k + 1;
+                                break;
+                            }
+                            None => {
+                                q = b.len();
+                                break;
+                            }
+                        }
+                        if q >= b.len() {
+                            break;
+                        }
+                    }
+                    i = q;
+                }
+                _ => {
+                    self.rest = Some(&text[at + 1..]);
+                    return Some(&text[..at]);
+                }
+            }
+            if i >= b.len() {
+                break;
+            }
+        }
+        self.rest = None;
+        Some(text)
+    }
 }
 
 /// `token` characters (RFC 3261 §25.1).
@@ -159,8 +264,7 @@ fn take_quoted(s: &str) -> Option<(String, &str)> {
 
 /// Splits a value at its first top-level `;` into the head and the parameters after it.
 fn head_and_params(s: &str) -> (&str, Params) {
-    let parts = split_unquoted(s, ';');
-    let head = parts.first().copied().unwrap_or("");
+    let head = unquoted_parts(s, ';').next().unwrap_or("");
     let rest = &s[head.len()..];
     let rest = rest.strip_prefix(';').unwrap_or(rest);
     (head, Params::parse(rest))
@@ -193,7 +297,7 @@ impl NameAddr {
         if v.is_empty() {
             return Err(err(header, "empty value"));
         }
-        if v.chars().any(|c| c.is_control() && c != '\t') {
+        if has_control(v) {
             return Err(err(header, "control character"));
         }
         let (display, rest) = if v.starts_with('"') {
@@ -309,6 +413,37 @@ impl fmt::Display for NameAddr {
     }
 }
 
+/// A Via's `sent-protocol LWS sent-by` with the LWS RFC 3261 §20.42 allows collapsed:
+/// `SIP / 2.0 / UDP  host` becomes `SIP/2.0/UDP host`. The usual head, already in that
+/// form, is borrowed as is.
+fn compact_via_head(head: &str) -> std::borrow::Cow<'_, str> {
+    let b = head.as_bytes();
+    let mut spaces = b
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.is_ascii_whitespace());
+    if let (Some((i, b' ')), None) = (spaces.next(), spaces.next()) {
+        if head.is_ascii() && i > 0 && b[i - 1] != b'/' && b.get(i + 1).is_some_and(|c| *c != b'/')
+        {
+            return std::borrow::Cow::Borrowed(head);
+        }
+    }
+    let mut compact = String::with_capacity(head.len());
+    let mut pending_space = false;
+    for c in head.chars() {
+        if c.is_whitespace() {
+            pending_space = true;
+            continue;
+        }
+        if pending_space && c != '/' && !compact.ends_with('/') {
+            compact.push(' ');
+        }
+        pending_space = false;
+        compact.push(c);
+    }
+    std::borrow::Cow::Owned(compact)
+}
+
 /// One Via entry (RFC 3261 §20.42).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Via {
@@ -326,20 +461,7 @@ impl Via {
     pub fn parse(value: &str) -> Result<Self, HeaderError> {
         const H: &str = "Via";
         let (head, params) = head_and_params(value.trim());
-        // Collapse "SIP / 2.0 / UDP" into "SIP/2.0/UDP".
-        let mut compact = String::with_capacity(head.len());
-        let mut pending_space = false;
-        for c in head.trim().chars() {
-            if c.is_whitespace() {
-                pending_space = true;
-                continue;
-            }
-            if pending_space && c != '/' && !compact.ends_with('/') {
-                compact.push(' ');
-            }
-            pending_space = false;
-            compact.push(c);
-        }
+        let compact = compact_via_head(head.trim());
         let (protocol, sent_by) = compact
             .split_once(' ')
             .ok_or_else(|| err(H, "missing sent-by"))?;
@@ -387,6 +509,26 @@ impl Via {
         Ok(out)
     }
 
+    /// Appends the [`fmt::Display`] form, `SIP/2.0/UDP host:port;params`.
+    pub fn write_to(&self, out: &mut String) {
+        out.push_str("SIP/2.0/");
+        out.push_str(&self.transport);
+        out.push(' ');
+        let v6 = self.host.contains(':') && !self.host.starts_with('[');
+        if v6 {
+            out.push('[');
+        }
+        out.push_str(&self.host);
+        if v6 {
+            out.push(']');
+        }
+        if let Some(port) = self.port {
+            out.push(':');
+            push_decimal(out, u32::from(port));
+        }
+        self.params.write_to(out);
+    }
+
     /// The `sent-by` as `host[:port]`, IPv6 hosts bracketed.
     pub fn sent_by(&self) -> String {
         let host = bracket_host(&self.host);
@@ -416,19 +558,15 @@ impl Via {
 
 impl fmt::Display for Via {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "SIP/2.0/{} {}{}",
-            self.transport,
-            self.sent_by(),
-            self.params
-        )
+        let mut out = String::with_capacity(64);
+        self.write_to(&mut out);
+        f.write_str(&out)
     }
 }
 
 /// The topmost Via of a message (the first element of the first Via row).
 pub fn top_via(headers: &super::message::Headers) -> Result<Via, HeaderError> {
-    match headers.get_all("Via").first() {
+    match headers.first_element("Via") {
         Some(v) => Via::parse(v),
         None => Err(err("Via", "missing")),
     }
@@ -755,6 +893,103 @@ pub fn media_type(content_type: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What [`split_unquoted`] does, char by char.
+    fn split_by_chars(text: &str, sep: char) -> Vec<&str> {
+        let (mut parts, mut start) = (Vec::new(), 0);
+        let (mut in_quote, mut escaped, mut angle) = (false, false, false);
+        for (i, c) in text.char_indices() {
+            if in_quote {
+                match (escaped, c) {
+                    (true, _) => escaped = false,
+                    (false, '\\') => escaped = true,
+                    (false, '"') => in_quote = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match c {
+                '"' if !angle => in_quote = true,
+                '<' => angle = true,
+                '>' => angle = false,
+                c if c == sep && !angle => {
+                    parts.push(&text[start..i]);
+                    start = i + 1;
+                }
+                _ => {}
+            }
+        }
+        parts.push(&text[start..]);
+        parts
+    }
+
+    /// What [`compact_via_head`] does, without its fast path.
+    fn compact_by_chars(head: &str) -> String {
+        let mut compact = String::new();
+        let mut pending_space = false;
+        for c in head.chars() {
+            if c.is_whitespace() {
+                pending_space = true;
+                continue;
+            }
+            if pending_space && c != '/' && !compact.ends_with('/') {
+                compact.push(' ');
+            }
+            pending_space = false;
+            compact.push(c);
+        }
+        compact
+    }
+
+    #[test]
+    fn via_written_by_hand_reads_back_the_same() {
+        for text in [
+            "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;rport=4000;received=192.0.2.1",
+            "SIP/2.0/TCP [2001:db8::1]:5061;branch=z9hG4bK2",
+            "SIP/2.0/UDP host.example;flag",
+        ] {
+            let via = Via::parse(text).unwrap();
+            assert_eq!(via.to_string(), text);
+            assert_eq!(Via::parse(&via.to_string()).unwrap(), via);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decimals_and_addresses_print_as_display_prints_them(
+            n in proptest::num::u32::ANY,
+            ip in proptest::prelude::any::<std::net::IpAddr>(),
+        ) {
+            let mut out = String::new();
+            push_decimal(&mut out, n);
+            proptest::prop_assert_eq!(out, n.to_string());
+            let mut out = String::new();
+            push_ip(&mut out, ip);
+            proptest::prop_assert_eq!(out, ip.to_string());
+        }
+
+        #[test]
+        fn control_characters_are_found_as_char_is_control_finds_them(
+            s in proptest::prelude::any::<String>()
+        ) {
+            let expected = s.chars().any(|c| c.is_control() && c != '\t');
+            proptest::prop_assert_eq!(has_control(&s), expected);
+        }
+
+        #[test]
+        fn bytewise_split_matches_the_char_by_char_split(
+            text in "[a-z,;\"\\\\<> é]{0,24}"
+        ) {
+            proptest::prop_assert_eq!(split_unquoted(&text, ','), split_by_chars(&text, ','));
+            proptest::prop_assert_eq!(split_unquoted(&text, ';'), split_by_chars(&text, ';'));
+        }
+
+        #[test]
+        fn via_head_compaction_keeps_its_meaning(head in "[SIP/2.0UDh \t\u{a0}]{0,16}") {
+            let head = head.trim();
+            proptest::prop_assert_eq!(compact_via_head(head).into_owned(), compact_by_chars(head));
+        }
+    }
 
     #[test]
     fn name_addr_with_quoted_display_and_tag() {

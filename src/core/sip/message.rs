@@ -6,6 +6,7 @@
 //! [`super::headers`]. Header names are stored in canonical long form, so the compact
 //! forms (RFC 3261 §7.3.3, RFC 6665 `o`/`u`) are equal to their long names here.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::SocketAddr;
 
@@ -84,58 +85,111 @@ pub fn canonical_header_name(name: &str) -> String {
 }
 
 /// [`canonical_header_name`] without allocating: the canonical spelling, or `name` itself.
-/// Header lookups run per message on the hot path, so the name is lowered in a stack buffer.
 pub fn canonical_name(name: &str) -> &str {
-    let mut buf = [0u8; 24];
-    if name.len() > buf.len() {
-        return name;
-    }
-    for (d, b) in buf.iter_mut().zip(name.bytes()) {
-        *d = b.to_ascii_lowercase();
-    }
-    // ASCII lowering keeps UTF-8 valid; a non-UTF-8 result cannot happen from a &str.
-    let lower = std::str::from_utf8(&buf[..name.len()]).unwrap_or("");
-    match lower {
-        "i" | "call-id" => "Call-ID",
-        "m" | "contact" => "Contact",
-        "e" | "content-encoding" => "Content-Encoding",
-        "l" | "content-length" => "Content-Length",
-        "c" | "content-type" => "Content-Type",
-        "f" | "from" => "From",
-        "s" | "subject" => "Subject",
-        "k" | "supported" => "Supported",
-        "t" | "to" => "To",
-        "v" | "via" => "Via",
-        "o" | "event" => "Event",
-        "u" | "allow-events" => "Allow-Events",
-        "r" | "refer-to" => "Refer-To",
-        "b" | "referred-by" => "Referred-By",
-        "x" | "session-expires" => "Session-Expires",
-        "cseq" => "CSeq",
-        "max-forwards" => "Max-Forwards",
-        "expires" => "Expires",
-        "min-expires" => "Min-Expires",
-        "subscription-state" => "Subscription-State",
-        "sip-etag" => "SIP-ETag",
-        "sip-if-match" => "SIP-If-Match",
-        "accept" => "Accept",
-        "allow" => "Allow",
-        "route" => "Route",
-        "record-route" => "Record-Route",
-        "retry-after" => "Retry-After",
-        "content-language" => "Content-Language",
-        "www-authenticate" => "WWW-Authenticate",
-        "proxy-authenticate" => "Proxy-Authenticate",
-        "authorization" => "Authorization",
-        "proxy-authorization" => "Proxy-Authorization",
-        "user-agent" => "User-Agent",
-        "server" => "Server",
-        "require" => "Require",
-        "unsupported" => "Unsupported",
-        "warning" => "Warning",
-        _ => name,
-    }
+    known_header_name(name).unwrap_or(name)
 }
+
+/// The canonical spelling of a well-known header name (compact forms expanded), `None`
+/// for any other name. Header lookups run per message on the hot path: the name is
+/// compared in place, case-insensitively, against the few known names of its length.
+fn known_header_name(name: &str) -> Option<&'static str> {
+    if let [letter] = name.as_bytes() {
+        // Compact forms (RFC 3261 §7.3.3 and later registrations).
+        return match letter.to_ascii_lowercase() {
+            b'i' => Some("Call-ID"),
+            b'm' => Some("Contact"),
+            b'e' => Some("Content-Encoding"),
+            b'l' => Some("Content-Length"),
+            b'c' => Some("Content-Type"),
+            b'f' => Some("From"),
+            b's' => Some("Subject"),
+            b'k' => Some("Supported"),
+            b't' => Some("To"),
+            b'v' => Some("Via"),
+            b'o' => Some("Event"),
+            b'u' => Some("Allow-Events"),
+            b'r' => Some("Refer-To"),
+            b'b' => Some("Referred-By"),
+            b'x' => Some("Session-Expires"),
+            _ => None,
+        };
+    }
+    let same_length: &[&'static str] = match name.len() {
+        2 => &["To"],
+        3 => &["Via"],
+        4 => &["From", "CSeq"],
+        5 => &["Event", "Route", "Allow"],
+        6 => &["Accept", "Server"],
+        7 => &[
+            "Call-ID", "Contact", "Expires", "Require", "Warning", "Subject",
+        ],
+        8 => &["SIP-ETag", "Refer-To"],
+        9 => &["Supported"],
+        10 => &["User-Agent"],
+        11 => &["Unsupported", "Min-Expires", "Retry-After", "Referred-By"],
+        12 => &[
+            "Max-Forwards",
+            "Content-Type",
+            "SIP-If-Match",
+            "Record-Route",
+            "Allow-Events",
+        ],
+        13 => &["Authorization"],
+        14 => &["Content-Length"],
+        15 => &["Session-Expires"],
+        16 => &["Content-Encoding", "Content-Language", "WWW-Authenticate"],
+        18 => &["Subscription-State", "Proxy-Authenticate"],
+        19 => &["Proxy-Authorization"],
+        _ => &[],
+    };
+    same_length
+        .iter()
+        .find(|known| known.eq_ignore_ascii_case(name))
+        .copied()
+}
+
+/// Canonical spellings of the header names [`canonical_name`] knows (the lookup in
+/// [`known_header_name`] lists them again by length; a test keeps the two in step).
+#[cfg(test)]
+const KNOWN_HEADER_NAMES: &[&str] = &[
+    "Via",
+    "From",
+    "To",
+    "Call-ID",
+    "CSeq",
+    "Contact",
+    "Max-Forwards",
+    "Content-Type",
+    "Content-Length",
+    "Event",
+    "Subscription-State",
+    "Expires",
+    "SIP-ETag",
+    "SIP-If-Match",
+    "Route",
+    "Record-Route",
+    "Accept",
+    "Allow",
+    "Allow-Events",
+    "Supported",
+    "Require",
+    "Unsupported",
+    "Min-Expires",
+    "Retry-After",
+    "Content-Encoding",
+    "Content-Language",
+    "WWW-Authenticate",
+    "Proxy-Authenticate",
+    "Authorization",
+    "Proxy-Authorization",
+    "User-Agent",
+    "Server",
+    "Warning",
+    "Subject",
+    "Refer-To",
+    "Referred-By",
+    "Session-Expires",
+];
 
 /// Headers whose rows are comma-separated lists that [`Headers::get_all`] splits
 /// (canonical names; RFC 3261 §7.3.1 allows combining these).
@@ -163,16 +217,31 @@ pub fn is_list_header(canonical: &str) -> bool {
 /// An ordered header list. Names compare case-insensitively; order is kept because Via,
 /// Route and Record-Route order is meaningful (RFC 3261 §7.3.1).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Headers(Vec<(String, String)>);
+pub struct Headers(Vec<(HeaderName, String)>);
+
+/// A header name as stored: the canonical spelling of a well-known header is static, so
+/// parsing a message allocates nothing for its names.
+type HeaderName = Cow<'static, str>;
+
+fn header_name(name: &str) -> HeaderName {
+    match known_header_name(name) {
+        Some(known) => Cow::Borrowed(known),
+        None => Cow::Owned(name.to_string()),
+    }
+}
 
 impl Headers {
     pub fn new() -> Self {
         Headers(Vec::new())
     }
 
+    pub fn with_capacity(capacity: usize) -> Self {
+        Headers(Vec::with_capacity(capacity))
+    }
+
     /// Appends a header, canonicalising its name.
     pub fn push(&mut self, name: &str, value: impl Into<String>) {
-        self.0.push((canonical_header_name(name), value.into()));
+        self.0.push((header_name(name), value.into()));
     }
 
     /// Replaces every header of this name with one value, keeping the first position.
@@ -195,7 +264,7 @@ impl Headers {
                     }
                 }
             }
-            None => self.0.push((canon.to_string(), value)),
+            None => self.0.push((header_name(canon), value)),
         }
     }
 
@@ -218,28 +287,43 @@ impl Headers {
     /// Splitting (for the list headers in [`is_list_header`]) respects quoted strings
     /// and `<...>` (RFC 3261 §7.3.1), and elements are trimmed.
     pub fn get_all(&self, name: &str) -> Vec<&str> {
+        self.elements(name).collect()
+    }
+
+    /// The first element of a header as [`Headers::get_all`] would list it (the top Via).
+    pub fn first_element(&self, name: &str) -> Option<&str> {
+        self.elements(name).next()
+    }
+
+    /// [`Headers::get_all`] without collecting.
+    pub fn elements<'s, 'n>(
+        &'s self,
+        name: &'n str,
+    ) -> impl Iterator<Item = &'s str> + use<'s, 'n> {
         let canon = canonical_name(name);
         let split = is_list_header(canon);
-        let mut out = Vec::new();
-        for (_, v) in self.0.iter().filter(|(n, _)| n.eq_ignore_ascii_case(canon)) {
-            if split {
-                out.extend(
-                    super::headers::split_unquoted(v, ',')
+        self.0
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(canon))
+            .flat_map(move |(_, v)| {
+                let (whole, parts) = if split {
+                    (None, Some(super::headers::unquoted_parts(v, ',')))
+                } else {
+                    (Some(v.as_str()), None)
+                };
+                whole.into_iter().chain(
+                    parts
                         .into_iter()
+                        .flatten()
                         .map(str::trim)
                         .filter(|e| !e.is_empty()),
-                );
-            } else {
-                out.push(v.as_str());
-            }
-        }
-        out
+                )
+            })
     }
 
     /// Inserts a header before every other one (a new top Via, RFC 3261 §8.1.1.7).
     pub fn prepend(&mut self, name: &str, value: impl Into<String>) {
-        self.0
-            .insert(0, (canonical_header_name(name), value.into()));
+        self.0.insert(0, (header_name(name), value.into()));
     }
 
     /// Removes the first element of a header: the first comma-separated element when
@@ -262,11 +346,11 @@ impl Headers {
     }
 
     pub fn count(&self, name: &str) -> usize {
-        self.get_all(name).len()
+        self.elements(name).count()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+        self.0.iter().map(|(n, v)| (&**n, v.as_str()))
     }
 
     pub fn len(&self) -> usize {
@@ -449,13 +533,27 @@ impl fmt::Display for Peer {
 /// carry them and route back through NATs. `received` is added when the sent-by host
 /// is not the source IP. An unparseable top Via is left alone (the engine answers 400).
 pub fn stamp_via_received(request: &mut Request, from: Peer) {
+    stamp_via_received_parsed(request, from, None)
+}
+
+/// [`stamp_via_received`] for a caller that has already parsed the top Via (what
+/// [`super::headers::top_via`] returns for this request), so it is not parsed twice.
+pub fn stamp_via_received_parsed(
+    request: &mut Request,
+    from: Peer,
+    top: Option<super::headers::Via>,
+) {
     let Some(pos) = request.headers.0.iter().position(|(n, _)| n == "Via") else {
         return;
     };
-    let row = request.headers.0[pos].1.clone();
-    let parts = super::headers::split_unquoted(&row, ',');
-    let Some(first) = parts.first() else { return };
-    let Ok(mut via) = super::headers::Via::parse(first) else {
+    let mut parts = super::headers::unquoted_parts(&request.headers.0[pos].1, ',');
+    let Some(first) = parts.next() else { return };
+    // A non-empty first element of the first Via row is the top Via.
+    let parsed = match top {
+        Some(via) if !first.trim().is_empty() => Ok(via),
+        _ => super::headers::Via::parse(first),
+    };
+    let Ok(mut via) = parsed else {
         return;
     };
     let ip = from.addr.ip();
@@ -465,12 +563,17 @@ pub fn stamp_via_received(request: &mut Request, from: Peer) {
         return;
     }
     // RFC 3581 §4: with rport, `received` is added even when it equals the sent-by.
-    via.params.set("received", Some(&ip.to_string()));
+    let mut value = String::with_capacity(39);
+    super::headers::push_ip(&mut value, ip);
+    via.params.set("received", Some(&value));
     if wants_rport {
-        via.params.set("rport", Some(&from.addr.port().to_string()));
+        value.clear();
+        super::headers::push_decimal(&mut value, u32::from(from.addr.port()));
+        via.params.set("rport", Some(&value));
     }
-    let mut new_row = via.to_string();
-    for rest in &parts[1..] {
+    let mut new_row = String::with_capacity(request.headers.0[pos].1.len() + 32);
+    via.write_to(&mut new_row);
+    for rest in parts {
         new_row.push(',');
         new_row.push_str(rest);
     }
@@ -572,6 +675,27 @@ pub fn salvage_for_reply(raw: &[u8]) -> Option<Salvaged> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_names_get_their_canonical_spelling_whatever_the_case_or_form() {
+        for known in KNOWN_HEADER_NAMES {
+            assert_eq!(canonical_name(&known.to_ascii_lowercase()), *known);
+            assert_eq!(canonical_name(&known.to_ascii_uppercase()), *known);
+        }
+        for (compact, full) in [("i", "Call-ID"), ("V", "Via"), ("l", "Content-Length")] {
+            assert_eq!(canonical_name(compact), full);
+        }
+        // Unknown names, and letters that are not compact forms, are kept as received.
+        assert_eq!(canonical_name("X-Custom"), "X-Custom");
+        assert_eq!(canonical_name("z"), "z");
+        assert_eq!(canonical_name("Vias"), "Vias");
+        let mut h = Headers::new();
+        h.push("cSeQ", "1 NOTIFY");
+        h.push("x-custom", "1");
+        let names: Vec<&str> = h.iter().map(|(n, _)| n).collect();
+        assert_eq!(names, vec!["CSeq", "x-custom"]);
+        assert_eq!(h.get("X-CUSTOM"), Some("1"));
+    }
 
     #[test]
     fn get_all_splits_list_headers_but_not_others() {
