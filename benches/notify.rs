@@ -76,6 +76,20 @@ fn bench_notify(c: &mut Criterion) {
         b.iter(|| parse_pidf(black_box(PIDF.as_bytes())).expect("valid"))
     });
 
+    // Same-run baseline (the machine is shared and its speed drifts between runs): quick-xml
+    // alone walking the body's events, the floor under any PIDF reading. BENCHMARKS.md
+    // gives the parse figure as a ratio to it as well.
+    c.bench_function("baseline_quick_xml_events_on_notify_body", |b| {
+        b.iter(|| {
+            let mut r = quick_xml::Reader::from_str(black_box(PIDF));
+            let mut n = 0usize;
+            while !matches!(r.read_event(), Ok(quick_xml::events::Event::Eof) | Err(_)) {
+                n += 1;
+            }
+            n
+        })
+    });
+
     let doc = parse_pidf(PIDF.as_bytes()).expect("valid");
     c.bench_function("notify_build_pidf_model_to_wire", |b| {
         b.iter(|| {

@@ -5,8 +5,10 @@
 //! Owner: sip-stack. Signatures fixed here for the transport driver.
 //!
 //! # How rsipstack is used
-//! The header section is parsed here, and rsipstack's `parse_message` only validates the
-//! start line (method, Request-URI, version, status code). Converting rsipstack's parsed
+//! The header section is parsed here, and rsipstack only validates the start line: its
+//! URI parser reads a request's Request-URI (method and version are checked here first,
+//! as its request-line parser does), its `parse_message` a response's status line
+//! (version, status code). Converting rsipstack's parsed
 //! message would lose information this gateway needs to answer correctly: its parser
 //! silently skips header lines without a colon, stops reading headers at the first line
 //! that is not UTF-8, reads a bad Content-Length as 0, truncates a body shorter than its
@@ -196,18 +198,10 @@ fn parse_request_line(line: &str, headers: Headers, body: Vec<u8>) -> Result<Sip
         return Err("unsupported SIP version".into());
     }
     let method = Method::parse(method);
-    // rsipstack validates the Request-URI. It knows only the standard methods, so an
-    // extension method is validated under a stand-in; the core answers it 501.
-    let stand_in = match &method {
-        Method::Other(_) => "OPTIONS",
-        m => m.as_str(),
-    };
-    let mut probe = String::with_capacity(stand_in.len() + uri.len() + 13);
-    for part in [stand_in, " ", uri, " SIP/2.0\r\n\r\n"] {
-        probe.push_str(part);
-    }
-    if let Err(e) = rsipstack::sip::parser::parse_message(probe.as_bytes()) {
-        tracing::debug!(error = %e, "rsipstack rejected the request line");
+    // rsipstack validates the Request-URI (its request-line parser does exactly this
+    // after the method and version checks above; called directly, no message is built).
+    if let Err(e) = rsipstack::sip::uri::parse_uri(uri) {
+        tracing::debug!(error = %e, "rsipstack rejected the Request-URI");
         return Err("bad Request-URI".into());
     }
     Ok(SipMessage::Request(Request {
@@ -260,21 +254,30 @@ fn parse_status_line(
 fn check_mandatory(message: &SipMessage) -> Result<Via, String> {
     let h = message.headers();
     let via = top_via(h).map_err(|e| e.to_string())?;
-    for name in ["From", "To", "Call-ID", "CSeq"] {
-        match h.count(name) {
-            0 => return Err(format!("missing {name} header")),
-            1 => {}
-            _ => return Err(format!("more than one {name} header")),
+    // One pass over the rows: known names are stored in their canonical spelling, and
+    // none of these four is a list header, so a row is one value.
+    const ONCE: [&str; 4] = ["From", "To", "Call-ID", "CSeq"];
+    let mut values: [Option<&str>; 4] = [None; 4];
+    for (name, value) in h.iter() {
+        if let Some(i) = ONCE.iter().position(|n| *n == name) {
+            if values[i].replace(value).is_some() {
+                return Err(format!("more than one {} header", ONCE[i]));
+            }
         }
     }
-    for name in ["From", "To"] {
-        let v = h.get(name).unwrap_or_default();
-        NameAddr::parse(name, v).map_err(|e| e.to_string())?;
-    }
-    if h.get("Call-ID").unwrap_or_default().trim().is_empty() {
+    let [from, to, call_id, cseq] = match values {
+        [Some(f), Some(t), Some(i), Some(c)] => [f, t, i, c],
+        _ => {
+            let i = values.iter().position(Option::is_none).unwrap_or(0);
+            return Err(format!("missing {} header", ONCE[i]));
+        }
+    };
+    NameAddr::parse("From", from).map_err(|e| e.to_string())?;
+    NameAddr::parse("To", to).map_err(|e| e.to_string())?;
+    if call_id.trim().is_empty() {
         return Err("empty Call-ID header".into());
     }
-    let cseq = CSeq::parse(h.get("CSeq").unwrap_or_default()).map_err(|e| e.to_string())?;
+    let cseq = CSeq::parse(cseq).map_err(|e| e.to_string())?;
     if let SipMessage::Request(r) = message {
         if cseq.method != r.method {
             return Err("CSeq method does not match the request method".into());

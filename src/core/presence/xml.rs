@@ -446,7 +446,8 @@ fn add_element<'a>(
     // Qualified names seen so far: attributes are unique per element (XML 1.0 §3.1, a
     // well-formedness constraint). Checked here, without quick-xml's per-element
     // allocation for the same check.
-    let mut keys: [&str; MAX_ATTRIBUTES] = [""; MAX_ATTRIBUTES];
+    let mut first_keys: [&str; 8] = [""; 8];
+    let mut more_keys: Vec<&str> = Vec::new();
     for (n, attr) in start.attributes().with_checks(false).enumerate() {
         if n >= MAX_ATTRIBUTES {
             return Err(BodyError::TooLarge(format!(
@@ -455,10 +456,13 @@ fn add_element<'a>(
         }
         let attr = attr.map_err(malformed)?;
         let key = attr.key.into_inner();
-        if keys[..n].contains(&key) {
+        if first_keys[..n.min(8)].contains(&key) || more_keys.contains(&key) {
             return Err(malformed(format!("attribute {key} repeated on <{name}>")));
         }
-        keys[n] = key;
+        match first_keys.get_mut(n) {
+            Some(slot) => *slot = key,
+            None => more_keys.push(key),
+        }
         let value = attr_value(input, &attr)?;
         let (attr_prefix, attr_local) = split_qname(attr.key.into_inner());
         match (attr_prefix, attr_local) {
@@ -845,6 +849,15 @@ mod tests {
         ));
         assert!(matches!(
             parse_document(b"<a xmlns:p='urn:x' xmlns:p='urn:y'/>"),
+            Err(BodyError::Malformed(_))
+        ));
+        let mut many = String::from("<a");
+        for i in 0..12 {
+            many.push_str(&format!(" a{i}='x'"));
+        }
+        assert!(parse_document(format!("{many}/>").as_bytes()).is_ok());
+        assert!(matches!(
+            parse_document(format!("{many} a10='y'/>").as_bytes()),
             Err(BodyError::Malformed(_))
         ));
         // Same local name, different prefixes: distinct qualified names.
