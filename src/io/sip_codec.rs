@@ -110,7 +110,7 @@ fn parse(bytes: &[u8]) -> Result<(SipMessage, Via), String> {
                 .ok_or("continuation line before any header")?;
             let v = v.to_mut();
             v.push(' ');
-            v.push_str(line.trim());
+            v.push_str(line.trim_ascii());
             continue;
         }
         if let Some((n, v)) = pending.take() {
@@ -121,11 +121,13 @@ fn parse(bytes: &[u8]) -> Result<(SipMessage, Via), String> {
             .position(|b| b == b':')
             .ok_or("header line without a colon")?;
         let (name, value) = (&line[..colon], &line[colon + 1..]);
-        let name = name.trim_end();
+        // Only SP and HTAB are linear white space (RFC 3261 §25.1); anything else left
+        // here is refused below as a control character or by the header's own parser.
+        let name = name.trim_end_matches([' ', '\t']);
         if !is_token(name) {
             return Err("bad header name".into());
         }
-        pending = Some((name, Cow::Borrowed(value.trim())));
+        pending = Some((name, Cow::Borrowed(value.trim_matches([' ', '\t']))));
     }
     if let Some((n, v)) = pending.take() {
         headers.push(n, v.into_owned());

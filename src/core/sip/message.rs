@@ -142,9 +142,15 @@ fn known_header_name(name: &str) -> Option<&'static str> {
         19 => &["Proxy-Authorization"],
         _ => &[],
     };
+    // Names usually arrive in their canonical spelling: an exact comparison first.
     same_length
         .iter()
-        .find(|known| known.eq_ignore_ascii_case(name))
+        .find(|known| **known == name)
+        .or_else(|| {
+            same_length
+                .iter()
+                .find(|known| known.eq_ignore_ascii_case(name))
+        })
         .copied()
 }
 
