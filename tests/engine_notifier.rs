@@ -110,6 +110,97 @@ fn notify_answered_481_ends_the_notifier_dialog() {
     assert!(ended);
 }
 
+/// RFC 3261 §22.2 for our NOTIFYs too: a 401/407 from the subscriber gets the NOTIFY
+/// again with credentials, as a new request of the dialog (the next CSeq); the dialog
+/// stays up, and the NOTIFY after it counts on from the re-sent one.
+#[test]
+fn notify_challenged_401_or_407_is_resent_with_credentials_in_the_dialog() {
+    for (status, challenge, answer) in [
+        (401, "WWW-Authenticate", "Authorization"),
+        (407, "Proxy-Authenticate", "Proxy-Authorization"),
+    ] {
+        let (mut h, log) = harness();
+        let s = subscribe(&mut h, "presence");
+        let outs = h.peer_request(s.clone());
+        let ok = one_response(&outs);
+        let n = one_request(&outs, Method::Notify);
+        let outs = h.answer(&n, status, |r| {
+            r.headers.push(
+                challenge,
+                "Digest realm=\"sip.example\", nonce=\"n0nce\", qop=\"auth\", algorithm=MD5",
+            );
+        });
+        let again = one_request(&outs, Method::Notify);
+        assert_eq!(cseq_of(&again), cseq_of(&n) + 1, "{status}: next CSeq");
+        assert_eq!(header(&again, "Call-ID"), header(&n, "Call-ID"));
+        assert_eq!(
+            header(&again, "Subscription-State"),
+            header(&n, "Subscription-State")
+        );
+        assert_eq!(again.body, n.body);
+        let auth = header(&again, answer).expect("credentials");
+        assert!(
+            auth.starts_with("Digest ") && auth.contains("username=\"gw\""),
+            "{auth}"
+        );
+        assert!(auth.contains("uri=\"") && auth.contains(&n.uri), "{auth}");
+        h.answer(&again, 200, |_| {});
+        assert!(
+            !log.lock()
+                .unwrap()
+                .iter()
+                .any(|e| matches!(e, NotifierEvent::Ended { .. })),
+            "{status}: the dialog stays"
+        );
+
+        // A refresh in the dialog gets a NOTIFY with the CSeq after the re-sent one.
+        let mut refresh = s.clone();
+        let b = h.branch();
+        refresh
+            .headers
+            .set("Via", format!("SIP/2.0/TCP 127.0.0.1:5070;branch={b}"));
+        refresh.headers.set(
+            "To",
+            ok.headers.get("To").expect("To with the notifier's tag"),
+        );
+        refresh.headers.set("CSeq", "2 SUBSCRIBE");
+        let outs = h.peer_request(refresh);
+        assert_eq!(one_response(&outs).status, 200);
+        let next = one_request(&outs, Method::Notify);
+        assert_eq!(
+            cseq_of(&next),
+            cseq_of(&again) + 1,
+            "{status}: CSeq keeps rising"
+        );
+    }
+}
+
+/// Credentials the subscriber refuses again (no `stale=true`) are not sent a third time;
+/// the NOTIFY's final answer is the challenge, which does not end the subscription.
+#[test]
+fn notify_challenged_again_is_not_resent_a_second_time() {
+    let (mut h, log) = harness();
+    let s = subscribe(&mut h, "presence");
+    let n = one_request(&h.peer_request(s), Method::Notify);
+    let challenge = |r: &mut xmpp_sip_gateway::core::sip::Response| {
+        r.headers.push(
+            "WWW-Authenticate",
+            "Digest realm=\"sip.example\", nonce=\"n0nce\", qop=\"auth\"",
+        );
+    };
+    let again = one_request(&h.answer(&n, 401, challenge), Method::Notify);
+    let outs = h.answer(&again, 401, challenge);
+    assert!(
+        !outs.iter().any(|o| matches!(o, Output::SendSip { .. })),
+        "nothing more is sent: {outs:?}"
+    );
+    assert!(!log
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|e| matches!(e, NotifierEvent::Ended { .. })));
+}
+
 #[test]
 fn health_counts_notifier_dialogs() {
     let (mut h, _) = harness();

@@ -457,8 +457,7 @@ impl Services {
             407 => ("Proxy-Authenticate", "Proxy-Authorization"),
             _ => return None,
         };
-        // NOTIFY CSeqs belong to the notifier's dialog state; they are not re-sent here.
-        if out.auth_rounds >= MAX_ROUNDS || matches!(out.owner, TxOwner::Notifier(_)) {
+        if out.auth_rounds >= MAX_ROUNDS {
             return None;
         }
         for value in resp.headers.get_all(challenge_header) {
@@ -484,12 +483,25 @@ impl Services {
                 return None;
             };
             let mut req = out.request.clone();
-            let cseq = req
+            let next_in_request = req
                 .headers
                 .get("CSeq")
                 .and_then(|v| CSeq::parse(v).ok())
                 .map(|c| c.seq.saturating_add(1))
                 .unwrap_or(1);
+            // A NOTIFY's CSeq belongs to its notifier dialog, which hands out the next one.
+            let cseq = match out.owner {
+                TxOwner::Notifier(d) => match self.notifier.take_resend_cseq(NotifierDialogId(d)) {
+                    Some((cseq, store)) => {
+                        if let Some(op) = store {
+                            self.store(op);
+                        }
+                        cseq
+                    }
+                    None => next_in_request,
+                },
+                TxOwner::Publication(_) | TxOwner::Subscription(_) => next_in_request,
+            };
             req.headers.set("CSeq", format!("{} {}", cseq, req.method));
             let cnonce = self.ids.token(16);
             let auth = digest::authorization(

@@ -1121,6 +1121,23 @@ impl Notifier {
         out
     }
 
+    /// Takes the CSeq for re-sending the outstanding NOTIFY of `dialog` with credentials
+    /// after a 401/407 (RFC 3261 §22.2: a new request in the dialog, so the next local
+    /// CSeq). The NOTIFY stays outstanding; its outcome arrives as usual. The store op,
+    /// when given, keeps the restart margin for the CSeq (see [`CSEQ_STRIDE`]). `None`
+    /// when the dialog is gone (its final NOTIFY was sent): the caller then counts on
+    /// from the request it re-sends, as no later NOTIFY follows.
+    pub fn take_resend_cseq(&mut self, dialog: NotifierDialogId) -> Option<(u32, Option<StoreOp>)> {
+        let d = self.dialogs.get_mut(&dialog)?;
+        d.local_cseq = d.local_cseq.wrapping_add(1).max(1);
+        let cseq = d.local_cseq;
+        let store = match d.durable && cseq % CSEQ_STRIDE == 0 {
+            true => self.put_op(dialog),
+            false => None,
+        };
+        Some((cseq, store))
+    }
+
     /// Fires due timers: an expired subscription gets NOTIFY
     /// `terminated;reason=timeout` and is removed (RFC 6665 §4.2.2); a throttled dialog
     /// sends its latest state. `policy` supplies the final body (see
