@@ -92,14 +92,12 @@ fn challenge_407_is_answered_with_proxy_authorization() {
 fn second_401_without_stale_is_final() {
     let mut h = Harness::new();
     let p = publish(&mut h);
-    let ch = |r: &mut xmpp_sip_gateway::core::sip::Response| {
-        r.headers.push(
-            "WWW-Authenticate",
-            "Digest realm=\"sip.example\", nonce=\"n1\", qop=\"auth\"",
-        );
-    };
-    let again = one_request(&h.answer(&p, 401, ch), Method::Publish);
-    let outs = h.answer(&again, 401, ch);
+    let ch = digest_challenge(
+        "WWW-Authenticate",
+        r#"realm="sip.example", nonce="n1", qop="auth""#,
+    );
+    let again = one_request(&h.answer(&p, 401, &ch), Method::Publish);
+    let outs = h.answer(&again, 401, &ch);
     assert!(
         requests(&outs, Method::Publish).is_empty(),
         "no third attempt"

@@ -124,12 +124,14 @@ fn notify_challenged_401_or_407_is_resent_with_credentials_in_the_dialog() {
         let outs = h.peer_request(s.clone());
         let ok = one_response(&outs);
         let n = one_request(&outs, Method::Notify);
-        let outs = h.answer(&n, status, |r| {
-            r.headers.push(
+        let outs = h.answer(
+            &n,
+            status,
+            digest_challenge(
                 challenge,
-                "Digest realm=\"sip.example\", nonce=\"n0nce\", qop=\"auth\", algorithm=MD5",
-            );
-        });
+                r#"realm="sip.example", nonce="n0nce", qop="auth""#,
+            ),
+        );
         let again = one_request(&outs, Method::Notify);
         assert_eq!(cseq_of(&again), cseq_of(&n) + 1, "{status}: next CSeq");
         assert_eq!(header(&again, "Call-ID"), header(&n, "Call-ID"));
@@ -182,14 +184,12 @@ fn notify_challenged_again_is_not_resent_a_second_time() {
     let (mut h, log) = harness();
     let s = subscribe(&mut h, "presence");
     let n = one_request(&h.peer_request(s), Method::Notify);
-    let challenge = |r: &mut xmpp_sip_gateway::core::sip::Response| {
-        r.headers.push(
-            "WWW-Authenticate",
-            "Digest realm=\"sip.example\", nonce=\"n0nce\", qop=\"auth\"",
-        );
-    };
-    let again = one_request(&h.answer(&n, 401, challenge), Method::Notify);
-    let outs = h.answer(&again, 401, challenge);
+    let challenge = digest_challenge(
+        "WWW-Authenticate",
+        r#"realm="sip.example", nonce="n0nce", qop="auth""#,
+    );
+    let again = one_request(&h.answer(&n, 401, &challenge), Method::Notify);
+    let outs = h.answer(&again, 401, &challenge);
     assert!(
         !outs.iter().any(|o| matches!(o, Output::SendSip { .. })),
         "nothing more is sent: {outs:?}"

@@ -411,3 +411,9 @@ pub fn cseq_of(r: &Request) -> u32 {
 pub fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }
+
+/// A response edit adding a digest challenge: `header` is WWW-Authenticate (401) or
+/// Proxy-Authenticate (407), `params` what follows `Digest `.
+pub fn digest_challenge(header: &'static str, params: &'static str) -> impl Fn(&mut Response) {
+    move |r| r.headers.push(header, format!("Digest {params}"))
+}

@@ -428,6 +428,12 @@ fn compact_via_head(head: &str) -> std::borrow::Cow<'_, str> {
             return std::borrow::Cow::Borrowed(head);
         }
     }
+    std::borrow::Cow::Owned(collapse_via_head(head))
+}
+
+/// [`compact_via_head`] without its fast path: every run of white space is dropped next to
+/// a `/` and becomes one space elsewhere.
+fn collapse_via_head(head: &str) -> String {
     let mut compact = String::with_capacity(head.len());
     let mut pending_space = false;
     for c in head.chars() {
@@ -441,7 +447,7 @@ fn compact_via_head(head: &str) -> std::borrow::Cow<'_, str> {
         pending_space = false;
         compact.push(c);
     }
-    std::borrow::Cow::Owned(compact)
+    compact
 }
 
 /// One Via entry (RFC 3261 §20.42).
@@ -923,24 +929,6 @@ mod tests {
         parts
     }
 
-    /// What [`compact_via_head`] does, without its fast path.
-    fn compact_by_chars(head: &str) -> String {
-        let mut compact = String::new();
-        let mut pending_space = false;
-        for c in head.chars() {
-            if c.is_whitespace() {
-                pending_space = true;
-                continue;
-            }
-            if pending_space && c != '/' && !compact.ends_with('/') {
-                compact.push(' ');
-            }
-            pending_space = false;
-            compact.push(c);
-        }
-        compact
-    }
-
     #[test]
     fn via_written_by_hand_reads_back_the_same() {
         for text in [
@@ -987,7 +975,7 @@ mod tests {
         #[test]
         fn via_head_compaction_keeps_its_meaning(head in "[SIP/2.0UDh \t\u{a0}]{0,16}") {
             let head = head.trim();
-            proptest::prop_assert_eq!(compact_via_head(head).into_owned(), compact_by_chars(head));
+            proptest::prop_assert_eq!(compact_via_head(head).into_owned(), collapse_via_head(head));
         }
     }
 
