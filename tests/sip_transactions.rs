@@ -511,6 +511,47 @@ fn ack_is_absorbed_by_the_invite_transaction_it_acknowledges() {
     assert!(h.drain().is_empty());
 }
 
+/// Completed transactions hold only what Completed needs (they live 64·T1 on UDP): a
+/// server transaction its final response and where it goes, a client transaction its
+/// match key. The request is gone, retransmissions are still handled.
+#[test]
+fn completed_transactions_drop_the_request_and_still_handle_retransmissions() {
+    let mut h = Harness::new();
+    let mut notify = incoming_notify("z9hG4bKn1");
+    notify.headers.set(
+        "Via",
+        "SIP/2.0/UDP proxy.example:5070;branch=z9hG4bKn1;received=192.0.2.10",
+    );
+    let from = peer(Transport::Udp, "192.0.2.10:33333");
+    let now = h.at(0);
+    let RequestDisposition::New(stx) = h.layer.on_request(now, from, &notify) else {
+        panic!()
+    };
+    assert_eq!(h.layer.server_request(stx), Some(&notify));
+    h.layer.respond(now, stx, reply(&notify, 200));
+    let first = h.drain();
+    assert_eq!(h.layer.server_request(stx), None);
+    let now = h.at(10_000);
+    assert_eq!(
+        h.layer.on_request(now, from, &notify),
+        RequestDisposition::Retransmission
+    );
+    assert_eq!(h.drain(), first, "same 200 to the same Via port");
+
+    let (ctx, req) = h.start_subscribe(udp_peer());
+    assert!(h.layer.client_request(ctx).is_some());
+    let now = h.at(10_200);
+    assert!(h
+        .layer
+        .on_response(now, udp_peer(), reply(&req, 200))
+        .is_some());
+    assert_eq!(h.layer.client_request(ctx), None);
+    let now = h.at(11_000);
+    assert_eq!(h.layer.on_response(now, udp_peer(), reply(&req, 200)), None);
+    let (sends, events) = h.run_until(40_000);
+    assert!(sends.is_empty() && events.is_empty());
+}
+
 #[test]
 fn unanswered_server_transaction_is_dropped_after_64_t1() {
     let mut h = Harness::new();

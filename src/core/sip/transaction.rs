@@ -100,8 +100,9 @@ enum ClientState {
 #[derive(Debug)]
 struct ClientTx {
     peer: Peer,
-    /// The request as sent, with our Via on top (retransmitted verbatim).
-    request: Request,
+    /// The request as sent, with our Via on top (retransmitted verbatim); dropped once a
+    /// final response arrives, since Completed only absorbs retransmitted responses.
+    request: Option<Request>,
     branch: String,
     method: Method,
     state: ClientState,
@@ -134,7 +135,12 @@ enum ServerKey {
 #[derive(Debug)]
 struct ServerTx {
     peer: Peer,
-    request: Request,
+    /// Where responses go (§18.2.2), fixed by the request.
+    dest: Peer,
+    method: Method,
+    /// The request, until the final response: Completed (Timer J, 64·T1 on UDP) only
+    /// re-sends `last_final`, so the parsed request is not held that long.
+    request: Option<Request>,
     key: ServerKey,
     state: ServerState,
     last_provisional: Option<Response>,
@@ -248,7 +254,7 @@ impl TransactionLayer {
             id,
             ClientTx {
                 peer: to,
-                request,
+                request: Some(request),
                 branch,
                 method,
                 state: ClientState::Trying,
@@ -303,6 +309,7 @@ impl TransactionLayer {
                     tx.state = ClientState::Proceeding;
                 } else {
                     tx.state = ClientState::Completed;
+                    tx.request = None;
                     let reliable = tx.peer.transport.is_reliable();
                     self.timers.cancel(&TimerKey::E(id));
                     self.timers.cancel(&TimerKey::F(id));
@@ -402,10 +409,9 @@ impl TransactionLayer {
                     ServerState::Proceeding => tx.last_provisional.clone(),
                     ServerState::Completed => tx.last_final.clone(),
                 };
-                let dest = response_destination(tx.peer, &tx.request);
                 tracing::debug!(tx = id.0, peer = %from, method = %request.method, resent = resend.is_some(), "request retransmission");
                 if let Some(r) = resend {
-                    self.outbox.push_back((dest, SipMessage::Response(r)));
+                    self.outbox.push_back((tx.dest, SipMessage::Response(r)));
                 }
                 return RequestDisposition::Retransmission;
             }
@@ -416,7 +422,9 @@ impl TransactionLayer {
             id,
             ServerTx {
                 peer: from,
-                request: request.clone(),
+                dest: response_destination(from, request),
+                method: request.method.clone(),
+                request: Some(request.clone()),
                 key,
                 state: ServerState::Trying,
                 last_provisional: None,
@@ -463,7 +471,7 @@ impl TransactionLayer {
             );
             return;
         };
-        if st.request.method == Method::Ack {
+        if st.method == Method::Ack {
             tracing::warn!(tx = tx.0, "an ACK is never answered");
             return;
         }
@@ -475,12 +483,13 @@ impl TransactionLayer {
             );
             return;
         }
-        let dest = response_destination(st.peer, &st.request);
+        let dest = st.dest;
         if response.status < 200 {
             st.state = ServerState::Proceeding;
             st.last_provisional = Some(response.clone());
         } else {
             st.state = ServerState::Completed;
+            st.request = None;
             st.last_final = Some(response.clone());
             let j = if st.peer.transport.is_reliable() {
                 Duration::ZERO
@@ -508,9 +517,10 @@ impl TransactionLayer {
             .push_back((dest, SipMessage::Response(response)));
     }
 
-    /// The request a server transaction was created for (to build responses from it).
+    /// The request a server transaction was created for (to build responses from it),
+    /// until its final response.
     pub fn server_request(&self, tx: ServerTxId) -> Option<&Request> {
-        self.servers.get(&tx).map(|t| &t.request)
+        self.servers.get(&tx).and_then(|t| t.request.as_ref())
     }
 
     /// The peer a server transaction's request came from.
@@ -524,9 +534,10 @@ impl TransactionLayer {
         self.clients.get(&tx).map(|t| t.peer)
     }
 
-    /// The request as sent (with our Via) by a live client transaction.
+    /// The request as sent (with our Via) by a client transaction still waiting for its
+    /// final response.
     pub fn client_request(&self, tx: ClientTxId) -> Option<&Request> {
-        self.clients.get(&tx).map(|t| &t.request)
+        self.clients.get(&tx).and_then(|t| t.request.as_ref())
     }
 
     /// Fires every timer due at `now`: E retransmits (doubling from T1 up to T2 in
@@ -540,11 +551,15 @@ impl TransactionLayer {
                     let Some(tx) = self.clients.get_mut(&id) else {
                         continue;
                     };
-                    if tx.state == ClientState::Completed {
+                    let Some(request) = tx
+                        .request
+                        .as_ref()
+                        .filter(|_| tx.state != ClientState::Completed)
+                    else {
                         continue;
-                    }
+                    };
                     self.outbox
-                        .push_back((tx.peer, SipMessage::Request(tx.request.clone())));
+                        .push_back((tx.peer, SipMessage::Request(request.clone())));
                     tx.interval = match tx.state {
                         ClientState::Proceeding => t2,
                         _ => (tx.interval * 2).min(t2),
