@@ -110,7 +110,7 @@ fn parse(bytes: &[u8]) -> Result<(SipMessage, Via), String> {
                 .ok_or("continuation line before any header")?;
             let v = v.to_mut();
             v.push(' ');
-            v.push_str(line.trim_ascii());
+            v.push_str(line.trim_matches([' ', '\t']));
             continue;
         }
         if let Some((n, v)) = pending.take() {
@@ -121,8 +121,8 @@ fn parse(bytes: &[u8]) -> Result<(SipMessage, Via), String> {
             .position(|b| b == b':')
             .ok_or("header line without a colon")?;
         let (name, value) = (&line[..colon], &line[colon + 1..]);
-        // Only SP and HTAB are linear white space (RFC 3261 §25.1); anything else left
-        // here is refused below as a control character or by the header's own parser.
+        // Only SP and HTAB are linear white space (RFC 3261 §25.1): other white space at
+        // the edges stays in the value, and control characters are refused below.
         let name = name.trim_end_matches([' ', '\t']);
         if !is_token(name) {
             return Err("bad header name".into());
