@@ -10,7 +10,7 @@ from typing import Callable, Iterator
 import pytest
 
 from harness.gateway import GatewayProcess
-from harness.kamailio import KamailioPS
+from harness.kamailio import KamailioPS, running
 from harness.procs import stop_all_leftovers, tail
 from harness.relay import SipRelay
 from harness.sip_ua import ScriptedUA
@@ -61,13 +61,8 @@ def diagnostics(request) -> Iterator[Diagnostics]:
 @pytest.fixture
 def kamailio(tmp_path: Path, diagnostics: Diagnostics) -> Iterator[KamailioPS]:
     """Kamailio presence server alone (its Contact is itself)."""
-    ps = KamailioPS(tmp_path / "kamailio")
-    diagnostics.files.append(ps.log_path)
-    try:
-        ps.start()
+    with running(KamailioPS(tmp_path / "kamailio"), diagnostics) as ps:
         yield ps
-    finally:
-        ps.stop()
 
 
 @pytest.fixture

@@ -59,12 +59,7 @@ fn garbage_on_a_connection_leaves_the_gateway_running() {
     let mut again = connect(&gw);
     let _ = again.write_all(b"\r\n\r\n");
     gw.terminate();
-    assert_eq!(
-        gw.wait_exit().code(),
-        Some(0),
-        "log:\n{}",
-        gw.log.join("\n")
-    );
+    gw.assert_exit_code(0);
 }
 
 /// RFC 3261 §8.2.1 and §18.2.2: 501 for an unknown method, on the request's connection.

@@ -36,12 +36,7 @@ fn garbage_datagrams_leave_the_gateway_running() {
     // A datagram larger than max_message_size (4096 in the test config).
     sock.send_to(&vec![b'A'; 8000], udp).unwrap();
     gw.terminate();
-    assert_eq!(
-        gw.wait_exit().code(),
-        Some(0),
-        "log:\n{}",
-        gw.log.join("\n")
-    );
+    gw.assert_exit_code(0);
 }
 
 /// RFC 3261 §8.2.1: an unrecognised method gets 501; the response goes back to the

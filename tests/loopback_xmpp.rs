@@ -79,12 +79,7 @@ fn refused_first_handshake_exits_1() {
     )
     .unwrap();
     drop(s);
-    assert_eq!(
-        gw.wait_exit().code(),
-        Some(1),
-        "log:\n{}",
-        gw.log.join("\n")
-    );
+    gw.assert_exit_code(1);
     gw.wait_for_line("xmpp.secret");
 }
 
@@ -99,12 +94,7 @@ fn sigterm_closes_the_component_stream() {
     gw.terminate();
     let rest = read_until(&mut s, "</stream:stream>");
     assert!(rest.contains("</stream:stream>"));
-    assert_eq!(
-        gw.wait_exit().code(),
-        Some(0),
-        "log:\n{}",
-        gw.log.join("\n")
-    );
+    gw.assert_exit_code(0);
 }
 
 /// End to end through the real binary: an XMPP `subscribe` to a SIP contact becomes a SIP

@@ -403,16 +403,11 @@ fn notify_with_unparseable_body_gets_400() {
 /// Store writes precede the 200 that acknowledges a NOTIFY (product.md, Persistence).
 #[test]
 fn dialog_is_stored_before_the_notify_is_answered() {
-    use xmpp_sip_gateway::core::engine::Output;
     let mut h = Harness::new();
     let s = start(&mut h, "presence");
     let n = h.notify(&s, "n1", 1, "active;expires=600", None);
     let outs = h.peer_request(n);
-    let put = outs.iter().position(|o| matches!(o, Output::Store(_)));
-    let ok = outs
-        .iter()
-        .position(|o| matches!(o, Output::SendSip { .. }));
-    assert!(put.is_some() && put < ok, "{outs:#?}");
+    assert_stored_before_answered(&outs);
 }
 
 /// Timer N also runs on refreshes: a refresh accepted but never followed by a NOTIFY
@@ -505,7 +500,6 @@ fn notify_with_only_new_state_is_not_written() {
 /// A NOTIFY that changes the phase (pending → active) is written before its 200.
 #[test]
 fn notify_changing_the_phase_is_written() {
-    use xmpp_sip_gateway::core::engine::Output;
     let mut h = Harness::new();
     let s = start(&mut h, "presence");
     h.answer(&s, 200, |r| r.headers.push("Expires", "3600"));
@@ -513,11 +507,7 @@ fn notify_changing_the_phase_is_written() {
     assert_eq!(one_response(&h.peer_request(n)).status, 200);
     let n = h.notify(&s, "n1", 2, "active;expires=3600", Some(PIDF_OPEN));
     let outs = h.peer_request(n);
-    let put = outs.iter().position(|o| matches!(o, Output::Store(_)));
-    let ok = outs
-        .iter()
-        .position(|o| matches!(o, Output::SendSip { .. }));
-    assert!(put.is_some() && put < ok, "{outs:#?}");
+    assert_stored_before_answered(&outs);
 }
 
 /// Subscriptions made in one burst do not refresh in one burst: the first refresh of a new
@@ -555,4 +545,15 @@ fn first_refreshes_of_a_burst_are_spread_over_the_interval() {
         first.values().any(|t| *t < 2880),
         "all first refreshes in 80–90 %: {first:?}"
     );
+}
+
+/// The turn's outputs write the dialog before they send the answer: a NOTIFY is answered
+/// 200 only once its dialog is durable.
+fn assert_stored_before_answered(outs: &[xmpp_sip_gateway::core::engine::Output]) {
+    use xmpp_sip_gateway::core::engine::Output;
+    let put = outs.iter().position(|o| matches!(o, Output::Store(_)));
+    let ok = outs
+        .iter()
+        .position(|o| matches!(o, Output::SendSip { .. }));
+    assert!(put.is_some() && put < ok, "{outs:#?}");
 }

@@ -272,6 +272,17 @@ fn transport_error_reports_timeout_for_transactions_to_that_peer() {
 
 // --- server side --------------------------------------------------------------
 
+/// A NOTIFY whose top Via names a proxy's port without `rport`, received from another
+/// source port: responses go to the source IP and the Via port (RFC 3261 §18.2.2).
+fn notify_via_proxy_without_rport() -> (Request, Peer) {
+    let mut notify = incoming_notify("z9hG4bKn1");
+    notify.headers.set(
+        "Via",
+        "SIP/2.0/UDP proxy.example:5070;branch=z9hG4bKn1;received=192.0.2.10",
+    );
+    (notify, peer(Transport::Udp, "192.0.2.10:33333"))
+}
+
 fn incoming_notify(branch: &str) -> Request {
     let mut r = Request::new(Method::Notify, "sip:anna@gw.example");
     r.headers.push(
@@ -442,12 +453,7 @@ fn second_final_response_is_dropped() {
 #[test]
 fn udp_response_without_rport_goes_to_source_ip_and_via_port() {
     let mut h = Harness::new();
-    let mut notify = incoming_notify("z9hG4bKn1");
-    notify.headers.set(
-        "Via",
-        "SIP/2.0/UDP proxy.example:5070;branch=z9hG4bKn1;received=192.0.2.10",
-    );
-    let from = peer(Transport::Udp, "192.0.2.10:33333");
+    let (notify, from) = notify_via_proxy_without_rport();
     let now = h.at(0);
     let RequestDisposition::New(tx) = h.layer.on_request(now, from, &notify) else {
         panic!()
@@ -517,12 +523,7 @@ fn ack_is_absorbed_by_the_invite_transaction_it_acknowledges() {
 #[test]
 fn completed_transactions_drop_the_request_and_still_handle_retransmissions() {
     let mut h = Harness::new();
-    let mut notify = incoming_notify("z9hG4bKn1");
-    notify.headers.set(
-        "Via",
-        "SIP/2.0/UDP proxy.example:5070;branch=z9hG4bKn1;received=192.0.2.10",
-    );
-    let from = peer(Transport::Udp, "192.0.2.10:33333");
+    let (notify, from) = notify_via_proxy_without_rport();
     let now = h.at(0);
     let RequestDisposition::New(stx) = h.layer.on_request(now, from, &notify) else {
         panic!()

@@ -20,8 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(REPO))
 
-from interop.harness import sipmsg  # noqa: E402
-from interop.harness.kamailio import create_presence_db  # noqa: E402
+from interop.harness.kamailio import answers_options, create_presence_db  # noqa: E402
 from interop.harness.procs import free_port  # noqa: E402
 
 LOOPBACK = "127.0.0.1"
@@ -59,37 +58,8 @@ def wait_tcp(port: int, seconds: float) -> None:
 
 
 def wait_sip(port: int, seconds: float) -> None:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind((LOOPBACK, 0))
-    s.settimeout(0.25)
-    me = s.getsockname()[1]
-    deadline = time.monotonic() + seconds
-    try:
-        for attempt in range(int(seconds / 0.25) + 2):
-            req = sipmsg.build_request(
-                "OPTIONS",
-                f"sip:{LOOPBACK}:{port}",
-                via_host=LOOPBACK,
-                via_port=me,
-                from_uri="sip:probe@127.0.0.1",
-                from_tag=sipmsg.new_token(),
-                to_uri=f"sip:{LOOPBACK}:{port}",
-                to_tag=None,
-                call_id=sipmsg.new_token("probe-"),
-                cseq=attempt + 1,
-            )
-            s.sendto(req.to_bytes(), (LOOPBACK, port))
-            try:
-                data, _ = s.recvfrom(65535)
-                if sipmsg.parse(data).status == 200:
-                    return
-            except (socket.timeout, sipmsg.SipParseError):
-                pass
-            if time.monotonic() >= deadline:
-                break
-    finally:
-        s.close()
-    die(f"no SIP server answers OPTIONS on {LOOPBACK}:{port} after {seconds:.0f}s")
+    if not answers_options(port, seconds):
+        die(f"no SIP server answers OPTIONS on {LOOPBACK}:{port} after {seconds:.0f}s")
 
 
 def alive(pid: int) -> bool:

@@ -29,7 +29,7 @@ from typing import Callable, Iterator, Optional
 import pytest
 
 from .gateway import GatewayProcess
-from .kamailio import CFG, KamailioPS
+from .kamailio import CFG, KamailioPS, running
 from .sip_ua import Notify
 from .sipmsg import header_param
 
@@ -214,13 +214,8 @@ def make_bridge_gateway(tmp_path: Path, diagnostics) -> Iterator[Callable[..., B
 def pending_kamailio(tmp_path: Path, diagnostics) -> Iterator[KamailioPS]:
     """Kamailio whose presence watchers stay pending (no authorization rules)."""
     cfg = pending_watchers_cfg(tmp_path / "kamailio-pending" / "presence-pending.cfg")
-    ps = KamailioPS(tmp_path / "kamailio-pending", cfg=cfg, children=1)
-    diagnostics.files.append(ps.log_path)
-    try:
-        ps.start()
+    with running(KamailioPS(tmp_path / "kamailio-pending", cfg=cfg, children=1), diagnostics) as ps:
         yield ps
-    finally:
-        ps.stop()
 
 
 def authorize_before_gateway(stub, client, contact_jid: str) -> None:
@@ -241,10 +236,5 @@ def bridge_kamailio(tmp_path: Path, diagnostics) -> Iterator[KamailioPS]:
     """Kamailio (interop/kamailio/presence.cfg, watchers authorized at once) with one UDP
     worker: the gateway sends a PUBLISH and a SUBSCRIBE at the same instant, which two
     workers would write to sqlite concurrently ("database is locked")."""
-    ps = KamailioPS(tmp_path / "kamailio", children=1)
-    diagnostics.files.append(ps.log_path)
-    try:
-        ps.start()
+    with running(KamailioPS(tmp_path / "kamailio", children=1), diagnostics) as ps:
         yield ps
-    finally:
-        ps.stop()

@@ -11,8 +11,9 @@ import shutil
 import socket
 import sqlite3
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Iterator, Optional
 
 from . import sipmsg
 from .procs import LOOPBACK, ManagedProcess, free_port, tail
@@ -23,6 +24,59 @@ CFG = INTEROP_DIR / "kamailio" / "presence.cfg"
 # Where the Debian package kamailio-sqlite-modules ships the schema.
 SCHEMA_DIRS = [Path("/usr/share/kamailio/db_sqlite"), Path("/usr/local/share/kamailio/db_sqlite")]
 SCHEMA_FILES = ["standard-create.sql", "presence-create.sql"]
+
+
+def answers_options(port: int, timeout: float, still_running: Optional[Callable[[], None]] = None) -> bool:
+    """Sends OPTIONS to 127.0.0.1:`port` every 0.25 s until a 200 comes back (True) or
+    `timeout` passes (False); bounded in time and attempts. `still_running` is called
+    before each attempt and may raise to give up early (a server that exited)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((LOOPBACK, 0))
+    s.settimeout(0.25)
+    me = s.getsockname()[1]
+    uri = f"sip:{LOOPBACK}:{port}"
+    deadline = time.monotonic() + timeout
+    try:
+        for attempt in range(int(timeout / 0.25) + 2):
+            if still_running:
+                still_running()
+            req = sipmsg.build_request(
+                "OPTIONS",
+                uri,
+                via_host=LOOPBACK,
+                via_port=me,
+                from_uri="sip:probe@127.0.0.1",
+                from_tag=sipmsg.new_token(),
+                to_uri=uri,
+                to_tag=None,
+                call_id=sipmsg.new_token("probe-"),
+                cseq=attempt + 1,
+            )
+            s.sendto(req.to_bytes(), (LOOPBACK, port))
+            try:
+                data, _ = s.recvfrom(65535)
+                if sipmsg.parse(data).status == 200:
+                    return True
+            except (socket.timeout, sipmsg.SipParseError):
+                pass
+            if time.monotonic() >= deadline:
+                break
+    finally:
+        s.close()
+    return False
+
+
+@contextmanager
+def running(ps: "KamailioPS", diagnostics) -> Iterator["KamailioPS"]:
+    """Starts `ps` with its log in the test's diagnostics; stops it by PID on the way out,
+    also on failure (for pytest fixtures: `with running(KamailioPS(...), diagnostics) as
+    ps: yield ps`)."""
+    diagnostics.files.append(ps.log_path)
+    try:
+        ps.start()
+        yield ps
+    finally:
+        ps.stop()
 
 
 def kamailio_binary() -> str:
@@ -105,42 +159,16 @@ class KamailioPS:
 
     def _wait_ready(self, timeout: float) -> None:
         """OPTIONS until a 200 comes back; bounded in time and attempts."""
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind((LOOPBACK, 0))
-        s.settimeout(0.25)
-        port = s.getsockname()[1]
-        deadline = time.monotonic() + timeout
-        try:
-            for attempt in range(int(timeout / 0.25) + 1):
-                if not self.proc.alive():
-                    raise RuntimeError(
-                        f"kamailio exited with {self.proc.proc.returncode} during start:\n"
-                        + tail(self.log_path)
-                    )
-                req = sipmsg.build_request(
-                    "OPTIONS",
-                    self.uri,
-                    via_host=LOOPBACK,
-                    via_port=port,
-                    from_uri="sip:probe@127.0.0.1",
-                    from_tag=sipmsg.new_token(),
-                    to_uri=self.uri,
-                    to_tag=None,
-                    call_id=sipmsg.new_token("probe-"),
-                    cseq=attempt + 1,
+
+        def still_running() -> None:
+            if not self.proc.alive():
+                raise RuntimeError(
+                    f"kamailio exited with {self.proc.proc.returncode} during start:\n"
+                    + tail(self.log_path)
                 )
-                s.sendto(req.to_bytes(), self.addr)
-                try:
-                    data, _ = s.recvfrom(65535)
-                    if sipmsg.parse(data).status == 200:
-                        return
-                except (socket.timeout, sipmsg.SipParseError):
-                    pass
-                if time.monotonic() > deadline:
-                    break
-        finally:
-            s.close()
-        raise RuntimeError(f"kamailio on port {self.port} not answering OPTIONS:\n" + tail(self.log_path))
+
+        if not answers_options(self.port, timeout, still_running):
+            raise RuntimeError(f"kamailio on port {self.port} not answering OPTIONS:\n" + tail(self.log_path))
 
     def stop(self) -> None:
         if self.proc:

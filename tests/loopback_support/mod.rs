@@ -159,6 +159,12 @@ impl Gateway {
         signal(self.pid, "TERM");
     }
 
+    /// Waits for the exit (bounded) and asserts its code, showing the log if it differs.
+    pub fn assert_exit_code(&mut self, code: i32) {
+        let status = self.wait_exit();
+        assert_eq!(status.code(), Some(code), "log:\n{}", self.log.join("\n"));
+    }
+
     /// Waits for the process to exit (bounded).
     pub fn wait_exit(&mut self) -> ExitStatus {
         if let Some(s) = self.exit {
