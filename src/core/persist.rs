@@ -23,15 +23,28 @@ pub enum StoreTable {
     Authorizations,
     /// Cached presence per resource (written behind; re-probed after a restart).
     Presence,
+    /// Publications received by the embedded presence agent (RFC 3903 ESC side): one row
+    /// per entity-tag, with its body and expiry.
+    PresentityPublications,
+    /// Registrar bindings (RFC 3261 §10.3): one row per address-of-record.
+    Bindings,
+    /// Watcher authorization rules of the presence agent (allow / deny / pending).
+    Rules,
+    /// SIP users (digest credentials) managed with `ctl users`.
+    Users,
 }
 
 impl StoreTable {
-    pub const ALL: [StoreTable; 5] = [
+    pub const ALL: [StoreTable; 9] = [
         StoreTable::Publications,
         StoreTable::Subscriptions,
         StoreTable::NotifierDialogs,
         StoreTable::Authorizations,
         StoreTable::Presence,
+        StoreTable::PresentityPublications,
+        StoreTable::Bindings,
+        StoreTable::Rules,
+        StoreTable::Users,
     ];
 
     /// The SQL table name.
@@ -42,6 +55,10 @@ impl StoreTable {
             StoreTable::NotifierDialogs => "notifier_dialogs",
             StoreTable::Authorizations => "authorizations",
             StoreTable::Presence => "presence",
+            StoreTable::PresentityPublications => "presentity_publications",
+            StoreTable::Bindings => "bindings",
+            StoreTable::Rules => "rules",
+            StoreTable::Users => "users",
         }
     }
 }
