@@ -55,6 +55,61 @@ pub struct FileConfig {
     pub xmpp: Option<FileXmpp>,
     /// The presence bridge; none without it.
     pub bridge: Option<FileBridge>,
+    /// The embedded presence agent (SIP presence server); none without it.
+    pub presence_agent: Option<FilePresenceAgent>,
+    /// The embedded registrar (on with the presence agent unless disabled).
+    pub registrar: Option<FileRegistrar>,
+    /// Digest authentication of phones and the SIP users table.
+    pub auth: Option<FileAuth>,
+}
+
+/// `[presence_agent]`
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePresenceAgent {
+    pub domains: Option<Vec<String>>,
+    pub min_expires: Option<u64>,
+    pub max_expires: Option<u64>,
+    pub default_expires: Option<u64>,
+    pub max_publications_per_presentity: Option<u64>,
+    pub max_subscriptions_per_presentity: Option<u64>,
+    pub same_domain: Option<String>,
+    pub other_domains: Option<String>,
+    pub sender_header: Option<String>,
+}
+
+/// `[registrar]`
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRegistrar {
+    pub enabled: Option<bool>,
+    pub min_expires: Option<u64>,
+    pub max_expires: Option<u64>,
+    pub default_expires: Option<u64>,
+    pub max_contacts_per_aor: Option<u64>,
+}
+
+/// `[auth]`
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAuth {
+    pub realm: Option<String>,
+    pub nonce_lifetime_secs: Option<u64>,
+    pub algorithms: Option<Vec<String>>,
+    /// Key of the nonces (hex or text); a random one per start when absent.
+    pub nonce_secret: Option<String>,
+    pub users: Option<Vec<FileUser>>,
+}
+
+/// `[[auth.users]]`
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileUser {
+    pub username: Option<String>,
+    pub domain: Option<String>,
+    pub password: Option<String>,
+    pub ha1_md5: Option<String>,
+    pub ha1_sha256: Option<String>,
 }
 
 /// `[log]`
@@ -240,6 +295,63 @@ pub struct BridgeConfig {
     pub max_subscriptions_per_user: usize,
 }
 
+/// A default authorization for watchers without an explicit rule.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum DefaultRule {
+    Allow,
+    Deny,
+    Pending,
+}
+
+/// `[presence_agent]`: the embedded SIP presence server (product.md, Deployment modes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PresenceAgentSettings {
+    /// SIP domains served locally (lowercase).
+    pub domains: Vec<String>,
+    pub min_expires: u32,
+    pub max_expires: u32,
+    pub default_expires: u32,
+    pub max_publications_per_presentity: usize,
+    pub max_subscriptions_per_presentity: usize,
+    /// Watchers in the presentity's own domain.
+    pub same_domain: DefaultRule,
+    /// Every other watcher (XMPP users included).
+    pub other_domains: DefaultRule,
+    /// Header naming the publisher of a `dialog;sla` PUBLISH (pua_bla's `Sender`).
+    pub sender_header: String,
+}
+
+/// `[registrar]`
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegistrarSettings {
+    pub min_expires: u32,
+    pub max_expires: u32,
+    pub default_expires: u32,
+    pub max_contacts_per_aor: usize,
+}
+
+/// One configured SIP user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserSettings {
+    pub username: String,
+    pub domain: String,
+    pub password: Option<String>,
+    pub ha1_md5: Option<String>,
+    pub ha1_sha256: Option<String>,
+}
+
+/// `[auth]`
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthSettings {
+    /// `None`: the domain of each request.
+    pub realm: Option<String>,
+    pub nonce_lifetime_secs: u64,
+    /// Offered algorithms, strongest first (`SHA-256`, `MD5`).
+    pub algorithms: Vec<String>,
+    pub nonce_secret: Option<String>,
+    pub users: Vec<UserSettings>,
+}
+
 /// The validated configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -252,6 +364,10 @@ pub struct Config {
     pub admin: AdminConfig,
     pub xmpp: Option<XmppConfig>,
     pub bridge: Option<BridgeConfig>,
+    pub presence_agent: Option<PresenceAgentSettings>,
+    /// Present when the presence agent is and the registrar is not disabled.
+    pub registrar: Option<RegistrarSettings>,
+    pub auth: AuthSettings,
 }
 
 /// One problem, with the dotted key path it concerns (empty for the file as a whole).
@@ -449,6 +565,27 @@ pub fn validate(file: &FileConfig) -> Result<Config, ConfigErrors> {
         errs.push("bridge", "bridging domains needs an [xmpp] section");
     }
 
+    let presence_agent = file
+        .presence_agent
+        .as_ref()
+        .map(|p| validate_presence_agent(p, &mut errs));
+    let registrar = match (&presence_agent, &file.registrar) {
+        (_, Some(r)) if r.enabled == Some(false) => None,
+        (Some(_), r) => Some(validate_registrar(
+            &r.clone().unwrap_or_default(),
+            &mut errs,
+        )),
+        (None, Some(_)) => {
+            errs.push(
+                "registrar",
+                "the registrar serves the [presence_agent] domains: add that section",
+            );
+            None
+        }
+        (None, None) => None,
+    };
+    let auth = validate_auth(file.auth.as_ref(), &mut errs);
+
     if errs.0.is_empty() {
         Ok(Config {
             log,
@@ -458,9 +595,221 @@ pub fn validate(file: &FileConfig) -> Result<Config, ConfigErrors> {
             admin,
             xmpp,
             bridge,
+            presence_agent,
+            registrar,
+            auth,
         })
     } else {
         Err(ConfigErrors(errs.0))
+    }
+}
+
+fn default_rule(
+    v: Option<&str>,
+    path: &str,
+    default: DefaultRule,
+    errs: &mut Errors,
+) -> DefaultRule {
+    match v {
+        None => default,
+        Some("allow") => DefaultRule::Allow,
+        Some("deny") => DefaultRule::Deny,
+        Some("pending") => DefaultRule::Pending,
+        Some(other) => {
+            errs.push(
+                path,
+                format!("unknown rule {other:?} (expected \"allow\", \"deny\" or \"pending\")"),
+            );
+            default
+        }
+    }
+}
+
+fn bounded(
+    v: Option<u64>,
+    path: &str,
+    default: usize,
+    range: std::ops::RangeInclusive<u64>,
+    errs: &mut Errors,
+) -> usize {
+    match v {
+        None => default,
+        Some(n) if range.contains(&n) => n as usize,
+        Some(n) => {
+            errs.push(
+                path,
+                format!("{n} is outside {}..={}", range.start(), range.end()),
+            );
+            default
+        }
+    }
+}
+
+fn validate_presence_agent(p: &FilePresenceAgent, errs: &mut Errors) -> PresenceAgentSettings {
+    let domains: Vec<String> = p
+        .domains
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|d| d.trim().to_ascii_lowercase())
+        .collect();
+    if domains.is_empty() {
+        errs.push(
+            "presence_agent.domains",
+            "name at least one SIP domain to serve",
+        );
+    }
+    for d in &domains {
+        if d.is_empty() || d.contains(|c: char| c.is_whitespace() || c == '@' || c == ':') {
+            errs.push("presence_agent.domains", format!("invalid domain {d:?}"));
+        }
+    }
+    let min_expires = expires(p.min_expires, "presence_agent.min_expires", 60, errs);
+    let max_expires = expires(p.max_expires, "presence_agent.max_expires", 3600, errs);
+    let default_expires = expires(
+        p.default_expires,
+        "presence_agent.default_expires",
+        3600,
+        errs,
+    );
+    if max_expires < min_expires {
+        errs.push(
+            "presence_agent.max_expires",
+            "must not be smaller than presence_agent.min_expires",
+        );
+    }
+    let sender_header = p.sender_header.clone().unwrap_or_else(|| "Sender".into());
+    if sender_header.is_empty()
+        || !sender_header
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        errs.push(
+            "presence_agent.sender_header",
+            format!("invalid header name {sender_header:?}"),
+        );
+    }
+    PresenceAgentSettings {
+        domains,
+        min_expires,
+        max_expires,
+        default_expires: default_expires.clamp(min_expires, max_expires.max(min_expires)),
+        max_publications_per_presentity: bounded(
+            p.max_publications_per_presentity,
+            "presence_agent.max_publications_per_presentity",
+            16,
+            1..=1024,
+            errs,
+        ),
+        max_subscriptions_per_presentity: bounded(
+            p.max_subscriptions_per_presentity,
+            "presence_agent.max_subscriptions_per_presentity",
+            256,
+            1..=100_000,
+            errs,
+        ),
+        same_domain: default_rule(
+            p.same_domain.as_deref(),
+            "presence_agent.same_domain",
+            DefaultRule::Allow,
+            errs,
+        ),
+        other_domains: default_rule(
+            p.other_domains.as_deref(),
+            "presence_agent.other_domains",
+            DefaultRule::Pending,
+            errs,
+        ),
+        sender_header,
+    }
+}
+
+fn validate_registrar(r: &FileRegistrar, errs: &mut Errors) -> RegistrarSettings {
+    let min_expires = expires(r.min_expires, "registrar.min_expires", 60, errs);
+    let max_expires = expires(r.max_expires, "registrar.max_expires", 3600, errs);
+    let default_expires = expires(r.default_expires, "registrar.default_expires", 3600, errs);
+    if max_expires < min_expires {
+        errs.push(
+            "registrar.max_expires",
+            "must not be smaller than registrar.min_expires",
+        );
+    }
+    RegistrarSettings {
+        min_expires,
+        max_expires,
+        default_expires: default_expires.clamp(min_expires, max_expires.max(min_expires)),
+        max_contacts_per_aor: bounded(
+            r.max_contacts_per_aor,
+            "registrar.max_contacts_per_aor",
+            10,
+            1..=1000,
+            errs,
+        ),
+    }
+}
+
+fn validate_auth(a: Option<&FileAuth>, errs: &mut Errors) -> AuthSettings {
+    let a = a.cloned().unwrap_or_default();
+    let algorithms = a
+        .algorithms
+        .clone()
+        .unwrap_or_else(|| vec!["SHA-256".into(), "MD5".into()]);
+    for (i, alg) in algorithms.iter().enumerate() {
+        if !matches!(alg.to_ascii_uppercase().as_str(), "SHA-256" | "MD5") {
+            errs.push(
+                format!("auth.algorithms[{i}]"),
+                format!("unknown algorithm {alg:?} (expected \"SHA-256\" or \"MD5\")"),
+            );
+        }
+    }
+    if algorithms.is_empty() {
+        errs.push("auth.algorithms", "offer at least one algorithm");
+    }
+    let nonce_lifetime_secs = match a.nonce_lifetime_secs {
+        None => 300,
+        Some(n) if (10..=86_400).contains(&n) => n,
+        Some(n) => {
+            errs.push(
+                "auth.nonce_lifetime_secs",
+                format!("{n} is outside 10..=86400"),
+            );
+            300
+        }
+    };
+    let mut users = Vec::new();
+    for (i, u) in a.users.clone().unwrap_or_default().iter().enumerate() {
+        let path = format!("auth.users[{i}]");
+        let username = required(&u.username, &format!("{path}.username"), errs);
+        let domain = required(&u.domain, &format!("{path}.domain"), errs);
+        if u.password.is_none() && u.ha1_md5.is_none() && u.ha1_sha256.is_none() {
+            errs.push(path.clone(), "give password, ha1_md5 or ha1_sha256");
+        }
+        for (key, v, len) in [
+            ("ha1_md5", &u.ha1_md5, 32),
+            ("ha1_sha256", &u.ha1_sha256, 64),
+        ] {
+            if let Some(h) = v {
+                if h.len() != len || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    errs.push(format!("{path}.{key}"), format!("must be {len} hex digits"));
+                }
+            }
+        }
+        if let (Some(username), Some(domain)) = (username, domain) {
+            users.push(UserSettings {
+                username,
+                domain: domain.to_ascii_lowercase(),
+                password: u.password.clone(),
+                ha1_md5: u.ha1_md5.as_ref().map(|h| h.to_ascii_lowercase()),
+                ha1_sha256: u.ha1_sha256.as_ref().map(|h| h.to_ascii_lowercase()),
+            });
+        }
+    }
+    AuthSettings {
+        realm: a.realm.clone().filter(|r| !r.is_empty()),
+        nonce_lifetime_secs,
+        algorithms: algorithms.iter().map(|a| a.to_ascii_uppercase()).collect(),
+        nonce_secret: a.nonce_secret.clone(),
+        users,
     }
 }
 

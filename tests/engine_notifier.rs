@@ -9,6 +9,7 @@ use support::*;
 use xmpp_sip_gateway::core::engine::Output;
 use xmpp_sip_gateway::core::modules::admin::{AdminCommand, AdminReply};
 use xmpp_sip_gateway::core::modules::{Module, ModuleCtx, ModuleId};
+use xmpp_sip_gateway::core::routing::{DomainMatch, Route};
 use xmpp_sip_gateway::core::sip::notifier::{
     Body, Decision, EndReason, NotifierEvent, SubscribeInfo,
 };
@@ -23,8 +24,12 @@ impl Module for PresenceServer {
     fn id(&self) -> ModuleId {
         ModuleId::PresenceAgent
     }
-    fn served_events(&self) -> Vec<String> {
-        vec!["presence".into()]
+    fn routes(&self) -> Vec<Route> {
+        vec![Route::new(
+            Method::Subscribe,
+            Some("presence"),
+            DomainMatch::Any,
+        )]
     }
     fn notifier_body_types(&self, _package: &str) -> Vec<String> {
         vec!["application/pidf+xml".into()]

@@ -113,6 +113,9 @@ pub struct EngineConfig {
     /// After a restart, records due at once are sent this far apart (product.md: restart
     /// must not storm; 20 ms = 50 requests per second).
     pub restore_pace: Duration,
+    /// The locally served SIP site (presence agent, registrar, authentication); no
+    /// domains: none.
+    pub site: LocalSiteConfig,
 }
 
 impl Default for EngineConfig {
@@ -133,6 +136,7 @@ impl Default for EngineConfig {
             user_agent: concat!("xmpp-sip-gateway/", env!("CARGO_PKG_VERSION")).into(),
             min_notify_interval: Duration::ZERO,
             restore_pace: Duration::from_millis(20),
+            site: LocalSiteConfig::default(),
         }
     }
 }
@@ -148,6 +152,8 @@ use super::ids::IdGenerator;
 use super::modules::admin::AdminModule;
 use super::modules::{Module, ModuleCtx, ModuleId};
 use super::pua::{PuaService, PuaTimer, PublicationId, SubscriptionId};
+use super::local_site::{LocalSite, LocalSiteConfig};
+use super::routing::{Routing, RoutingTable};
 use super::sip::digest;
 use super::sip::headers::{CSeq, EventHeader, NameAddr};
 use super::sip::message::{salvage_for_reply, Salvaged};
@@ -163,9 +169,6 @@ use super::time::Timestamp;
 use super::timers::TimerTable;
 use super::xmpp::stanza::{Condition, Stanza};
 
-/// Methods this gateway answers (RFC 3261 §20.5 `Allow`).
-pub const ALLOW: &str = "SUBSCRIBE, NOTIFY, OPTIONS, CANCEL, ACK";
-
 /// Who a client transaction belongs to: its final response goes back there.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum TxOwner {
@@ -173,6 +176,9 @@ pub enum TxOwner {
     Subscription(SubscriptionId),
     /// A NOTIFY sent by the notifier side (key chosen by it).
     Notifier(u64),
+    /// A request a module sent itself (token of its choice); the final response goes to
+    /// its `on_response` hook.
+    Module(ModuleId, u64),
 }
 
 /// Every timer of the core, keyed by its owner (one timer per key).
@@ -218,12 +224,14 @@ pub struct Services {
     pub notifier: Notifier,
     /// Notifier events waiting for their module.
     notifier_events: VecDeque<(ModuleId, NotifierEvent)>,
-    /// Which module serves which event package (lowercase).
-    package_owners: Vec<(String, ModuleId)>,
+    /// Which module serves which request (method, event with parameters, domain).
+    pub routing: RoutingTable,
+    /// The locally served SIP site: presence state, rules, location, authentication.
+    pub site: LocalSite,
 }
 
 impl Services {
-    fn new(config: EngineConfig, seed: u64, package_owners: Vec<(String, ModuleId)>) -> Self {
+    fn new(config: EngineConfig, seed: u64, routing: RoutingTable) -> Self {
         let notifier = Notifier::new(NotifierConfig {
             min_expires: config.min_expires,
             max_expires: config.max_expires,
@@ -233,6 +241,7 @@ impl Services {
             user_agent: config.user_agent.clone(),
             ..NotifierConfig::default()
         });
+        let site = LocalSite::new(&config);
         Services {
             tx: TransactionLayer::new(config.tx.clone()),
             config,
@@ -242,25 +251,30 @@ impl Services {
             outgoing: HashMap::new(),
             notifier,
             notifier_events: VecDeque::new(),
-            package_owners,
+            routing,
+            site,
         }
-    }
-
-    /// The module serving `package`, if any.
-    pub fn package_owner(&self, package: &str) -> Option<ModuleId> {
-        self.package_owners
-            .iter()
-            .find(|(p, _)| p.eq_ignore_ascii_case(package))
-            .map(|(_, m)| *m)
     }
 
     /// Performs the notifier's actions in order (see `sip::notifier`): store writes, the
     /// response on `stx`, NOTIFY client transactions, events for the owning module.
+    /// `polled_by` is the module a poll answered here belongs to (the routed one).
     pub fn perform_notifier_actions(
         &mut self,
         now: Timestamp,
         actions: Vec<NotifierAction>,
         stx: Option<ServerTxId>,
+    ) {
+        self.perform_notifier_actions_for(now, actions, stx, None)
+    }
+
+    /// [`Self::perform_notifier_actions`] for a SUBSCRIBE routed to `polled_by`.
+    pub fn perform_notifier_actions_for(
+        &mut self,
+        now: Timestamp,
+        actions: Vec<NotifierAction>,
+        stx: Option<ServerTxId>,
+        polled_by: Option<ModuleId>,
     ) {
         for action in actions {
             match action {
@@ -307,7 +321,7 @@ impl Services {
                             .notifier
                             .view(now, *dialog)
                             .and_then(|v| ModuleId::parse(&v.owner)),
-                        NotifierEvent::Polled { event, .. } => self.package_owner(&event.package),
+                        NotifierEvent::Polled { .. } => polled_by,
                     };
                     match owner {
                         Some(o) => self.notifier_events.push_back((o, ev)),
@@ -500,7 +514,9 @@ impl Services {
                     }
                     None => next_in_request,
                 },
-                TxOwner::Publication(_) | TxOwner::Subscription(_) => next_in_request,
+                TxOwner::Publication(_) | TxOwner::Subscription(_) | TxOwner::Module(..) => {
+                    next_in_request
+                }
             };
             req.headers.set("CSeq", format!("{} {}", cseq, req.method));
             let cnonce = self.ids.token(16);
@@ -647,19 +663,13 @@ impl Engine {
 
     /// An engine with the given modules (each `ModuleId` at most once).
     pub fn with_modules(config: EngineConfig, seed: u64, modules: Vec<Box<dyn Module>>) -> Self {
-        let mut owners: Vec<(String, ModuleId)> = Vec::new();
-        for m in &modules {
-            for p in m.served_events() {
-                let p = p.to_ascii_lowercase();
-                if owners.iter().any(|(q, _)| *q == p) {
-                    tracing::warn!(package = %p, module = m.id().as_str(), "package already served; ignored");
-                } else {
-                    owners.push((p, m.id()));
-                }
-            }
+        let (routing, conflicts) =
+            RoutingTable::new(modules.iter().map(|m| (m.id(), m.routes())).collect());
+        for c in conflicts {
+            tracing::warn!(method = %c.method, event = ?c.event, kept = c.kept.as_str(), ignored = c.ignored.as_str(), "two modules route the same requests; the first is kept");
         }
         Engine {
-            svc: Services::new(config, seed, owners),
+            svc: Services::new(config, seed, routing),
             pua: PuaService::new(),
             modules,
             shutting_down: false,
@@ -777,7 +787,8 @@ impl Engine {
         if self.svc.notifier.next_deadline().is_some_and(|d| d <= now) {
             let policy = PolicyAdapter {
                 modules: &self.modules,
-                owners: &self.svc.package_owners,
+                routing: &self.svc.routing,
+                site: &self.svc.site,
                 owner: None,
             };
             let actions = self.svc.notifier.handle_timeout(now, &policy);
@@ -887,6 +898,13 @@ impl Engine {
                 self.pua
                     .on_response(&mut self.svc, now, out.owner, tx, response.as_ref())
             }
+            TxOwner::Module(module, token) => {
+                let stats = self.notifier_dialogs();
+                if let Some(m) = self.modules.iter_mut().find(|m| m.id() == module) {
+                    let mut ctx = ModuleCtx::new(now, module, &mut self.pua, &mut self.svc, stats);
+                    m.on_response(&mut ctx, token, response.as_ref());
+                }
+            }
             TxOwner::Notifier(d) => {
                 let outcome = match &response {
                     Some(r) => NotifyOutcome::Response(r.status),
@@ -906,18 +924,6 @@ impl Engine {
         self.svc.config.trusted.iter().any(|net| net.contains(&ip))
     }
 
-    /// Event packages some module serves as a notifier.
-    fn served_packages(&self) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .svc
-            .package_owners
-            .iter()
-            .map(|(p, _)| p.clone())
-            .collect();
-        v.sort();
-        v
-    }
-
     fn on_request(&mut self, now: Timestamp, from: Peer, req: Request) {
         if req.method == Method::Ack {
             // ACK to a non-2xx is absorbed; there is no INVITE usage here.
@@ -927,11 +933,11 @@ impl Engine {
             tracing::warn!(peer = %from, method = %req.method, "request without Via dropped");
             return;
         }
-        if req.method == Method::Invite {
+        if req.method == Method::Invite && !self.svc.routing.serves_method(&Method::Invite) {
             // No INVITE server transactions here: answer statelessly; a retransmitted
             // INVITE gets the same answer again.
             let mut resp = build_response(&req, 405, "Method Not Allowed", &mut self.svc.ids);
-            resp.headers.push("Allow", ALLOW);
+            resp.headers.push("Allow", self.svc.routing.allow());
             self.svc
                 .tx
                 .respond_stateless(from, req.headers.get("Via"), resp);
@@ -953,25 +959,71 @@ impl Engine {
             return;
         }
         match &req.method {
-            Method::Notify => self.on_notify(now, stx, &req),
-            Method::Subscribe => self.on_subscribe(now, from, stx, &req),
+            Method::Notify if self.notify_matches_pua(&req) => self.on_notify(now, stx, &req),
+            Method::Notify if !self.svc.routing.serves_method(&Method::Notify) => {
+                tracing::info!(
+                    call_id = req.headers.get("Call-ID").unwrap_or(""),
+                    "NOTIFY matching no subscription"
+                );
+                self.svc
+                    .reply(now, stx, &req, 481, "Subscription Does Not Exist", |_| {});
+            }
             // RFC 6665 §4.1: SUBSCRIBE cannot be cancelled; the CANCEL is answered and the
             // SUBSCRIBE completes normally (standards.md §16 case 33).
             Method::Cancel => self.svc.reply(now, stx, &req, 200, "OK", |_| {}),
-            Method::Options => self.svc.reply(now, stx, &req, 200, "OK", |r| {
-                r.headers.push("Allow", ALLOW);
-            }),
-            Method::Other(name) => {
-                tracing::info!(peer = %from, method = %name, "unknown method");
-                self.svc.reply(now, stx, &req, 501, "Not Implemented", |r| {
-                    r.headers.push("Allow", ALLOW)
-                });
+            Method::Options => {
+                let allow = self.svc.routing.allow();
+                self.svc.reply(now, stx, &req, 200, "OK", |r| {
+                    r.headers.push("Allow", allow);
+                })
             }
-            _ => self
+            _ => match self.svc.routing.route(&req) {
+                Routing::Module(module) if req.method == Method::Subscribe => {
+                    self.on_subscribe(now, from, stx, &req, module)
+                }
+                Routing::Module(module) => self.on_module_request(now, from, stx, &req, module),
+                Routing::Unrouted(answer) => {
+                    tracing::info!(peer = %from, method = %req.method, status = answer.status, "request served by no module");
+                    self.svc
+                        .reply(now, stx, &req, answer.status, answer.reason, |r| {
+                            for (name, value) in answer.headers {
+                                r.headers.push(name, value);
+                            }
+                        });
+                }
+            },
+        }
+    }
+
+    /// Whether an incoming NOTIFY belongs to one of the PUA's subscriptions.
+    fn notify_matches_pua(&self, req: &Request) -> bool {
+        let call_id = req.headers.get("Call-ID").unwrap_or("");
+        let to_tag = req
+            .headers
+            .get("To")
+            .and_then(|v| NameAddr::parse("To", v).ok())
+            .and_then(|n| n.tag().map(str::to_string));
+        self.pua.owns_notify(call_id, to_tag.as_deref()).is_some()
+    }
+
+    /// Hands a routed request to its module, which owns the server transaction `stx`.
+    fn on_module_request(
+        &mut self,
+        now: Timestamp,
+        from: Peer,
+        stx: ServerTxId,
+        req: &Request,
+        module: ModuleId,
+    ) {
+        let stats = self.notifier_dialogs();
+        match self.modules.iter_mut().find(|m| m.id() == module) {
+            Some(m) => {
+                let mut ctx = ModuleCtx::new(now, module, &mut self.pua, &mut self.svc, stats);
+                m.on_request(&mut ctx, stx, from, req);
+            }
+            None => self
                 .svc
-                .reply(now, stx, &req, 405, "Method Not Allowed", |r| {
-                    r.headers.push("Allow", ALLOW)
-                }),
+                .reply(now, stx, req, 500, "Server Internal Error", |_| {}),
         }
     }
 
@@ -994,33 +1046,26 @@ impl Engine {
         }
     }
 
-    fn on_subscribe(&mut self, now: Timestamp, from: Peer, stx: ServerTxId, req: &Request) {
-        let served = self.served_packages();
-        let package = req
-            .headers
-            .get("Event")
-            .and_then(|v| EventHeader::parse(v).ok())
-            .map(|e| e.package.to_ascii_lowercase());
-        let Some(package) = package.filter(|p| served.iter().any(|s| s == p)) else {
-            // RFC 6665 §4.2.1.1: unknown or missing package → 489 with Allow-Events.
-            self.svc.reply(now, stx, req, 489, "Bad Event", |r| {
-                if !served.is_empty() {
-                    r.headers.push("Allow-Events", served.join(", "));
-                }
-            });
-            return;
-        };
-        let owner = self.svc.package_owner(&package);
+    fn on_subscribe(
+        &mut self,
+        now: Timestamp,
+        from: Peer,
+        stx: ServerTxId,
+        req: &Request,
+        owner: ModuleId,
+    ) {
         let policy = PolicyAdapter {
             modules: &self.modules,
-            owners: &self.svc.package_owners,
-            owner,
+            routing: &self.svc.routing,
+            site: &self.svc.site,
+            owner: Some(owner),
         };
         let actions = self
             .svc
             .notifier
             .on_subscribe(now, &mut self.svc.ids, from, req, &policy);
-        self.svc.perform_notifier_actions(now, actions, Some(stx));
+        self.svc
+            .perform_notifier_actions_for(now, actions, Some(stx), Some(owner));
     }
 
     fn on_malformed(&mut self, from: Peer, raw: &[u8], error: &str) {
@@ -1060,22 +1105,19 @@ impl Engine {
     }
 }
 
-/// The notifier policy of the engine's modules: each question goes to the module serving
-/// the package (or owning the dialog).
+/// The notifier policy of the engine's modules: each question goes to the module a
+/// SUBSCRIBE was routed to, or to the module owning the dialog.
 struct PolicyAdapter<'a> {
     modules: &'a [Box<dyn Module>],
-    owners: &'a [(String, ModuleId)],
-    /// The module new dialogs belong to (the one serving the SUBSCRIBE's package).
+    routing: &'a RoutingTable,
+    site: &'a LocalSite,
+    /// The module new dialogs belong to (the one the SUBSCRIBE was routed to).
     owner: Option<ModuleId>,
 }
 
 impl PolicyAdapter<'_> {
-    fn serving(&self, package: &str) -> Option<&dyn Module> {
-        let id = self
-            .owners
-            .iter()
-            .find(|(p, _)| p.eq_ignore_ascii_case(package))
-            .map(|(_, m)| *m)?;
+    fn serving(&self, _package: &str) -> Option<&dyn Module> {
+        let id = self.owner?;
         self.modules
             .iter()
             .find(|m| m.id() == id)
@@ -1089,7 +1131,10 @@ impl NotifierPolicy for PolicyAdapter<'_> {
     }
 
     fn packages(&self) -> Vec<String> {
-        self.owners.iter().map(|(p, _)| p.clone()).collect()
+        match self.owner {
+            Some(m) => self.routing.packages_of(m, &Method::Subscribe),
+            None => self.routing.packages(&Method::Subscribe),
+        }
     }
 
     fn body_types(&self, package: &str) -> Vec<String> {
@@ -1110,7 +1155,7 @@ impl NotifierPolicy for PolicyAdapter<'_> {
 
     fn authorize(&self, info: &SubscribeInfo<'_>) -> Decision {
         match self.serving(&info.event.package) {
-            Some(m) => m.authorize(info),
+            Some(m) => m.authorize_local(self.site, info),
             None => Decision::reject(403),
         }
     }

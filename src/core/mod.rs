@@ -3,11 +3,14 @@
 
 pub mod engine;
 pub mod ids;
+pub mod local_site;
 pub mod modules;
 pub mod persist;
 pub mod presence;
 pub mod pua;
+pub mod routing;
 pub mod sip;
 pub mod time;
 pub mod timers;
+pub mod watcher_rules;
 pub mod xmpp;

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use super::engine::{Services, TxOwner};
 use super::modules::admin::{PublicationView, SubscriptionView};
 use super::modules::ModuleId;
-use super::persist::{StoreTable, StoredRow};
+use super::persist::{StoreOp, StoreTable, StoredRow};
 use super::presence::Body;
 use super::sip::headers::SubState;
 use super::sip::message::{Request, Response};
@@ -321,13 +321,19 @@ impl PuaService {
 
     // ----- subscriptions (RFC 6665) -----
 
-    /// Starts a subscription: an initial SUBSCRIBE goes out at once.
+    /// Starts a subscription: an initial SUBSCRIBE goes out at once, or, for a
+    /// `presence` subscription to a presentity of a locally served domain, the watcher is
+    /// attached to the local presence state service directly (no SIP hop; see
+    /// [`Self::subscribe_local`]).
     pub fn subscribe(
         &mut self,
         svc: &mut Services,
         now: Timestamp,
         req: SubscribeRequest,
     ) -> SubscriptionId {
+        if req.event.trim().eq_ignore_ascii_case("presence") && svc.site.serves(&req.presentity) {
+            return self.subscribe_local(svc, req);
+        }
         let id = SubscriptionId(self.alloc_id());
         let mut s = Subscription::new(id, req, svc);
         let mut events = Vec::new();
@@ -365,9 +371,177 @@ impl PuaService {
         self.subscriptions.get(&id).map(|s| s.call_id().to_string())
     }
 
+    /// Attaches a watcher to a local presentity. The events are those of a SIP
+    /// subscription, so the owner cannot tell the difference: `SubscribeResult` 200 (or
+    /// 403 and `SubscriptionEnded` when a rule denies), then a `Notify` `pending` (no
+    /// body) or `active` with the composed document. Rules set later activate or end it
+    /// ([`Self::on_local_rule_changed`]); publications reach it through
+    /// [`Self::on_local_presence_changed`].
+    fn subscribe_local(&mut self, svc: &mut Services, req: SubscribeRequest) -> SubscriptionId {
+        use super::local_site::{aor, LocalWatch};
+        use super::presence::watcherinfo::WatcherStatus;
+        use super::watcher_rules::RuleAction;
+        let id = SubscriptionId(self.alloc_id());
+        let presentity = aor(&req.presentity);
+        let watcher = aor(&req.watcher);
+        let action = svc.site.rules.decide(&presentity, &watcher);
+        tracing::info!(%id, presentity = %presentity, watcher = %watcher, rule = action.as_str(), "local watcher attached");
+        if action == RuleAction::Deny {
+            self.emit(
+                req.owner,
+                PuaEvent::SubscribeResult {
+                    id,
+                    code: 403,
+                    reason: "Forbidden".into(),
+                },
+            );
+            self.emit(
+                req.owner,
+                PuaEvent::SubscriptionEnded {
+                    id,
+                    end: SubscriptionEnd::Response {
+                        code: 403,
+                        reason: "Forbidden".into(),
+                    },
+                    retry_at: None,
+                },
+            );
+            return id;
+        }
+        let status = if action == RuleAction::Allow {
+            WatcherStatus::Active
+        } else {
+            WatcherStatus::Pending
+        };
+        let w = LocalWatch {
+            owner: req.owner,
+            presentity,
+            watcher,
+            status,
+        };
+        store_local(svc, id, &w);
+        svc.site.local.insert(id, w.clone());
+        self.emit(
+            req.owner,
+            PuaEvent::SubscribeResult {
+                id,
+                code: 200,
+                reason: "OK".into(),
+            },
+        );
+        self.notify_local(svc, id, &w);
+        id
+    }
+
+    /// Emits the current state of local watch `id`.
+    fn notify_local(&mut self, svc: &Services, id: SubscriptionId, w: &super::local_site::LocalWatch) {
+        use super::presence::watcherinfo::WatcherStatus;
+        use super::presence_state::EventKey;
+        let (state, body) = match w.status {
+            WatcherStatus::Active => {
+                let body = match svc.site.document(&w.presentity, &EventKey::presence(), 0) {
+                    Some(bytes) => match super::presence::parse_body(Some(super::presence::PIDF), &bytes) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            tracing::warn!(%id, error = %e, "composed document unreadable");
+                            Body::Empty
+                        }
+                    },
+                    None => Body::Pidf(super::presence::PresenceDoc {
+                        entity: w.presentity.clone(),
+                        ..Default::default()
+                    }),
+                };
+                (SubState::Active { expires: None }, body)
+            }
+            _ => (SubState::Pending { expires: None }, Body::Empty),
+        };
+        self.emit(w.owner, PuaEvent::Notify { id, state, body });
+    }
+
+    /// The composed presence of `presentity` changed: every active local watcher of it
+    /// gets a `Notify` with the new document.
+    pub fn on_local_presence_changed(&mut self, svc: &Services, presentity: &str) {
+        use super::presence::watcherinfo::WatcherStatus;
+        let targets: Vec<(SubscriptionId, super::local_site::LocalWatch)> = svc
+            .site
+            .local
+            .iter()
+            .filter(|(_, w)| w.presentity == presentity && w.status == WatcherStatus::Active)
+            .map(|(id, w)| (*id, w.clone()))
+            .collect();
+        for (id, w) in targets {
+            self.notify_local(svc, id, &w);
+        }
+    }
+
+    /// The rule of (`presentity`, `watcher`) changed: pending local watchers become active
+    /// on `allow`; every local watcher of the pair ends with `terminated;reason=rejected`
+    /// on `deny` (RFC 6665 §4.2.2).
+    pub fn on_local_rule_changed(&mut self, svc: &mut Services, presentity: &str, watcher: &str) {
+        use super::presence::watcherinfo::WatcherStatus;
+        use super::watcher_rules::RuleAction;
+        let action = svc.site.rules.decide(presentity, watcher);
+        let pair: Vec<SubscriptionId> = svc
+            .site
+            .local
+            .iter()
+            .filter(|(_, w)| w.presentity == presentity && w.watcher == watcher)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in pair {
+            let Some(w) = svc.site.local.get(&id).cloned() else {
+                continue;
+            };
+            match action {
+                RuleAction::Allow if w.status == WatcherStatus::Pending => {
+                    let mut w = w;
+                    w.status = WatcherStatus::Active;
+                    store_local(svc, id, &w);
+                    svc.site.local.insert(id, w.clone());
+                    self.notify_local(svc, id, &w);
+                }
+                RuleAction::Deny => {
+                    svc.site.local.remove(&id);
+                    svc.store(StoreOp::Delete {
+                        table: StoreTable::Subscriptions,
+                        key: local_key(id),
+                    });
+                    self.emit(
+                        w.owner,
+                        PuaEvent::SubscriptionEnded {
+                            id,
+                            end: SubscriptionEnd::Notified(SubState::Terminated {
+                                reason: Some(super::sip::headers::TerminationReason::Rejected),
+                                retry_after: None,
+                            }),
+                            retry_at: None,
+                        },
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// Ends a subscription: an in-dialog `SUBSCRIBE Expires: 0` when a dialog exists
     /// (standards.md §16 case 28), else it is dropped locally. Returns whether it existed.
     pub fn unsubscribe(&mut self, svc: &mut Services, now: Timestamp, id: SubscriptionId) -> bool {
+        if let Some(w) = svc.site.local.remove(&id) {
+            svc.store(StoreOp::Delete {
+                table: StoreTable::Subscriptions,
+                key: local_key(id),
+            });
+            self.emit(
+                w.owner,
+                PuaEvent::SubscriptionEnded {
+                    id,
+                    end: SubscriptionEnd::Unsubscribed,
+                    retry_at: None,
+                },
+            );
+            return true;
+        }
         let old = self.call_id_of(id);
         let Some(s) = self.subscriptions.get_mut(&id) else {
             return false;
@@ -452,7 +626,7 @@ impl PuaService {
                 self.reindex(id, old);
                 events.into_iter().for_each(|e| self.emit(o, e));
             }
-            TxOwner::Notifier(_) => {}
+            TxOwner::Notifier(_) | TxOwner::Module(..) => {}
         }
     }
 
@@ -470,7 +644,7 @@ impl PuaService {
                     s.on_resent(old, new, cseq);
                 }
             }
-            TxOwner::Notifier(_) => {}
+            TxOwner::Notifier(_) | TxOwner::Module(..) => {}
         }
     }
 
@@ -567,6 +741,33 @@ impl PuaService {
                         }
                     }
                 }
+                StoreTable::Subscriptions if row.data.get("local").is_some() => {
+                    match serde_json::from_value::<super::local_site::LocalWatchRecord>(row.data.clone()) {
+                        Ok(rec) => {
+                            use super::presence::watcherinfo::WatcherStatus;
+                            let Some(owner) = ModuleId::parse(&rec.owner) else {
+                                continue;
+                            };
+                            self.next_id = self.next_id.max(rec.id);
+                            svc.site.local.insert(
+                                SubscriptionId(rec.id),
+                                super::local_site::LocalWatch {
+                                    owner,
+                                    presentity: rec.presentity,
+                                    watcher: rec.watcher,
+                                    status: if rec.active {
+                                        WatcherStatus::Active
+                                    } else {
+                                        WatcherStatus::Pending
+                                    },
+                                },
+                            );
+                        }
+                        Err(e) => {
+                            tracing::warn!(key = %row.key, error = %e, "unreadable local watch row, ignored")
+                        }
+                    }
+                }
                 StoreTable::Subscriptions => {
                     match serde_json::from_value::<SubscriptionRecord>(row.data.clone()) {
                         Ok(rec) => {
@@ -590,4 +791,30 @@ impl PuaService {
             }
         }
     }
+}
+
+/// The store key of local watch `id`.
+fn local_key(id: SubscriptionId) -> String {
+    format!("local-{}", id.0)
+}
+
+/// Writes local watch `id` (see `LocalWatchRecord`).
+fn store_local(svc: &mut Services, id: SubscriptionId, w: &super::local_site::LocalWatch) {
+    use super::presence::watcherinfo::WatcherStatus;
+    let rec = super::local_site::LocalWatchRecord {
+        local: true,
+        id: id.0,
+        owner: w.owner.as_str().to_string(),
+        presentity: w.presentity.clone(),
+        watcher: w.watcher.clone(),
+        active: w.status == WatcherStatus::Active,
+    };
+    svc.put_record(
+        StoreTable::Subscriptions,
+        local_key(id),
+        w.owner.as_str(),
+        &w.presentity,
+        None,
+        &rec,
+    );
 }

@@ -41,6 +41,59 @@ pub enum AdminCommand {
     ListPublications,
     ListSubscriptions,
     Health,
+    /// Presence agent: set (`Some`) or remove (`None`) the rule of a watcher of a local
+    /// presentity; pending subscriptions of the pair follow at once.
+    SetRule {
+        presentity: String,
+        watcher: String,
+        action: Option<crate::core::watcher_rules::RuleAction>,
+    },
+    ListRules,
+    /// Presence agent: watchers of local presentities (one presentity, or all).
+    ListWatchers { presentity: Option<String> },
+    /// Presence agent: publications received from phones and modules.
+    ListPresentityPublications,
+    /// Users directory (`ctl users`): add or change a run-time user.
+    AddUser {
+        username: String,
+        domain: String,
+        password: String,
+    },
+    RemoveUser { username: String, domain: String },
+    ListUsers,
+    /// Registrar: the bindings of one AOR, or of all.
+    ListBindings { aor: Option<String> },
+}
+
+/// One explicit watcher rule.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleView {
+    pub presentity: String,
+    pub watcher: String,
+    pub action: String,
+}
+
+/// One watcher of a local presentity.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatcherView {
+    pub id: String,
+    pub presentity: String,
+    pub watcher: String,
+    pub event: String,
+    /// `pending`, `active`, `terminated`.
+    pub status: String,
+    /// `sip` (a SIP dialog) or `xmpp` (an XMPP user through the bridge).
+    pub via: String,
+}
+
+/// One registrar binding.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindingView {
+    pub aor: String,
+    pub contact: String,
+    pub q: Option<String>,
+    pub expires_in: u64,
+    pub user_agent: Option<String>,
 }
 
 /// The outcome of a publish: the final SIP response (or a local refusal with a SIP-style
@@ -106,6 +159,13 @@ pub enum AdminReply {
     Publications(Vec<PublicationView>),
     Subscriptions(Vec<SubscriptionView>),
     Health(HealthView),
+    Rules(Vec<RuleView>),
+    Watchers(Vec<WatcherView>),
+    AgentPublications(Vec<crate::core::presence_state::PublicationView>),
+    Users(Vec<crate::core::users::UserEntry>),
+    Bindings(Vec<BindingView>),
+    /// A refused command: an HTTP-style code and why.
+    Error { code: u16, reason: String },
 }
 
 // ---------------------------------------------------------------------------------------
@@ -339,6 +399,67 @@ impl Module for AdminModule {
                 let v = ctx.pua.subscription_views(ctx.now);
                 ctx.admin_reply(id, AdminReply::Subscriptions(v));
             }
+            AdminCommand::AddUser { username, domain, password } => {
+                let reply = match ctx.svc.site.auth.as_mut() {
+                    None => AdminReply::Error {
+                        code: 409,
+                        reason: "digest authentication is not configured ([auth])".into(),
+                    },
+                    Some(auth) => match auth.users.add(username, domain, password) {
+                        Ok(op) => {
+                            ctx.store(op);
+                            AdminReply::Users(ctx.svc.site.auth.as_ref().map(|a| a.users.list()).unwrap_or_default())
+                        }
+                        Err(e) => AdminReply::Error { code: 400, reason: e.to_string() },
+                    },
+                };
+                ctx.admin_reply(id, reply);
+            }
+            AdminCommand::RemoveUser { username, domain } => {
+                let reply = match ctx.svc.site.auth.as_mut() {
+                    None => AdminReply::Error {
+                        code: 409,
+                        reason: "digest authentication is not configured ([auth])".into(),
+                    },
+                    Some(auth) => match auth.users.remove(username, domain) {
+                        Ok(op) => {
+                            ctx.store(op);
+                            AdminReply::Users(ctx.svc.site.auth.as_ref().map(|a| a.users.list()).unwrap_or_default())
+                        }
+                        Err(crate::core::users::UserError::NotFound(k)) => AdminReply::Error { code: 404, reason: format!("no run-time user {k}") },
+                        Err(e) => AdminReply::Error { code: 400, reason: e.to_string() },
+                    },
+                };
+                ctx.admin_reply(id, reply);
+            }
+            AdminCommand::ListUsers => {
+                let v = ctx.svc.site.auth.as_ref().map(|a| a.users.list()).unwrap_or_default();
+                ctx.admin_reply(id, AdminReply::Users(v));
+            }
+            AdminCommand::ListBindings { aor } => {
+                let now = ctx.now;
+                let want = aor.as_deref().map(crate::core::local_site::aor);
+                let mut v = Vec::new();
+                if let Some(loc) = ctx.svc.site.location.as_ref() {
+                    let aors: Vec<String> = loc.aors().map(str::to_string).collect();
+                    for a in aors.iter().filter(|a| want.as_ref().is_none_or(|w| w == *a)) {
+                        for b in loc.bindings(a) {
+                            v.push(BindingView {
+                                aor: b.aor.clone(),
+                                contact: b.contact.clone(),
+                                q: b.q.map(crate::core::registrar::format_qvalue),
+                                expires_in: now.secs_until(b.expires_at),
+                                user_agent: b.user_agent.clone(),
+                            });
+                        }
+                    }
+                }
+                ctx.admin_reply(id, AdminReply::Bindings(v));
+            }
+            AdminCommand::SetRule { .. }
+            | AdminCommand::ListRules
+            | AdminCommand::ListWatchers { .. }
+            | AdminCommand::ListPresentityPublications => return false,
             AdminCommand::Health => {
                 let h = HealthView {
                     status: "ok".into(),

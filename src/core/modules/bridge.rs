@@ -29,7 +29,9 @@ use crate::core::presence::{Basic, Body, Note, PresenceDoc, Tuple, PIDF};
 use crate::core::pua::{
     PuaEvent, PublicationId, PublishRequest, SubscribeRequest, SubscriptionEnd, SubscriptionId,
 };
+use crate::core::routing::{DomainMatch, Route};
 use crate::core::sip::headers::{SubState, TerminationReason};
+use crate::core::sip::message::Method;
 use crate::core::sip::notifier::{
     Body as NotifierBody, Decision, EndReason, NotifierDialogId, NotifierDialogView, NotifierEvent,
     StateChange, SubscribeInfo,
@@ -834,9 +836,15 @@ impl Module for BridgeModule {
         ModuleId::Bridge
     }
 
-    fn served_events(&self) -> Vec<String> {
+    fn routes(&self) -> Vec<Route> {
+        // The bridge maps any address itself (404 for unmappable ones); a module serving
+        // named domains (the presence agent) wins for those.
         match self.cfg.mode {
-            SipSideMode::Notifier => vec!["presence".into()],
+            SipSideMode::Notifier => vec![Route::new(
+                Method::Subscribe,
+                Some("presence"),
+                DomainMatch::Any,
+            )],
             SipSideMode::Publish => Vec::new(),
         }
     }

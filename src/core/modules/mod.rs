@@ -9,20 +9,26 @@
 
 pub mod admin;
 pub mod bridge;
+pub mod presence_agent;
+pub mod registrar;
 
 use std::time::Duration;
 
-use super::engine::{AdminRequestId, Services, TimerKey};
+use super::engine::{AdminRequestId, SendError, Services, TimerKey, TxOwner};
 use super::ids::IdGenerator;
 use super::persist::{StoreOp, StoredRow};
 use super::pua::{
     PuaEvent, PuaService, PublicationId, PublishError, PublishRequest, SubscribeRequest,
     SubscriptionId,
 };
+use super::local_site::LocalSite;
+use super::routing::Route;
+use super::sip::message::{Peer, Request, Response};
 use super::sip::notifier::{
     Body as NotifierBody, Decision, NotifierDialogId, NotifierDialogView, NotifierEvent,
     StateChange, SubscribeInfo,
 };
+use super::sip::transaction::{ClientTxId, ServerTxId};
 use super::time::Timestamp;
 use super::xmpp::stanza::Stanza;
 use admin::{AdminCommand, AdminReply};
@@ -36,16 +42,18 @@ pub enum ModuleId {
     Usrloc,
     Bla,
     Dialoginfo,
+    Registrar,
 }
 
 impl ModuleId {
-    pub const ALL: [ModuleId; 6] = [
+    pub const ALL: [ModuleId; 7] = [
         ModuleId::Admin,
         ModuleId::Bridge,
         ModuleId::PresenceAgent,
         ModuleId::Usrloc,
         ModuleId::Bla,
         ModuleId::Dialoginfo,
+        ModuleId::Registrar,
     ];
 
     /// The config section / store owner name.
@@ -57,6 +65,7 @@ impl ModuleId {
             ModuleId::Usrloc => "usrloc",
             ModuleId::Bla => "bla",
             ModuleId::Dialoginfo => "dialoginfo",
+            ModuleId::Registrar => "registrar",
         }
     }
 
@@ -134,6 +143,45 @@ impl<'a> ModuleCtx<'a> {
         self.svc.admin_reply(id, reply);
     }
 
+    /// Answers a request routed to this module (see `Services::reply`).
+    pub fn reply(
+        &mut self,
+        stx: ServerTxId,
+        req: &Request,
+        status: u16,
+        reason: &str,
+        edit: impl FnOnce(&mut Response),
+    ) {
+        self.svc.reply(self.now, stx, req, status, reason, edit);
+    }
+
+    /// Sends a request of this module's own (built without Via); its final response
+    /// reaches [`Module::on_response`] with `token`.
+    pub fn send_request(
+        &mut self,
+        token: u64,
+        route_set: &[String],
+        request: Request,
+    ) -> Result<ClientTxId, SendError> {
+        self.svc.send_request(
+            self.now,
+            TxOwner::Module(self.module, token),
+            route_set,
+            request,
+        )
+    }
+
+    /// The composed presence of a local presentity changed: watchers attached through
+    /// the PUA (no SIP hop) get the new document.
+    pub fn local_presence_changed(&mut self, presentity: &str) {
+        self.pua.on_local_presence_changed(self.svc, presentity);
+    }
+
+    /// A watcher rule of a local presentity changed: local watchers follow it.
+    pub fn local_rule_changed(&mut self, presentity: &str, watcher: &str) {
+        self.pua.on_local_rule_changed(self.svc, presentity, watcher);
+    }
+
     /// Sends a stanza to the XMPP server over the component link.
     pub fn send_stanza(&mut self, stanza: Stanza) {
         self.svc.send_stanza(stanza);
@@ -166,10 +214,27 @@ impl<'a> ModuleCtx<'a> {
 pub trait Module: Send {
     fn id(&self) -> ModuleId;
 
-    /// Event packages (lowercase, e.g. `presence`) whose SUBSCRIBEs this module serves as
-    /// a notifier. A SUBSCRIBE for any other package is answered 489.
-    fn served_events(&self) -> Vec<String> {
+    /// The requests this module serves (see `routing`): SUBSCRIBE routes make it the
+    /// notifier policy of the shared notifier for those packages and domains; other
+    /// methods reach [`Module::on_request`]. Requests no module routes are answered by
+    /// the engine (405/501 with Allow, 489 with Allow-Events, 404).
+    fn routes(&self) -> Vec<Route> {
         Vec::new()
+    }
+
+    /// A request routed to this module (any method but SUBSCRIBE, which goes through the
+    /// notifier). The module owns the server transaction `stx` and must answer it, at
+    /// once or later, with [`ModuleCtx::reply`].
+    fn on_request(&mut self, ctx: &mut ModuleCtx<'_>, stx: ServerTxId, from: Peer, req: &Request) {
+        let _ = from;
+        tracing::warn!(module = self.id().as_str(), method = %req.method, "routed request not handled");
+        ctx.reply(stx, req, 500, "Server Internal Error", |_| {});
+    }
+
+    /// The final response (`None`: Timer F or a transport error, RFC 3261 §17.1.2.2) to a
+    /// request this module sent with [`ModuleCtx::send_request`] under `token`.
+    fn on_response(&mut self, ctx: &mut ModuleCtx<'_>, token: u64, response: Option<&Response>) {
+        let _ = (ctx, token, response);
     }
 
     /// A result or notification about a publication or subscription this module owns.
@@ -198,7 +263,7 @@ pub trait Module: Send {
         let _ = (ctx, rows);
     }
 
-    // ----- notifier policy (for the packages in `served_events`) -----
+    // ----- notifier policy (for the SUBSCRIBE routes in `routes`) -----
 
     /// Media types `package` can produce, preferred first (see `NotifierPolicy::body_types`).
     fn notifier_body_types(&self, package: &str) -> Vec<String> {
@@ -222,6 +287,13 @@ pub trait Module: Send {
     fn authorize(&self, info: &SubscribeInfo<'_>) -> Decision {
         let _ = info;
         Decision::reject(403)
+    }
+
+    /// [`Module::authorize`] with the local site's state (rules, presence) at hand, for
+    /// modules that serve local presentities. Default: [`Module::authorize`].
+    fn authorize_local(&self, site: &LocalSite, info: &SubscribeInfo<'_>) -> Decision {
+        let _ = site;
+        self.authorize(info)
     }
 
     /// The body of the final `terminated;reason=timeout` NOTIFY of an active dialog.

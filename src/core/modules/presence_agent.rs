@@ -1,0 +1,666 @@
+//! The `presence_agent` module: the SIP presence server of the locally served domains
+//! (product.md, "Embedded presence agent"), with Kamailio's `presence` + `presence_xml` +
+//! `presence_dialoginfo` as the behaviour reference (anchors.md).
+//!
+//! Policy only, on shared services:
+//! - PUBLISH (RFC 3903 §6) goes to the presence state service (`LocalSite::presence`),
+//!   which decides 200/412/423/489/415/400/413/503 and composes the documents;
+//! - SUBSCRIBE for `presence`, `presence.winfo`, `dialog` and `dialog;sla` is served by the
+//!   shared notifier (RFC 6665) with this module as its policy: full state in every NOTIFY;
+//! - watchers are authorized by `LocalSite::rules` (allow / deny / pending, a default per
+//!   domain relation); pending watchers are listed in the presentity's `presence.winfo`
+//!   (RFC 3857/3858), and rules set through the management API activate or end them.
+//!   XCAP (RFC 4825) is out of scope.
+//!
+//! `dialog-info` `version` counts per subscription (RFC 4235 §4.1): this module keeps the
+//! counter per notifier dialog, written behind every [`VERSION_STRIDE`] documents and
+//! restored that far ahead, so it only increases across a restart.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use super::admin::{AdminCommand, AdminReply, RuleView, WatcherView};
+use super::{Module, ModuleCtx, ModuleId};
+use crate::core::engine::AdminRequestId;
+use crate::core::local_site::{aor, LocalSite};
+use crate::core::persist::{StoreOp, StoreTable, StoredRow};
+use crate::core::presence::watcherinfo::{
+    build_watcherinfo, Watcher, WatcherEvent, WatcherInfo, WatcherList, WatcherStatus,
+};
+use crate::core::presence::{DocState, DIALOG_INFO, PIDF, WATCHERINFO};
+use crate::core::presence_state::{EventKey, PublishInput};
+use crate::core::routing::{DomainMatch, Route};
+use crate::core::sip::headers::{EventHeader, TerminationReason};
+use crate::core::sip::message::{Method, Peer, Request};
+use crate::core::sip::notifier::{
+    Body as NotifierBody, Decision, NotifierDialogId, NotifierEvent, StateChange, SubscribeInfo,
+};
+use crate::core::sip::transaction::ServerTxId;
+use crate::core::watcher_rules::RuleAction;
+
+/// Packages served to watchers.
+pub const SUBSCRIBE_EVENTS: [&str; 4] = ["presence", "presence.winfo", "dialog", "dialog;sla"];
+/// Packages accepted in PUBLISH (the ones with composed state).
+pub const PUBLISH_EVENTS: [&str; 3] = ["presence", "dialog", "dialog;sla"];
+
+/// The per-dialog document version is stored once per this many documents.
+pub const VERSION_STRIDE: u32 = 16;
+
+/// Timer tokens.
+const TIMER_EXPIRY: u64 = 1;
+
+/// One SIP watcher dialog this module serves, mirrored from the notifier's events so the
+/// policy can answer without the notifier (winfo documents, limits).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct WatcherDialog {
+    presentity: String,
+    watcher: String,
+    /// The Event value as the subscriber sent it (`presence`, `dialog;sla`).
+    event: String,
+    status: WatcherStatus,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct VersionRecord {
+    dialog: String,
+    version: u32,
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct PresenceAgentModule {
+    domains: Vec<String>,
+    dialogs: BTreeMap<NotifierDialogId, WatcherDialog>,
+    /// Next `version` to write per dialog (dialog-info and watcherinfo documents).
+    versions: HashMap<NotifierDialogId, u32>,
+}
+
+impl PresenceAgentModule {
+    pub fn new(domains: Vec<String>) -> Self {
+        PresenceAgentModule {
+            domains,
+            dialogs: BTreeMap::new(),
+            versions: HashMap::new(),
+        }
+    }
+
+    fn domain_match(&self) -> DomainMatch {
+        DomainMatch::Only(self.domains.clone())
+    }
+
+    /// The body type of the documents of `event` (RFC 3856, 3858, 4235).
+    fn body_type(package: &str) -> Option<&'static str> {
+        match package {
+            "presence" => Some(PIDF),
+            "presence.winfo" => Some(WATCHERINFO),
+            "dialog" => Some(DIALOG_INFO),
+            _ => None,
+        }
+    }
+
+    /// The next version of `dialog`, written behind every [`VERSION_STRIDE`].
+    fn next_version(&mut self, ctx: &mut ModuleCtx<'_>, dialog: NotifierDialogId) -> u32 {
+        let v = self.versions.entry(dialog).or_insert(1);
+        let current = *v;
+        *v = v.saturating_add(1);
+        if current % VERSION_STRIDE == 0 {
+            ctx.store(StoreOp::Put {
+                table: StoreTable::Presence,
+                key: version_key(dialog),
+                owner: ModuleId::PresenceAgent.as_str().into(),
+                subject: dialog.key(),
+                expires_at: None,
+                data: serde_json::to_value(VersionRecord {
+                    dialog: dialog.key(),
+                    version: current,
+                })
+                .unwrap_or(serde_json::Value::Null),
+            });
+        }
+        current
+    }
+
+    /// The watcherinfo document of `presentity` (RFC 3858), full state.
+    fn winfo_document(&self, site: &LocalSite, presentity: &str, version: u32) -> Vec<u8> {
+        let mut watchers: Vec<Watcher> = self
+            .dialogs
+            .iter()
+            .filter(|(_, d)| d.presentity == presentity && d.event == "presence")
+            .map(|(id, d)| Watcher {
+                id: id.key(),
+                status: d.status,
+                event: match d.status {
+                    WatcherStatus::Active => WatcherEvent::Approved,
+                    WatcherStatus::Terminated => WatcherEvent::Rejected,
+                    _ => WatcherEvent::Subscribe,
+                },
+                uri: d.watcher.clone(),
+                display_name: None,
+                expiration: None,
+                duration_subscribed: None,
+                lang: None,
+            })
+            .collect();
+        for w in site.local_watchers(presentity) {
+            watchers.push(Watcher {
+                id: w.id.clone(),
+                status: w.status,
+                event: match w.status {
+                    WatcherStatus::Active => WatcherEvent::Approved,
+                    _ => WatcherEvent::Subscribe,
+                },
+                uri: w.watcher.clone(),
+                display_name: None,
+                expiration: None,
+                duration_subscribed: None,
+                lang: None,
+            });
+        }
+        build_watcherinfo(&WatcherInfo {
+            version,
+            state: DocState::Full,
+            lists: vec![WatcherList {
+                resource: presentity.to_string(),
+                package: "presence".into(),
+                watchers,
+            }],
+        })
+        .into_bytes()
+    }
+
+    /// The document a watcher of `event` on `presentity` sees, `None` when there is no
+    /// state yet (presence without publications: a NOTIFY without body, RFC 3856 §6.8).
+    fn document_for(
+        &self,
+        site: &LocalSite,
+        presentity: &str,
+        event: &str,
+        watcher: &str,
+        version: u32,
+    ) -> Option<NotifierBody> {
+        let header = EventHeader::parse(event).ok()?;
+        if header.package == "presence.winfo" {
+            return Some(NotifierBody::new(
+                WATCHERINFO,
+                self.winfo_document(site, presentity, version),
+            ));
+        }
+        let key = EventKey::from_header(&header);
+        // A BLA phone is not told its own state (anchors.md §6.3; pua_bla's Sender).
+        let exclude = (key.as_str() == "dialog;sla").then_some(watcher);
+        let ct = Self::body_type(&header.package)?;
+        site.presence
+            .document(presentity, &key, version, exclude)
+            .map(|b| NotifierBody::new(ct, b))
+    }
+
+    /// Pushes the current state to every active dialog of `presentity` for `event_key`.
+    fn fan_out(&mut self, ctx: &mut ModuleCtx<'_>, presentity: &str, event_key: &str) {
+        let targets: Vec<(NotifierDialogId, WatcherDialog)> = self
+            .dialogs
+            .iter()
+            .filter(|(_, d)| {
+                d.presentity == presentity
+                    && d.status == WatcherStatus::Active
+                    && event_matches(&d.event, event_key)
+            })
+            .map(|(id, d)| (*id, d.clone()))
+            .collect();
+        for (id, d) in targets {
+            let version = self.next_version(ctx, id);
+            let body = self.document_for(&ctx.svc.site, presentity, &d.event, &d.watcher, version);
+            if let Some(body) = body {
+                ctx.notify(id, None, Some(body));
+            }
+        }
+        if event_key == "presence" {
+            // XMPP users attached directly (no SIP hop) get the same document.
+            ctx.local_presence_changed(presentity);
+        }
+    }
+
+    /// Pushes a new watcherinfo document to the owner's winfo dialogs of `presentity`.
+    fn winfo_changed(&mut self, ctx: &mut ModuleCtx<'_>, presentity: &str) {
+        self.fan_out_winfo(ctx, presentity);
+    }
+
+    fn fan_out_winfo(&mut self, ctx: &mut ModuleCtx<'_>, presentity: &str) {
+        let targets: Vec<NotifierDialogId> = self
+            .dialogs
+            .iter()
+            .filter(|(_, d)| {
+                d.presentity == presentity
+                    && d.event == "presence.winfo"
+                    && d.status == WatcherStatus::Active
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in targets {
+            let version = self.next_version(ctx, id);
+            let doc = self.winfo_document(&ctx.svc.site, presentity, version);
+            ctx.notify(id, None, Some(NotifierBody::new(WATCHERINFO, doc)));
+        }
+    }
+
+    fn arm(&self, ctx: &mut ModuleCtx<'_>) {
+        match ctx.svc.site.presence.next_deadline() {
+            Some(at) => ctx.set_timer(TIMER_EXPIRY, at),
+            None => ctx.cancel_timer(TIMER_EXPIRY),
+        }
+    }
+
+    /// PUBLISH (RFC 3903 §6): the state service decides; the answer carries SIP-ETag and
+    /// Expires on 2xx, Min-Expires on 423, Retry-After on 503.
+    fn on_publish(&mut self, ctx: &mut ModuleCtx<'_>, stx: ServerTxId, req: &Request) {
+        let presentity = aor(&req.uri);
+        let Some(event) = req
+            .headers
+            .get("Event")
+            .and_then(|v| EventHeader::parse(v).ok())
+        else {
+            ctx.reply(stx, req, 489, "Bad Event", |r| {
+                r.headers.push("Allow-Events", PUBLISH_EVENTS.join(", "))
+            });
+            return;
+        };
+        let if_match: Vec<String> = req
+            .headers
+            .get_all("SIP-If-Match")
+            .iter()
+            .flat_map(|v| v.split(','))
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        let expires = match req.headers.get("Expires").map(|v| v.trim().parse::<u32>()) {
+            None => None,
+            Some(Ok(n)) => Some(n),
+            Some(Err(_)) => {
+                ctx.reply(stx, req, 400, "Bad Expires", |_| {});
+                return;
+            }
+        };
+        let sender_header = ctx.svc.site.sender_header.clone();
+        let sender = req
+            .headers
+            .get(&sender_header)
+            .map(|v| aor(v.trim().trim_start_matches('<').trim_end_matches('>')));
+        let now = ctx.now;
+        let input = PublishInput {
+            presentity: &presentity,
+            event: &event,
+            if_match: &if_match,
+            expires,
+            content_type: req.headers.get("Content-Type"),
+            body: &req.body,
+            sender: sender.as_deref(),
+            origin: "sip",
+        };
+        let site = &mut ctx.svc.site;
+        let (result, ops) = site.presence.publish(now, &mut ctx.svc.ids, input);
+        for op in ops {
+            ctx.store(op);
+        }
+        match result {
+            Ok(accepted) => {
+                tracing::info!(presentity = %presentity, event = %event.package, etag = %accepted.etag, expires = accepted.expires, changed = accepted.changed, "PUBLISH accepted");
+                ctx.reply(stx, req, 200, "OK", |r| {
+                    r.headers.push("SIP-ETag", accepted.etag.clone());
+                    r.headers.push("Expires", accepted.expires.to_string());
+                });
+                if accepted.changed {
+                    let key = EventKey::from_header(&event);
+                    self.fan_out(ctx, &presentity, key.as_str());
+                }
+            }
+            Err(refusal) => {
+                tracing::info!(presentity = %presentity, code = refusal.code, reason = %refusal.reason, "PUBLISH refused");
+                ctx.reply(stx, req, refusal.code, &refusal.reason, |r| {
+                    if let Some(m) = refusal.min_expires {
+                        r.headers.push("Min-Expires", m.to_string());
+                    }
+                    if let Some(s) = refusal.retry_after {
+                        r.headers.push("Retry-After", s.to_string());
+                    }
+                    if refusal.code == 489 {
+                        r.headers.push("Allow-Events", PUBLISH_EVENTS.join(", "));
+                    }
+                });
+            }
+        }
+        self.arm(ctx);
+    }
+
+    /// A rule was set: activate, end or leave the pair's dialogs, then tell the owner's
+    /// winfo watchers.
+    fn apply_rule(&mut self, ctx: &mut ModuleCtx<'_>, presentity: &str, watcher: &str) {
+        let action = ctx.svc.site.rules.decide(presentity, watcher);
+        let pair: Vec<(NotifierDialogId, WatcherDialog)> = self
+            .dialogs
+            .iter()
+            .filter(|(_, d)| {
+                d.presentity == presentity && d.watcher == watcher && d.event != "presence.winfo"
+            })
+            .map(|(id, d)| (*id, d.clone()))
+            .collect();
+        for (id, d) in pair {
+            match (action, d.status) {
+                (RuleAction::Allow, WatcherStatus::Pending) => {
+                    let version = self.next_version(ctx, id);
+                    let body =
+                        self.document_for(&ctx.svc.site, presentity, &d.event, watcher, version);
+                    if let Some(w) = self.dialogs.get_mut(&id) {
+                        w.status = WatcherStatus::Active;
+                    }
+                    ctx.notify(id, Some(StateChange::Activate), body);
+                }
+                (RuleAction::Deny, _) => {
+                    ctx.notify(
+                        id,
+                        Some(StateChange::Terminate {
+                            reason: TerminationReason::Rejected,
+                            retry_after: None,
+                        }),
+                        None,
+                    );
+                }
+                _ => {}
+            }
+        }
+        ctx.local_rule_changed(presentity, watcher);
+        self.winfo_changed(ctx, presentity);
+    }
+}
+
+/// Whether a dialog subscribed with `event` (its Event value) sees the state of
+/// `event_key` (`dialog;call-id=…` filters still see `dialog`).
+fn event_matches(event: &str, event_key: &str) -> bool {
+    match EventHeader::parse(event) {
+        Ok(h) => EventKey::from_header(&h).as_str() == event_key,
+        Err(_) => false,
+    }
+}
+
+fn version_key(dialog: NotifierDialogId) -> String {
+    format!("pa-version {}", dialog.key())
+}
+
+impl Module for PresenceAgentModule {
+    fn id(&self) -> ModuleId {
+        ModuleId::PresenceAgent
+    }
+
+    fn routes(&self) -> Vec<Route> {
+        let mut v: Vec<Route> = SUBSCRIBE_EVENTS
+            .iter()
+            .map(|e| Route::new(Method::Subscribe, Some(e), self.domain_match()))
+            .collect();
+        v.extend(
+            PUBLISH_EVENTS
+                .iter()
+                .map(|e| Route::new(Method::Publish, Some(e), self.domain_match())),
+        );
+        v
+    }
+
+    fn on_request(&mut self, ctx: &mut ModuleCtx<'_>, stx: ServerTxId, _from: Peer, req: &Request) {
+        match req.method {
+            Method::Publish => self.on_publish(ctx, stx, req),
+            _ => ctx.reply(stx, req, 405, "Method Not Allowed", |_| {}),
+        }
+    }
+
+    fn notifier_body_types(&self, package: &str) -> Vec<String> {
+        Self::body_type(package)
+            .map(|t| vec![t.to_string()])
+            .unwrap_or_default()
+    }
+
+    fn authorize_local(&self, site: &LocalSite, info: &SubscribeInfo<'_>) -> Decision {
+        let presentity = aor(if info.presentity.is_empty() {
+            info.to_uri
+        } else {
+            info.presentity
+        });
+        let watcher = aor(info.watcher);
+        if !site.serves(&presentity) {
+            return Decision::reject(404);
+        }
+        let live = self
+            .dialogs
+            .values()
+            .filter(|d| d.presentity == presentity)
+            .count();
+        if !info.is_poll && live >= site.max_subscriptions_per_presentity {
+            tracing::warn!(presentity = %presentity, live, "subscription limit reached");
+            return Decision::reject(503).for_resource(presentity);
+        }
+        let event = format_event(info.event);
+        if info.event.package == "presence.winfo" {
+            // Only the presentity itself reads who watches it (RFC 3857 §5.1).
+            if watcher != presentity {
+                return Decision::reject(403);
+            }
+            let doc = self.winfo_document(site, &presentity, 0);
+            return Decision::active(Some(NotifierBody::new(WATCHERINFO, doc)))
+                .for_resource(presentity);
+        }
+        match site.rules.decide(&presentity, &watcher) {
+            RuleAction::Deny => Decision::reject(403),
+            RuleAction::Pending => Decision::pending().for_resource(presentity),
+            RuleAction::Allow => Decision::active(self.document_for(
+                site,
+                &presentity,
+                &event,
+                &watcher,
+                0,
+            ))
+            .for_resource(presentity),
+        }
+    }
+
+    fn on_notifier_event(&mut self, ctx: &mut ModuleCtx<'_>, event: &NotifierEvent) {
+        match event {
+            NotifierEvent::Created { dialog, view } => {
+                let status = match view.state.as_str() {
+                    "active" => WatcherStatus::Active,
+                    _ => WatcherStatus::Pending,
+                };
+                // The first document carried version 0 (authorize); the next is 1.
+                self.versions.entry(*dialog).or_insert(1);
+                self.dialogs.insert(
+                    *dialog,
+                    WatcherDialog {
+                        presentity: view.presentity.clone(),
+                        watcher: aor(&view.watcher),
+                        event: view.event.clone(),
+                        status,
+                    },
+                );
+                if view.event == "presence" {
+                    let p = view.presentity.clone();
+                    self.winfo_changed(ctx, &p);
+                }
+            }
+            NotifierEvent::Ended { dialog, view, .. } => {
+                self.dialogs.remove(dialog);
+                if self.versions.remove(dialog).is_some() {
+                    ctx.store(StoreOp::Delete {
+                        table: StoreTable::Presence,
+                        key: version_key(*dialog),
+                    });
+                }
+                if view.event == "presence" {
+                    let p = view.presentity.clone();
+                    self.winfo_changed(ctx, &p);
+                }
+            }
+            NotifierEvent::Refreshed { .. } | NotifierEvent::Polled { .. } => {}
+        }
+    }
+
+    fn on_timer(&mut self, ctx: &mut ModuleCtx<'_>, token: u64) {
+        if token == TIMER_EXPIRY {
+            let now = ctx.now;
+            let (changed, ops) = ctx.svc.site.presence.handle_timeout(now);
+            for op in ops {
+                ctx.store(op);
+            }
+            for c in changed {
+                tracing::info!(presentity = %c.presentity, event = %c.event.as_str(), "publication expired");
+                self.fan_out(ctx, &c.presentity, c.event.as_str());
+            }
+        }
+        self.arm(ctx);
+    }
+
+    fn on_restore(&mut self, ctx: &mut ModuleCtx<'_>, rows: &[StoredRow]) {
+        let n = ctx.svc.site.presence.restore(rows);
+        let r = ctx.svc.site.rules.restore(rows);
+        tracing::info!(publications = n, rules = r, "presence agent state restored");
+        // Mirror the restored notifier dialogs this module owns.
+        for view in ctx.svc.notifier.views(ctx.now) {
+            if view.owner != ModuleId::PresenceAgent.as_str() {
+                continue;
+            }
+            let Some(id) = NotifierDialogId::parse(&view.id) else {
+                continue;
+            };
+            let status = match view.state.as_str() {
+                "active" => WatcherStatus::Active,
+                "pending" => WatcherStatus::Pending,
+                _ => continue,
+            };
+            self.dialogs.insert(
+                id,
+                WatcherDialog {
+                    presentity: view.presentity.clone(),
+                    watcher: aor(&view.watcher),
+                    event: view.event.clone(),
+                    status,
+                },
+            );
+        }
+        for row in rows
+            .iter()
+            .filter(|r| r.table == StoreTable::Presence && r.owner == ModuleId::PresenceAgent.as_str())
+        {
+            if let Ok(rec) = serde_json::from_value::<VersionRecord>(row.data.clone()) {
+                if let Some(id) = NotifierDialogId::parse(&rec.dialog) {
+                    if self.dialogs.contains_key(&id) {
+                        // Ahead of anything sent before the restart (see the module docs).
+                        self.versions
+                            .insert(id, rec.version.saturating_add(VERSION_STRIDE + 1));
+                    }
+                }
+            }
+        }
+        for id in self.dialogs.keys() {
+            self.versions.entry(*id).or_insert(VERSION_STRIDE + 1);
+        }
+        self.arm(ctx);
+    }
+
+    fn on_admin(&mut self, ctx: &mut ModuleCtx<'_>, id: AdminRequestId, command: &AdminCommand) -> bool {
+        match command {
+            AdminCommand::SetRule {
+                presentity,
+                watcher,
+                action,
+            } => {
+                let presentity = aor(presentity);
+                let watcher = aor(watcher);
+                if !ctx.svc.site.serves(&presentity) {
+                    ctx.admin_reply(
+                        id,
+                        AdminReply::Error {
+                            code: 404,
+                            reason: format!("{presentity} is not in a served domain"),
+                        },
+                    );
+                    return true;
+                }
+                let op = match action {
+                    Some(a) => Some(ctx.svc.site.rules.set(&presentity, &watcher, *a)),
+                    None => ctx.svc.site.rules.remove(&presentity, &watcher),
+                };
+                if let Some(op) = op {
+                    ctx.store(op);
+                }
+                tracing::info!(presentity = %presentity, watcher = %watcher, action = ?action, "watcher rule set");
+                self.apply_rule(ctx, &presentity, &watcher);
+                ctx.admin_reply(id, AdminReply::Rules(rule_views(&ctx.svc.site)));
+                true
+            }
+            AdminCommand::ListRules => {
+                ctx.admin_reply(id, AdminReply::Rules(rule_views(&ctx.svc.site)));
+                true
+            }
+            AdminCommand::ListWatchers { presentity } => {
+                let filter = presentity.as_deref().map(aor);
+                let mut v: Vec<WatcherView> = self
+                    .dialogs
+                    .iter()
+                    .filter(|(_, d)| filter.as_ref().is_none_or(|p| *p == d.presentity))
+                    .map(|(id, d)| WatcherView {
+                        id: id.key(),
+                        presentity: d.presentity.clone(),
+                        watcher: d.watcher.clone(),
+                        event: d.event.clone(),
+                        status: d.status.as_str().to_string(),
+                        via: "sip".into(),
+                    })
+                    .collect();
+                for p in ctx.svc.site.local_presentities() {
+                    if filter.as_ref().is_some_and(|f| *f != p) {
+                        continue;
+                    }
+                    for w in ctx.svc.site.local_watchers(&p) {
+                        v.push(WatcherView {
+                            id: w.id.clone(),
+                            presentity: p.clone(),
+                            watcher: w.watcher.clone(),
+                            event: "presence".into(),
+                            status: w.status.as_str().to_string(),
+                            via: "xmpp".into(),
+                        });
+                    }
+                }
+                ctx.admin_reply(id, AdminReply::Watchers(v));
+                true
+            }
+            AdminCommand::ListPresentityPublications => {
+                let v = ctx.svc.site.presence.publication_views(ctx.now);
+                ctx.admin_reply(id, AdminReply::AgentPublications(v));
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+fn rule_views(site: &LocalSite) -> Vec<RuleView> {
+    site.rules
+        .list()
+        .into_iter()
+        .map(|r| RuleView {
+            presentity: r.presentity,
+            watcher: r.watcher,
+            action: r.action.as_str().to_string(),
+        })
+        .collect()
+}
+
+/// An Event header back as text (package and parameters).
+fn format_event(e: &EventHeader) -> String {
+    let mut s = e.package.clone();
+    for (n, v) in &e.params.0 {
+        s.push(';');
+        s.push_str(n);
+        if let Some(v) = v {
+            s.push('=');
+            s.push_str(v);
+        }
+    }
+    s
+}
