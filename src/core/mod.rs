@@ -6,6 +6,7 @@ pub mod ids;
 pub mod modules;
 pub mod persist;
 pub mod presence;
+pub mod presence_state;
 pub mod pua;
 pub mod sip;
 pub mod time;
