@@ -21,8 +21,8 @@ use quick_xml::events::{BytesStart, Event};
 use quick_xml::reader::Reader;
 use quick_xml::XmlVersion;
 
-/// A qualified name: the namespace URI it resolved to (`""`: no namespace, or a prefix
-/// that was never declared), the prefix it was written with (`""`: none) and the local
+/// A qualified name: the namespace URI it resolved to (`""`: no namespace; a prefix that
+/// was never declared makes [`parse`] refuse the document), the prefix it was written with (`""`: none) and the local
 /// name.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Name {
@@ -164,7 +164,7 @@ impl Scope {
 }
 
 /// Reads a whole document into its root element. `None` when the input is not one
-/// well-formed UTF-8 element tree (callers validate bodies before, so this is a second
+/// well-formed, namespace-well-formed UTF-8 element tree (callers validate bodies before, so this is a second
 /// line of defence, never a panic).
 pub(crate) fn parse(bytes: &[u8]) -> Option<Elem> {
     let text = std::str::from_utf8(bytes).ok()?;
@@ -261,7 +261,7 @@ fn start_elem(start: &BytesStart<'_>, scope: &mut Scope, depth: usize) -> Option
     for (p, u) in &decls {
         scope.bindings.push((p.clone(), u.clone(), depth));
     }
-    let attrs = raw_attrs
+    let attrs: Vec<Attr> = raw_attrs
         .into_iter()
         .map(|(p, l, value)| Attr {
             name: Name {
@@ -277,9 +277,21 @@ fn start_elem(start: &BytesStart<'_>, scope: &mut Scope, depth: usize) -> Option
             value,
         })
         .collect();
+    // A prefix that was never declared cannot be written back correctly: such a document
+    // is not namespace-well-formed (Namespaces in XML 1.0 §7) and is refused.
+    let ns = scope.lookup(prefix);
+    if !prefix.is_empty() && ns.is_empty() {
+        return None;
+    }
+    if attrs
+        .iter()
+        .any(|a: &Attr| !a.name.prefix.is_empty() && a.name.ns.is_empty())
+    {
+        return None;
+    }
     Some(Elem {
         name: Name {
-            ns: scope.lookup(prefix),
+            ns,
             prefix: prefix.to_string(),
             local: local.to_string(),
         },
@@ -479,6 +491,8 @@ mod tests {
             b"",
             b"text",
             b"<a x='1' x='2'/>",
+            b"<p:a/>",
+            b"<a q:x='1'/>",
         ] {
             assert!(parse(bad).is_none(), "{bad:?}");
         }
