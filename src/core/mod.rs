@@ -7,6 +7,7 @@ pub mod local_site;
 pub mod modules;
 pub mod persist;
 pub mod presence;
+pub mod presence_state;
 pub mod pua;
 pub mod routing;
 pub mod sip;
