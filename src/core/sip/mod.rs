@@ -2,6 +2,7 @@
 //! RFC 6665 / RFC 3903 state machines the PUA service is built from.
 
 pub mod digest;
+pub mod digest_server;
 pub mod headers;
 pub mod message;
 pub mod notifier;
