@@ -585,6 +585,11 @@ pub fn validate(file: &FileConfig) -> Result<Config, ConfigErrors> {
         (None, None) => None,
     };
     let auth = validate_auth(file.auth.as_ref(), &mut errs);
+    if let Some(s) = &auth.nonce_secret {
+        if s.len() < 16 {
+            errs.push("auth.nonce_secret", "must have at least 16 characters");
+        }
+    }
 
     if errs.0.is_empty() {
         Ok(Config {
@@ -1339,6 +1344,79 @@ impl Config {
             },
             max_subscriptions_per_user: b.max_subscriptions_per_user,
         })
+    }
+
+    /// The local site's settings (presence agent, registrar, digest authentication);
+    /// `nonce_key` keys the digest nonces when `auth.nonce_secret` is not set (at least
+    /// 16 bytes). Empty domains without a `[presence_agent]` table.
+    pub fn site_config(&self, nonce_key: Vec<u8>) -> crate::core::local_site::LocalSiteConfig {
+        use crate::core::local_site::{config_user, AuthConfig, LocalSiteConfig};
+        use crate::core::presence_state::PresenceStateConfig;
+        use crate::core::registrar::RegistrarConfig;
+        use crate::core::sip::digest::Algorithm;
+        use crate::core::sip::digest_server::DigestServerConfig;
+        use crate::core::watcher_rules::{RuleAction, RuleDefaults};
+        let Some(pa) = &self.presence_agent else {
+            return LocalSiteConfig::default();
+        };
+        let rule = |r: DefaultRule| match r {
+            DefaultRule::Allow => RuleAction::Allow,
+            DefaultRule::Deny => RuleAction::Deny,
+            DefaultRule::Pending => RuleAction::Pending,
+        };
+        let secret = match &self.auth.nonce_secret {
+            Some(s) if s.len() >= 16 => s.as_bytes().to_vec(),
+            _ => nonce_key,
+        };
+        LocalSiteConfig {
+            domains: pa.domains.clone(),
+            presence: PresenceStateConfig {
+                min_expires: pa.min_expires,
+                max_expires: pa.max_expires,
+                default_expires: pa.default_expires,
+                max_publications_per_presentity: pa.max_publications_per_presentity,
+                max_body_bytes: self.sip.max_message_size,
+            },
+            rule_defaults: RuleDefaults {
+                same_domain: rule(pa.same_domain),
+                other_domains: rule(pa.other_domains),
+            },
+            sender_header: pa.sender_header.clone(),
+            max_subscriptions_per_presentity: pa.max_subscriptions_per_presentity,
+            registrar: self.registrar.as_ref().map(|r| RegistrarConfig {
+                min_expires: r.min_expires,
+                max_expires: r.max_expires,
+                default_expires: r.default_expires,
+                max_contacts_per_aor: r.max_contacts_per_aor,
+            }),
+            auth: Some(AuthConfig {
+                server: DigestServerConfig {
+                    secret,
+                    nonce_lifetime_secs: self.auth.nonce_lifetime_secs,
+                    algorithms: self
+                        .auth
+                        .algorithms
+                        .iter()
+                        .filter_map(|a| Algorithm::parse(a))
+                        .collect(),
+                },
+                realm: self.auth.realm.clone(),
+                users: self
+                    .auth
+                    .users
+                    .iter()
+                    .map(|u| {
+                        config_user(
+                            &u.username,
+                            &u.domain,
+                            u.password.as_deref(),
+                            u.ha1_md5.as_deref(),
+                            u.ha1_sha256.as_deref(),
+                        )
+                    })
+                    .collect(),
+            }),
+        }
     }
 
     /// The engine's settings once the SIP sockets are bound: Via sent-by, local host and

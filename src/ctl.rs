@@ -50,6 +50,68 @@ pub enum CtlCommand {
     },
     /// Ask the engine whether it is alive, with counts.
     Health,
+    /// Presence agent: watcher rules (allow / deny / pending) of local presentities.
+    Rules {
+        #[command(subcommand)]
+        action: RulesCommand,
+    },
+    /// Presence agent: who watches local presentities (pending ones await a rule).
+    Watchers {
+        #[arg(long)]
+        presentity: Option<String>,
+    },
+    /// Registrar: the bindings of one AOR, or of all.
+    Bindings {
+        #[arg(long)]
+        aor: Option<String>,
+    },
+    /// SIP users (digest credentials) managed at run time.
+    Users {
+        #[command(subcommand)]
+        action: UsersCommand,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum RulesCommand {
+    /// Approve (allow), refuse (deny) or hold (pending) a watcher of a presentity.
+    Set {
+        #[arg(long)]
+        presentity: String,
+        #[arg(long)]
+        watcher: String,
+        /// allow, deny or pending
+        #[arg(long)]
+        action: String,
+    },
+    /// Remove a rule: the domain default applies again.
+    Remove {
+        #[arg(long)]
+        presentity: String,
+        #[arg(long)]
+        watcher: String,
+    },
+    List,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum UsersCommand {
+    /// Add a user or change their password (only HA1s are stored).
+    Add {
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        domain: String,
+        #[arg(long)]
+        password: String,
+    },
+    Remove {
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        domain: String,
+    },
+    List,
 }
 
 #[derive(Debug, clap::Args)]
@@ -173,9 +235,89 @@ fn execute(args: &CtlArgs, out: &mut dyn Write) -> Result<i32, CtlError> {
             ("GET", path, None, Expect::Any)
         }
         CtlCommand::Health => ("GET", "/health", None, Expect::Any),
+        CtlCommand::Rules { action } => match action {
+            RulesCommand::Set {
+                presentity,
+                watcher,
+                action,
+            } => (
+                "POST",
+                "/rules",
+                Some(to_json(&serde_json::json!({
+                    "presentity": presentity, "watcher": watcher, "action": action
+                }))?),
+                Expect::Any,
+            ),
+            RulesCommand::Remove {
+                presentity,
+                watcher,
+            } => (
+                "POST",
+                "/rules",
+                Some(to_json(&serde_json::json!({
+                    "presentity": presentity, "watcher": watcher, "action": null
+                }))?),
+                Expect::Any,
+            ),
+            RulesCommand::List => ("GET", "/rules", None, Expect::Any),
+        },
+        CtlCommand::Watchers { presentity } => {
+            let path = match presentity {
+                Some(p) => format!("/watchers?presentity={}", query_escape(p)),
+                None => "/watchers".to_string(),
+            };
+            return finish(&base, "GET", &path, None, Expect::Any, timeout, out);
+        }
+        CtlCommand::Bindings { aor } => {
+            let path = match aor {
+                Some(a) => format!("/bindings?aor={}", query_escape(a)),
+                None => "/bindings".to_string(),
+            };
+            return finish(&base, "GET", &path, None, Expect::Any, timeout, out);
+        }
+        CtlCommand::Users { action } => match action {
+            UsersCommand::Add {
+                username,
+                domain,
+                password,
+            } => (
+                "POST",
+                "/users",
+                Some(to_json(&serde_json::json!({
+                    "username": username, "domain": domain, "password": password
+                }))?),
+                Expect::Any,
+            ),
+            UsersCommand::Remove { username, domain } => (
+                "POST",
+                "/users/remove",
+                Some(to_json(&serde_json::json!({
+                    "username": username, "domain": domain
+                }))?),
+                Expect::Any,
+            ),
+            UsersCommand::List => ("GET", "/users", None, Expect::Any),
+        },
     };
+    finish(&base, method, path, body.as_deref(), expect, timeout, out)
+}
 
-    let response = request(&base, method, path, body.as_deref(), timeout)?;
+/// Percent-encodes a query value (RFC 3986 unreserved characters kept).
+fn query_escape(v: &str) -> String {
+    percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// Sends one request and prints its reply; the exit code follows `expect`.
+fn finish(
+    base: &AdminUrl,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+    expect: Expect,
+    timeout: Duration,
+    out: &mut dyn Write,
+) -> Result<i32, CtlError> {
+    let response = request(base, method, path, body, timeout)?;
     let parsed: Option<serde_json::Value> = serde_json::from_slice(&response.body).ok();
 
     if response.status != 200 {

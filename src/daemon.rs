@@ -28,6 +28,8 @@ use crate::config::Config;
 use crate::core::engine::{Engine, EngineConfig, Input, Output};
 use crate::core::modules::admin::AdminModule;
 use crate::core::modules::bridge::BridgeModule;
+use crate::core::modules::presence_agent::PresenceAgentModule;
+use crate::core::modules::registrar::RegistrarModule;
 use crate::core::modules::Module;
 use crate::core::persist::{StoreOp, StoredRow};
 use crate::core::sip::Peer;
@@ -128,8 +130,18 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Daemon
     let store = Store::open(&config.store.path).map_err(|e| DaemonError::Store(e.to_string()))?;
     let seed: u64 = rand::random();
     let modules_config = config.clone();
-    run_with(config, store, cancel, move |engine_config| {
+    run_with(config, store, cancel, move |mut engine_config| {
+        let nonce_key: Vec<u8> = (0..32).map(|_| rand::random::<u8>()).collect();
+        engine_config.site = modules_config.site_config(nonce_key);
         let mut modules: Vec<Box<dyn Module>> = vec![Box::new(AdminModule::new())];
+        if let Some(pa) = &modules_config.presence_agent {
+            info!(domains = ?pa.domains, "embedded presence agent enabled");
+            modules.push(Box::new(PresenceAgentModule::new(pa.domains.clone())));
+            if modules_config.registrar.is_some() {
+                info!(domains = ?pa.domains, "embedded registrar enabled");
+                modules.push(Box::new(RegistrarModule::new(pa.domains.clone())));
+            }
+        }
         if let Some(bridge) = modules_config.bridge_module_config(&engine_config) {
             info!(mode = ?bridge.mode, domains = bridge.domains.len(), "presence bridge enabled");
             modules.push(Box::new(BridgeModule::new(bridge)));

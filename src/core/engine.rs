@@ -149,13 +149,14 @@ use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 
 use super::ids::IdGenerator;
+use super::local_site::{LocalSite, LocalSiteConfig};
 use super::modules::admin::AdminModule;
 use super::modules::{Module, ModuleCtx, ModuleId};
 use super::pua::{PuaService, PuaTimer, PublicationId, SubscriptionId};
-use super::local_site::{LocalSite, LocalSiteConfig};
 use super::routing::{Routing, RoutingTable};
 use super::sip::digest;
-use super::sip::headers::{CSeq, EventHeader, NameAddr};
+use super::sip::digest_server::AuthCheck;
+use super::sip::headers::{CSeq, NameAddr};
 use super::sip::message::{salvage_for_reply, Salvaged};
 use super::sip::message::{Method, Request, Response, Transport};
 use super::sip::notifier::{
@@ -874,6 +875,13 @@ impl Engine {
             }
         }
         tracing::warn!(?command, "no module serves this admin command");
+        self.svc.admin_reply(
+            id,
+            AdminReply::Error {
+                code: 404,
+                reason: "no module serves this command (is [presence_agent] configured?)".into(),
+            },
+        );
     }
 
     fn on_tx_event(&mut self, now: Timestamp, ev: TxEvent) {
@@ -948,14 +956,12 @@ impl Engine {
             RequestDisposition::New(stx) => stx,
             RequestDisposition::Retransmission => return,
         };
-        if !self.is_trusted(&from) {
-            tracing::warn!(peer = %from, method = %req.method, "request from an untrusted peer refused");
-            self.svc.reply(now, stx, &req, 403, "Forbidden", |_| {});
-            return;
-        }
         if let Some(problem) = basic_problem(&req) {
             tracing::warn!(peer = %from, method = %req.method, problem = %problem, "bad request");
             self.svc.reply(now, stx, &req, 400, &problem, |_| {});
+            return;
+        }
+        if !self.is_trusted(&from) && !self.authenticate(now, from, stx, &req) {
             return;
         }
         match &req.method {
@@ -992,6 +998,66 @@ impl Engine {
                         });
                 }
             },
+        }
+    }
+
+    /// Digest authentication of a request from an untrusted peer (RFC 3261 §22.4): a
+    /// phone of a locally served domain sending REGISTER, PUBLISH or SUBSCRIBE must prove
+    /// it is the From user (realm = its domain); a NOTIFY in one of the PUA's dialogs
+    /// passes. Everything else from an untrusted peer is refused with 403. Answers the
+    /// request (401 with one challenge per algorithm, or 403) and returns `false` when it
+    /// may not proceed. Unknown users and wrong passwords get the same answer.
+    fn authenticate(&mut self, now: Timestamp, from: Peer, stx: ServerTxId, req: &Request) -> bool {
+        if req.method == Method::Notify && self.notify_matches_pua(req) {
+            return true;
+        }
+        let challengeable = matches!(
+            req.method,
+            Method::Register | Method::Publish | Method::Subscribe | Method::Message
+        );
+        let from_uri = req
+            .headers
+            .get("From")
+            .and_then(|v| NameAddr::parse("From", v).ok())
+            .map(|n| n.uri);
+        let identity = from_uri
+            .as_deref()
+            .and_then(|u| super::sip::uri::SipUri::parse(u).ok())
+            .filter(|u| self.svc.site.serves_domain(&u.host))
+            .and_then(|u| u.user.map(|user| (user, u.host.to_ascii_lowercase())));
+        let (Some(auth), true, Some((user, domain))) =
+            (self.svc.site.auth.as_ref(), challengeable, identity)
+        else {
+            tracing::warn!(peer = %from, method = %req.method, "request from an untrusted peer refused");
+            self.svc.reply(now, stx, req, 403, "Forbidden", |_| {});
+            return false;
+        };
+        let realm = auth.realm.clone().unwrap_or(domain);
+        let check = auth.server.check_identity(
+            now,
+            &mut self.svc.ids,
+            req,
+            "Authorization",
+            &realm,
+            &auth.users,
+            &user,
+        );
+        match check {
+            AuthCheck::Authenticated { .. } => true,
+            AuthCheck::Challenge { headers, stale } => {
+                tracing::info!(peer = %from, method = %req.method, user = %user, stale, "digest challenge");
+                self.svc.reply(now, stx, req, 401, "Unauthorized", |r| {
+                    for h in headers {
+                        r.headers.push("WWW-Authenticate", h);
+                    }
+                });
+                false
+            }
+            AuthCheck::Forbidden => {
+                tracing::warn!(peer = %from, method = %req.method, user = %user, "authenticated as another user; refused");
+                self.svc.reply(now, stx, req, 403, "Forbidden", |_| {});
+                false
+            }
         }
     }
 

@@ -434,19 +434,26 @@ impl PuaService {
     }
 
     /// Emits the current state of local watch `id`.
-    fn notify_local(&mut self, svc: &Services, id: SubscriptionId, w: &super::local_site::LocalWatch) {
+    fn notify_local(
+        &mut self,
+        svc: &Services,
+        id: SubscriptionId,
+        w: &super::local_site::LocalWatch,
+    ) {
         use super::presence::watcherinfo::WatcherStatus;
         use super::presence_state::EventKey;
         let (state, body) = match w.status {
             WatcherStatus::Active => {
                 let body = match svc.site.document(&w.presentity, &EventKey::presence(), 0) {
-                    Some(bytes) => match super::presence::parse_body(Some(super::presence::PIDF), &bytes) {
-                        Ok(b) => b,
-                        Err(e) => {
-                            tracing::warn!(%id, error = %e, "composed document unreadable");
-                            Body::Empty
+                    Some(bytes) => {
+                        match super::presence::parse_body(Some(super::presence::PIDF), &bytes) {
+                            Ok(b) => b,
+                            Err(e) => {
+                                tracing::warn!(%id, error = %e, "composed document unreadable");
+                                Body::Empty
+                            }
                         }
-                    },
+                    }
                     None => Body::Pidf(super::presence::PresenceDoc {
                         entity: w.presentity.clone(),
                         ..Default::default()
@@ -742,7 +749,9 @@ impl PuaService {
                     }
                 }
                 StoreTable::Subscriptions if row.data.get("local").is_some() => {
-                    match serde_json::from_value::<super::local_site::LocalWatchRecord>(row.data.clone()) {
+                    match serde_json::from_value::<super::local_site::LocalWatchRecord>(
+                        row.data.clone(),
+                    ) {
                         Ok(rec) => {
                             use super::presence::watcherinfo::WatcherStatus;
                             let Some(owner) = ModuleId::parse(&rec.owner) else {

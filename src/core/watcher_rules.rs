@@ -170,7 +170,9 @@ impl WatcherRules {
                     self.rules.insert((r.presentity, r.watcher), r.action);
                     n += 1;
                 }
-                Err(e) => tracing::warn!(key = %row.key, error = %e, "unreadable rule row, ignored"),
+                Err(e) => {
+                    tracing::warn!(key = %row.key, error = %e, "unreadable rule row, ignored")
+                }
             }
         }
         n

@@ -170,6 +170,12 @@ pub fn router(commands: mpsc::Sender<AdminCall>, options: AdminHttpOptions) -> R
         .route("/publications", get(publications))
         .route("/subscriptions", get(subscriptions))
         .route("/health", get(health))
+        .route("/rules", get(list_rules).post(set_rule))
+        .route("/watchers", get(watchers))
+        .route("/agent/publications", get(agent_publications))
+        .route("/bindings", get(bindings))
+        .route("/users", get(list_users).post(add_user))
+        .route("/users/remove", post(remove_user))
         .fallback(not_found)
         .with_state(state)
 }
@@ -298,6 +304,135 @@ async fn health(State(state): State<AppState>) -> Result<Response, ApiError> {
         AdminReply::Health(view) => Ok(Json(view).into_response()),
         other => Err(unexpected(&other)),
     }
+}
+
+/// The JSON of a listing or refusal reply of the presence agent, registrar or users.
+fn site_reply(reply: AdminReply) -> Result<Response, ApiError> {
+    match reply {
+        AdminReply::Rules(v) => Ok(Json(v).into_response()),
+        AdminReply::Watchers(v) => Ok(Json(v).into_response()),
+        AdminReply::AgentPublications(v) => Ok(Json(v).into_response()),
+        AdminReply::Users(v) => Ok(Json(v).into_response()),
+        AdminReply::Bindings(v) => Ok(Json(v).into_response()),
+        AdminReply::Error { code, reason } => Err(ApiError::new(
+            StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST),
+            reason,
+        )),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// `POST /rules`: `{"presentity", "watcher", "action": "allow"|"deny"|"pending"|null}`
+/// (null removes the rule; the domain default applies again).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleBody {
+    presentity: String,
+    watcher: String,
+    action: Option<String>,
+}
+
+async fn set_rule(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let b: RuleBody = parse_body(&body)?;
+    let action = match b.action.as_deref() {
+        None => None,
+        Some(a) => Some(
+            crate::core::watcher_rules::RuleAction::parse(a).ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("unknown action {a:?} (expected allow, deny or pending)"),
+                )
+            })?,
+        ),
+    };
+    tracing::info!(presentity = %b.presentity, watcher = %b.watcher, ?action, "admin rule");
+    let command = AdminCommand::SetRule {
+        presentity: b.presentity,
+        watcher: b.watcher,
+        action,
+    };
+    site_reply(call(&state, command).await?)
+}
+
+async fn list_rules(State(state): State<AppState>) -> Result<Response, ApiError> {
+    site_reply(call(&state, AdminCommand::ListRules).await?)
+}
+
+#[derive(serde::Deserialize)]
+struct PresentityQuery {
+    presentity: Option<String>,
+}
+
+async fn watchers(
+    State(state): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<PresentityQuery>,
+) -> Result<Response, ApiError> {
+    site_reply(
+        call(
+            &state,
+            AdminCommand::ListWatchers {
+                presentity: q.presentity,
+            },
+        )
+        .await?,
+    )
+}
+
+async fn agent_publications(State(state): State<AppState>) -> Result<Response, ApiError> {
+    site_reply(call(&state, AdminCommand::ListPresentityPublications).await?)
+}
+
+#[derive(serde::Deserialize)]
+struct AorQuery {
+    aor: Option<String>,
+}
+
+async fn bindings(
+    State(state): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<AorQuery>,
+) -> Result<Response, ApiError> {
+    site_reply(call(&state, AdminCommand::ListBindings { aor: q.aor }).await?)
+}
+
+/// `POST /users`: `{"username", "domain", "password"}`; `POST /users/remove` without
+/// the password.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserBody {
+    username: String,
+    domain: String,
+    password: Option<String>,
+}
+
+async fn add_user(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let b: UserBody = parse_body(&body)?;
+    let Some(password) = b.password else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "password is required",
+        ));
+    };
+    tracing::info!(username = %b.username, domain = %b.domain, "admin add user");
+    let command = AdminCommand::AddUser {
+        username: b.username,
+        domain: b.domain,
+        password,
+    };
+    site_reply(call(&state, command).await?)
+}
+
+async fn remove_user(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let b: UserBody = parse_body(&body)?;
+    tracing::info!(username = %b.username, domain = %b.domain, "admin remove user");
+    let command = AdminCommand::RemoveUser {
+        username: b.username,
+        domain: b.domain,
+    };
+    site_reply(call(&state, command).await?)
+}
+
+async fn list_users(State(state): State<AppState>) -> Result<Response, ApiError> {
+    site_reply(call(&state, AdminCommand::ListUsers).await?)
 }
 
 async fn not_found() -> ApiError {

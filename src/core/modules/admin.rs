@@ -50,7 +50,9 @@ pub enum AdminCommand {
     },
     ListRules,
     /// Presence agent: watchers of local presentities (one presentity, or all).
-    ListWatchers { presentity: Option<String> },
+    ListWatchers {
+        presentity: Option<String>,
+    },
     /// Presence agent: publications received from phones and modules.
     ListPresentityPublications,
     /// Users directory (`ctl users`): add or change a run-time user.
@@ -59,10 +61,15 @@ pub enum AdminCommand {
         domain: String,
         password: String,
     },
-    RemoveUser { username: String, domain: String },
+    RemoveUser {
+        username: String,
+        domain: String,
+    },
     ListUsers,
     /// Registrar: the bindings of one AOR, or of all.
-    ListBindings { aor: Option<String> },
+    ListBindings {
+        aor: Option<String>,
+    },
 }
 
 /// One explicit watcher rule.
@@ -165,7 +172,10 @@ pub enum AdminReply {
     Users(Vec<crate::core::users::UserEntry>),
     Bindings(Vec<BindingView>),
     /// A refused command: an HTTP-style code and why.
-    Error { code: u16, reason: String },
+    Error {
+        code: u16,
+        reason: String,
+    },
 }
 
 // ---------------------------------------------------------------------------------------
@@ -399,7 +409,11 @@ impl Module for AdminModule {
                 let v = ctx.pua.subscription_views(ctx.now);
                 ctx.admin_reply(id, AdminReply::Subscriptions(v));
             }
-            AdminCommand::AddUser { username, domain, password } => {
+            AdminCommand::AddUser {
+                username,
+                domain,
+                password,
+            } => {
                 let reply = match ctx.svc.site.auth.as_mut() {
                     None => AdminReply::Error {
                         code: 409,
@@ -408,9 +422,19 @@ impl Module for AdminModule {
                     Some(auth) => match auth.users.add(username, domain, password) {
                         Ok(op) => {
                             ctx.store(op);
-                            AdminReply::Users(ctx.svc.site.auth.as_ref().map(|a| a.users.list()).unwrap_or_default())
+                            AdminReply::Users(
+                                ctx.svc
+                                    .site
+                                    .auth
+                                    .as_ref()
+                                    .map(|a| a.users.list())
+                                    .unwrap_or_default(),
+                            )
                         }
-                        Err(e) => AdminReply::Error { code: 400, reason: e.to_string() },
+                        Err(e) => AdminReply::Error {
+                            code: 400,
+                            reason: e.to_string(),
+                        },
                     },
                 };
                 ctx.admin_reply(id, reply);
@@ -424,16 +448,35 @@ impl Module for AdminModule {
                     Some(auth) => match auth.users.remove(username, domain) {
                         Ok(op) => {
                             ctx.store(op);
-                            AdminReply::Users(ctx.svc.site.auth.as_ref().map(|a| a.users.list()).unwrap_or_default())
+                            AdminReply::Users(
+                                ctx.svc
+                                    .site
+                                    .auth
+                                    .as_ref()
+                                    .map(|a| a.users.list())
+                                    .unwrap_or_default(),
+                            )
                         }
-                        Err(crate::core::users::UserError::NotFound(k)) => AdminReply::Error { code: 404, reason: format!("no run-time user {k}") },
-                        Err(e) => AdminReply::Error { code: 400, reason: e.to_string() },
+                        Err(crate::core::users::UserError::NotFound(k)) => AdminReply::Error {
+                            code: 404,
+                            reason: format!("no run-time user {k}"),
+                        },
+                        Err(e) => AdminReply::Error {
+                            code: 400,
+                            reason: e.to_string(),
+                        },
                     },
                 };
                 ctx.admin_reply(id, reply);
             }
             AdminCommand::ListUsers => {
-                let v = ctx.svc.site.auth.as_ref().map(|a| a.users.list()).unwrap_or_default();
+                let v = ctx
+                    .svc
+                    .site
+                    .auth
+                    .as_ref()
+                    .map(|a| a.users.list())
+                    .unwrap_or_default();
                 ctx.admin_reply(id, AdminReply::Users(v));
             }
             AdminCommand::ListBindings { aor } => {
@@ -442,7 +485,10 @@ impl Module for AdminModule {
                 let mut v = Vec::new();
                 if let Some(loc) = ctx.svc.site.location.as_ref() {
                     let aors: Vec<String> = loc.aors().map(str::to_string).collect();
-                    for a in aors.iter().filter(|a| want.as_ref().is_none_or(|w| w == *a)) {
+                    for a in aors
+                        .iter()
+                        .filter(|a| want.as_ref().is_none_or(|w| w == *a))
+                    {
                         for b in loc.bindings(a) {
                             v.push(BindingView {
                                 aor: b.aor.clone(),

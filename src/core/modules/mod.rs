@@ -16,12 +16,12 @@ use std::time::Duration;
 
 use super::engine::{AdminRequestId, SendError, Services, TimerKey, TxOwner};
 use super::ids::IdGenerator;
+use super::local_site::LocalSite;
 use super::persist::{StoreOp, StoredRow};
 use super::pua::{
     PuaEvent, PuaService, PublicationId, PublishError, PublishRequest, SubscribeRequest,
     SubscriptionId,
 };
-use super::local_site::LocalSite;
 use super::routing::Route;
 use super::sip::message::{Peer, Request, Response};
 use super::sip::notifier::{
@@ -179,7 +179,8 @@ impl<'a> ModuleCtx<'a> {
 
     /// A watcher rule of a local presentity changed: local watchers follow it.
     pub fn local_rule_changed(&mut self, presentity: &str, watcher: &str) {
-        self.pua.on_local_rule_changed(self.svc, presentity, watcher);
+        self.pua
+            .on_local_rule_changed(self.svc, presentity, watcher);
     }
 
     /// Sends a stanza to the XMPP server over the component link.

@@ -448,14 +448,10 @@ impl Module for PresenceAgentModule {
         match site.rules.decide(&presentity, &watcher) {
             RuleAction::Deny => Decision::reject(403),
             RuleAction::Pending => Decision::pending().for_resource(presentity),
-            RuleAction::Allow => Decision::active(self.document_for(
-                site,
-                &presentity,
-                &event,
-                &watcher,
-                0,
-            ))
-            .for_resource(presentity),
+            RuleAction::Allow => {
+                Decision::active(self.document_for(site, &presentity, &event, &watcher, 0))
+                    .for_resource(presentity)
+            }
         }
     }
 
@@ -541,10 +537,9 @@ impl Module for PresenceAgentModule {
                 },
             );
         }
-        for row in rows
-            .iter()
-            .filter(|r| r.table == StoreTable::Presence && r.owner == ModuleId::PresenceAgent.as_str())
-        {
+        for row in rows.iter().filter(|r| {
+            r.table == StoreTable::Presence && r.owner == ModuleId::PresenceAgent.as_str()
+        }) {
             if let Ok(rec) = serde_json::from_value::<VersionRecord>(row.data.clone()) {
                 if let Some(id) = NotifierDialogId::parse(&rec.dialog) {
                     if self.dialogs.contains_key(&id) {
@@ -561,7 +556,12 @@ impl Module for PresenceAgentModule {
         self.arm(ctx);
     }
 
-    fn on_admin(&mut self, ctx: &mut ModuleCtx<'_>, id: AdminRequestId, command: &AdminCommand) -> bool {
+    fn on_admin(
+        &mut self,
+        ctx: &mut ModuleCtx<'_>,
+        id: AdminRequestId,
+        command: &AdminCommand,
+    ) -> bool {
         match command {
             AdminCommand::SetRule {
                 presentity,

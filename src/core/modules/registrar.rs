@@ -24,7 +24,13 @@ impl RegistrarModule {
 
     /// Arms the one timer of the module at the location service's next binding expiry.
     fn arm(&self, ctx: &mut ModuleCtx<'_>) {
-        match ctx.svc.site.location.as_ref().and_then(|l| l.next_deadline()) {
+        match ctx
+            .svc
+            .site
+            .location
+            .as_ref()
+            .and_then(|l| l.next_deadline())
+        {
             Some(at) => ctx.set_timer(0, at),
             None => ctx.cancel_timer(0),
         }
@@ -76,7 +82,7 @@ impl Module for RegistrarModule {
         let headers = outcome.headers;
         ctx.reply(stx, req, outcome.status, &outcome.reason, |r| {
             for (name, value) in headers {
-                r.headers.push(name, value);
+                r.headers.push(&name, value);
             }
         });
         self.arm(ctx);
@@ -84,8 +90,13 @@ impl Module for RegistrarModule {
 
     fn on_timer(&mut self, ctx: &mut ModuleCtx<'_>, _token: u64) {
         let now = ctx.now;
-        if let Some(location) = ctx.svc.site.location.as_mut() {
-            let (events, ops) = location.handle_timeout(now);
+        if let Some((events, ops)) = ctx
+            .svc
+            .site
+            .location
+            .as_mut()
+            .map(|l| l.handle_timeout(now))
+        {
             for op in ops {
                 ctx.store(op);
             }
@@ -98,12 +109,17 @@ impl Module for RegistrarModule {
 
     fn on_restore(&mut self, ctx: &mut ModuleCtx<'_>, rows: &[StoredRow]) {
         let now = ctx.now;
-        if let Some(location) = ctx.svc.site.location.as_mut() {
-            let restored = location.restore(rows, now);
+        if let Some(restored) = ctx.svc.site.location.as_mut().map(|l| l.restore(rows, now)) {
             for op in restored.store {
                 ctx.store(op);
             }
-            tracing::info!(bindings = location.binding_count(), "bindings restored");
+            let n = ctx
+                .svc
+                .site
+                .location
+                .as_ref()
+                .map_or(0, |l| l.binding_count());
+            tracing::info!(bindings = n, "bindings restored");
         }
         self.arm(ctx);
     }
