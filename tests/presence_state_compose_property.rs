@@ -152,7 +152,7 @@ impl Model {
             .filter(|p| p.who == who && p.event == event)
             .filter(|p| exclude.is_none() || p.sender != exclude)
             .collect();
-        live.sort_by(|a, b| b.seq.cmp(&a.seq));
+        live.sort_by_key(|p| std::cmp::Reverse(p.seq));
         live.into_iter().map(|p| p.body.as_str()).collect()
     }
 
@@ -443,11 +443,15 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 .map(|p| Timestamp::from_millis(p.expires_at))
                 .min()
         );
-        for who in 0..WHO.len() {
+        for (who, presentity) in WHO.iter().enumerate() {
             for event in 0..EVENTS.len() {
                 for exclude in [None, Some(0), Some(1)] {
-                    let got =
-                        st.document(WHO[who], &Model::key(event), 5, exclude.map(|s| SENDERS[s]));
+                    let got = st.document(
+                        presentity,
+                        &Model::key(event),
+                        5,
+                        exclude.map(|s| SENDERS[s]),
+                    );
                     let want = model.doc(who, event, exclude);
                     prop_assert_eq!(&got, &want);
                     semantic_check(
