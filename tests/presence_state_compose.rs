@@ -254,10 +254,10 @@ fn rfc3863_s4_1_presence_note_comes_from_the_newest_publication_with_one() {
 #[test]
 fn rfc3863_s4_1_5_unknown_extensions_survive_composition() {
     let mut f = F::new();
-    f.pidf(&presence(&format!(
+    f.pidf(&presence(
         "<tuple id='t'><status><basic>open</basic><x:flag xmlns:x='urn:example:x' x:level='2'>on</x:flag></status></tuple>\
-         <y:thing xmlns:y='urn:example:y'><y:deep>v</y:deep></y:thing>"
-    )));
+         <y:thing xmlns:y='urn:example:y'><y:deep>v</y:deep></y:thing>",
+    ));
     let doc = f.doc();
     assert!(has(&doc, "urn:example:x", "flag"), "{doc}");
     assert!(has(&doc, "urn:example:y", "thing"), "{doc}");

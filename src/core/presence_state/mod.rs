@@ -491,7 +491,7 @@ impl PresenceState {
                     .collect()
             })
             .unwrap_or_default();
-        pubs.sort_by(|a, b| b.body_seq.cmp(&a.body_seq));
+        pubs.sort_by_key(|p| std::cmp::Reverse(p.body_seq));
         let docs: Vec<&Elem> = pubs.iter().map(|p| &p.doc).collect();
         compose::compose(kind, presentity, version, &docs)
     }
