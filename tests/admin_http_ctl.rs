@@ -8,8 +8,9 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use xmpp_sip_gateway::core::modules::admin::{
-    AdminCommand, AdminReply, HealthView, PublishOutcome, SubscribeOutcome,
+    AdminCommand, AdminReply, HealthView, PublishOutcome, RuleView, SubscribeOutcome,
 };
+use xmpp_sip_gateway::core::watcher_rules::RuleAction;
 use xmpp_sip_gateway::ctl::{self, AdminUrl, CtlArgs};
 use xmpp_sip_gateway::io::admin_http::{serve_with, AdminCall, AdminHttpOptions};
 
@@ -73,6 +74,19 @@ fn reply_for(command: &AdminCommand) -> Option<AdminReply> {
             subscriptions: 0,
             notifier_dialogs: 0,
         }),
+        AdminCommand::SetRule {
+            presentity,
+            watcher,
+            action,
+        } => AdminReply::Rules(vec![RuleView {
+            presentity: presentity.clone(),
+            watcher: watcher.clone(),
+            action: action.map(|a| a.as_str()).unwrap_or("none").into(),
+        }]),
+        _ => AdminReply::Error {
+            code: 404,
+            reason: "not scripted".into(),
+        },
     })
 }
 
@@ -379,4 +393,39 @@ fn admin_flag_reads_xsg_admin_env() {
         .find(|a| a.get_id() == "admin")
         .expect("--admin exists");
     assert_eq!(admin.get_env(), Some(std::ffi::OsStr::new("XSG_ADMIN")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_set_sends_the_rule_and_exits_0() {
+    let (url, seen, _s) = start(true).await;
+    let r = run(args(&[
+        "--admin",
+        &url,
+        "rules",
+        "set",
+        "--presentity",
+        "sip:bob@sip.test",
+        "--watcher",
+        "sip:alice@xmpp.test",
+        "--action",
+        "allow",
+    ]))
+    .await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(
+        seen.lock().unwrap().as_slice(),
+        &[AdminCommand::SetRule {
+            presentity: "sip:bob@sip.test".into(),
+            watcher: "sip:alice@xmpp.test".into(),
+            action: Some(RuleAction::Allow),
+        }]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_list_without_auth_exits_2_with_the_refusal() {
+    let (url, _, _s) = start(true).await;
+    let r = run(args(&["--admin", &url, "users", "list"])).await;
+    assert_eq!(r.code, 2);
+    assert!(r.err.contains("404"), "{}", r.err);
 }

@@ -141,6 +141,10 @@ fn answer_all(command: &AdminCommand) -> AdminReply {
             subscriptions: 2,
             notifier_dialogs: 3,
         }),
+        other => AdminReply::Error {
+            code: 404,
+            reason: format!("not scripted: {other:?}"),
+        },
     }
 }
 
@@ -367,4 +371,29 @@ async fn cancelling_shutdown_stops_the_server() {
         .expect("server stops")
         .unwrap();
     assert!(result.is_ok());
+}
+
+#[tokio::test]
+async fn rules_route_refuses_an_unknown_action_with_400() {
+    let h = start(Behaviour::Answer(answer_all), Duration::from_secs(5)).await;
+    let r = http(
+        &h,
+        "POST",
+        "/rules",
+        Some(r#"{"presentity":"sip:bob@sip.test","watcher":"sip:a@x.test","action":"maybe"}"#),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert!(json_body(&r)["error"].as_str().unwrap().contains("maybe"));
+    assert!(
+        h.seen.lock().unwrap().is_empty(),
+        "never reaches the engine"
+    );
+}
+
+#[tokio::test]
+async fn refusals_of_site_commands_keep_their_code() {
+    let h = start(Behaviour::Answer(answer_all), Duration::from_secs(5)).await;
+    let r = http(&h, "GET", "/rules", None).await;
+    assert_eq!(r.status, 404);
 }

@@ -104,7 +104,7 @@ impl PresenceAgentModule {
         let v = self.versions.entry(dialog).or_insert(1);
         let current = *v;
         *v = v.saturating_add(1);
-        if current % VERSION_STRIDE == 0 {
+        if current.is_multiple_of(VERSION_STRIDE) {
             ctx.store(StoreOp::Put {
                 table: StoreTable::Presence,
                 key: version_key(dialog),
