@@ -23,8 +23,10 @@ use super::sip::message::{Method, Request};
 use super::sip::uri::SipUri;
 
 /// Methods the engine itself answers whatever the modules declare (RFC 3261 §20.5 Allow):
-/// OPTIONS, CANCEL and ACK (stateless or transaction-level), NOTIFY (the PUA's dialogs).
-const BUILT_IN_METHODS: [&str; 4] = ["NOTIFY", "OPTIONS", "CANCEL", "ACK"];
+/// OPTIONS, CANCEL and ACK (stateless or transaction-level), NOTIFY (the PUA's dialogs),
+/// and SUBSCRIBE, which an events-capable UA answers 489 for packages nobody serves
+/// (RFC 6665 §8.3.2) rather than 405.
+const BUILT_IN_METHODS: [&str; 5] = ["SUBSCRIBE", "NOTIFY", "OPTIONS", "CANCEL", "ACK"];
 
 /// Which Request-URI domains a route takes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -250,7 +252,7 @@ impl RoutingTable {
     /// Routes `req` (see the module docs for the explicit answers).
     pub fn route(&self, req: &Request) -> Routing {
         let method = &req.method;
-        if !self.serves_method(method) {
+        if !self.serves_method(method) && *method != Method::Subscribe {
             let (status, reason) = match method {
                 Method::Other(_) => (501, "Not Implemented"),
                 _ => (405, "Method Not Allowed"),
@@ -261,10 +263,11 @@ impl RoutingTable {
                 headers: vec![("Allow", self.allow())],
             });
         }
-        let takes_events = self
-            .entries
-            .iter()
-            .any(|e| &e.method == method && e.package.is_some());
+        let takes_events = *method == Method::Subscribe
+            || self
+                .entries
+                .iter()
+                .any(|e| &e.method == method && e.package.is_some());
         let event = req
             .headers
             .get("Event")
@@ -443,6 +446,17 @@ mod tests {
             assert!(allow.contains(m), "{allow}");
         }
         assert!(!allow.contains("REGISTER"));
+    }
+
+    #[test]
+    fn subscribe_nobody_serves_is_489_not_405() {
+        let (t, _) = RoutingTable::new(vec![]);
+        let mut r = Request::new(Method::Subscribe, "sip:bob@sip.test");
+        r.headers.push("Event", "presence");
+        match t.route(&r) {
+            Routing::Unrouted(u) => assert_eq!(u.status, 489),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
