@@ -12,7 +12,6 @@
 //! the presentity is local, else through the PUA's PUBLISH client (the PUA does that
 //! choice itself for its callers).
 
-use super::engine::EngineConfig;
 use super::presence_state::{EventKey, PresenceState, PresenceStateConfig};
 use super::registrar::{Registrar, RegistrarConfig};
 use super::routing::{aor_of, uri_domain};
@@ -69,8 +68,7 @@ pub struct LocalSite {
 }
 
 impl LocalSite {
-    pub fn new(config: &EngineConfig) -> LocalSite {
-        let c = &config.site;
+    pub fn new(c: &LocalSiteConfig) -> LocalSite {
         let auth = c.auth.as_ref().and_then(|a| {
             let server = match DigestServer::new(a.server.clone()) {
                 Ok(s) => s,
@@ -158,9 +156,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::modules::ModuleId;
+use super::handles::SubscriptionId;
+use super::module_id::ModuleId;
 use super::presence::watcherinfo::WatcherStatus;
-use super::pua::SubscriptionId;
 
 /// A PUA subscription satisfied by the local presence state service instead of a SIP
 /// dialog (the bridge's XMPP users watching a local SIP user).

@@ -17,7 +17,7 @@
 //!   routes are a configuration conflict, reported by [`RoutingTable::new`] and resolved
 //!   in favour of the one declared first.
 
-use super::modules::ModuleId;
+use super::module_id::ModuleId;
 use super::sip::headers::{EventHeader, NameAddr};
 use super::sip::message::{Method, Request};
 use super::sip::uri::SipUri;

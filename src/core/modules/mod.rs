@@ -14,7 +14,6 @@ pub mod registrar;
 
 use std::time::Duration;
 
-use super::engine::{AdminRequestId, SendError, Services, TimerKey, TxOwner};
 use super::ids::IdGenerator;
 use super::local_site::LocalSite;
 use super::persist::{StoreOp, StoredRow};
@@ -23,6 +22,7 @@ use super::pua::{
     SubscriptionId,
 };
 use super::routing::Route;
+use super::services::{AdminRequestId, SendError, Services, TimerKey, TxOwner};
 use super::sip::message::{Peer, Request, Response};
 use super::sip::notifier::{
     Body as NotifierBody, Decision, NotifierDialogId, NotifierDialogView, NotifierEvent,
@@ -33,46 +33,7 @@ use super::time::Timestamp;
 use super::xmpp::stanza::Stanza;
 use admin::{AdminCommand, AdminReply};
 
-/// The modules of the gateway (product.md, Names). Persisted as [`ModuleId::as_str`].
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ModuleId {
-    Admin,
-    Bridge,
-    PresenceAgent,
-    Usrloc,
-    Bla,
-    Dialoginfo,
-    Registrar,
-}
-
-impl ModuleId {
-    pub const ALL: [ModuleId; 7] = [
-        ModuleId::Admin,
-        ModuleId::Bridge,
-        ModuleId::PresenceAgent,
-        ModuleId::Usrloc,
-        ModuleId::Bla,
-        ModuleId::Dialoginfo,
-        ModuleId::Registrar,
-    ];
-
-    /// The config section / store owner name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ModuleId::Admin => "admin",
-            ModuleId::Bridge => "bridge",
-            ModuleId::PresenceAgent => "presence_agent",
-            ModuleId::Usrloc => "usrloc",
-            ModuleId::Bla => "bla",
-            ModuleId::Dialoginfo => "dialoginfo",
-            ModuleId::Registrar => "registrar",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<ModuleId> {
-        ModuleId::ALL.into_iter().find(|m| m.as_str() == s)
-    }
-}
+pub use crate::core::module_id::ModuleId;
 
 /// Counters a module may report (admin health).
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::admin::{AdminCommand, AdminReply, RuleView, WatcherView};
 use super::{Module, ModuleCtx, ModuleId};
-use crate::core::engine::AdminRequestId;
+use crate::core::handles::AdminRequestId;
 use crate::core::local_site::{aor, LocalSite};
 use crate::core::persist::{StoreOp, StoreTable, StoredRow};
 use crate::core::presence::watcherinfo::{

@@ -1,13 +1,12 @@
-//! SIP in the core: message vocabulary, typed header values, transactions, and the
-//! RFC 6665 / RFC 3903 state machines the PUA service is built from.
+//! SIP in the core: message vocabulary, typed header values, URIs, transactions, digest,
+//! and the notifier (RFC 6665 §4.2). Depends on nothing above it; the PUA's subscriber and
+//! publication machines live with the PUA (`core::pua`).
 
 pub mod digest;
 pub mod digest_server;
 pub mod headers;
 pub mod message;
 pub mod notifier;
-pub mod publisher;
-pub mod subscriber;
 pub mod transaction;
 pub mod uri;
 

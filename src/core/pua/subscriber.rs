@@ -25,20 +25,20 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::engine::{Services, TimerKey, TxOwner};
-use crate::core::modules::admin::SubscriptionView;
-use crate::core::modules::ModuleId;
+use crate::core::module_id::ModuleId;
 use crate::core::persist::{StoreOp, StoreTable};
 use crate::core::presence::{apply_content_language, parse_body, Body};
 use crate::core::pua::{PuaEvent, PuaTimer, SubscribeRequest, SubscriptionEnd, SubscriptionId};
+use crate::core::services::{Services, TimerKey, TxOwner};
 use crate::core::time::Timestamp;
+use crate::core::views::SubscriptionView;
 
-use super::headers::{
+use crate::core::sip::headers::{
     parse_delta_seconds, parse_retry_after, CSeq, EventHeader, NameAddr, SubState,
     TerminationReason,
 };
-use super::message::{Method, Request, Response};
-use super::transaction::{ClientTxId, ServerTxId};
+use crate::core::sip::message::{Method, Request, Response};
+use crate::core::sip::transaction::{ClientTxId, ServerTxId};
 
 /// The body type to ask for in `Accept`, per event package.
 pub fn accept_for(event: &str) -> Option<&'static str> {

@@ -19,16 +19,16 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::engine::{Services, TimerKey, TxOwner};
-use crate::core::modules::admin::PublicationView;
-use crate::core::modules::ModuleId;
+use crate::core::module_id::ModuleId;
 use crate::core::persist::{StoreOp, StoreTable};
 use crate::core::pua::{PuaEvent, PuaTimer, PublicationId, PublishRequest};
+use crate::core::services::{Services, TimerKey, TxOwner};
 use crate::core::time::Timestamp;
+use crate::core::views::PublicationView;
 
-use super::headers::{parse_delta_seconds, parse_retry_after};
-use super::message::{Method, Request, Response};
-use super::transaction::ClientTxId;
+use crate::core::sip::headers::{parse_delta_seconds, parse_retry_after};
+use crate::core::sip::message::{Method, Request, Response};
+use crate::core::sip::transaction::ClientTxId;
 
 /// A caller's change to a publication (see `pua::PublishRequest`).
 #[derive(Clone, Debug, PartialEq)]

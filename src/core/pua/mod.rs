@@ -14,37 +14,22 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use super::engine::{Services, TxOwner};
-use super::modules::admin::{PublicationView, SubscriptionView};
-use super::modules::ModuleId;
+pub mod publisher;
+pub mod subscriber;
+
+use super::module_id::ModuleId;
 use super::persist::{StoreOp, StoreTable, StoredRow};
-use super::presence::Body;
+use super::services::{Services, TxOwner};
 use super::sip::headers::SubState;
 use super::sip::message::{Request, Response};
-use super::sip::publisher::{PubChange, Publication, PublicationRecord};
-use super::sip::subscriber::{Subscription, SubscriptionRecord};
 use super::sip::transaction::{ClientTxId, ServerTxId};
 use super::time::Timestamp;
+use super::views::{PublicationView, SubscriptionView};
+use crate::core::presence::Body;
+use publisher::{PubChange, Publication, PublicationRecord};
+use subscriber::{Subscription, SubscriptionRecord};
 
-/// A publication's handle, stable across restarts (it is the store key).
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PublicationId(pub u64);
-
-/// A client subscription's handle, stable across restarts (it is the store key).
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SubscriptionId(pub u64);
-
-impl std::fmt::Display for PublicationId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "pub-{}", self.0)
-    }
-}
-
-impl std::fmt::Display for SubscriptionId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "sub-{}", self.0)
-    }
-}
+pub use super::handles::{PuaTimer, PublicationId, SubscriptionId};
 
 /// What a module asks to publish (pua `publ_info_t`, anchors.md §1.3).
 #[derive(Clone, Debug, PartialEq)]
@@ -170,17 +155,6 @@ pub enum PuaEvent {
         end: SubscriptionEnd,
         retry_at: Option<Timestamp>,
     },
-}
-
-/// Timer owners inside the PUA, keyed in the engine's timer table.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum PuaTimer {
-    /// The publication's next action (refresh, retry, local expiry).
-    Publication(PublicationId),
-    /// The subscription's next action (refresh, retry, re-subscribe, linger end).
-    Subscription(SubscriptionId),
-    /// RFC 6665 Timer N of the subscription's outstanding SUBSCRIBE.
-    TimerN(SubscriptionId),
 }
 
 /// Publications and client subscriptions of every module.
@@ -378,9 +352,9 @@ impl PuaService {
     /// ([`Self::on_local_rule_changed`]); publications reach it through
     /// [`Self::on_local_presence_changed`].
     fn subscribe_local(&mut self, svc: &mut Services, req: SubscribeRequest) -> SubscriptionId {
-        use super::local_site::{aor, LocalWatch};
-        use super::presence::watcherinfo::WatcherStatus;
-        use super::watcher_rules::RuleAction;
+        use crate::core::local_site::{aor, LocalWatch};
+        use crate::core::presence::watcherinfo::WatcherStatus;
+        use crate::core::watcher_rules::RuleAction;
         let id = SubscriptionId(self.alloc_id());
         let presentity = aor(&req.presentity);
         let watcher = aor(&req.watcher);
@@ -438,15 +412,18 @@ impl PuaService {
         &mut self,
         svc: &Services,
         id: SubscriptionId,
-        w: &super::local_site::LocalWatch,
+        w: &crate::core::local_site::LocalWatch,
     ) {
-        use super::presence::watcherinfo::WatcherStatus;
-        use super::presence_state::EventKey;
+        use crate::core::presence::watcherinfo::WatcherStatus;
+        use crate::core::presence_state::EventKey;
         let (state, body) = match w.status {
             WatcherStatus::Active => {
                 let body = match svc.site.document(&w.presentity, &EventKey::presence(), 0) {
                     Some(bytes) => {
-                        match super::presence::parse_body(Some(super::presence::PIDF), &bytes) {
+                        match crate::core::presence::parse_body(
+                            Some(crate::core::presence::PIDF),
+                            &bytes,
+                        ) {
                             Ok(b) => b,
                             Err(e) => {
                                 tracing::warn!(%id, error = %e, "composed document unreadable");
@@ -454,7 +431,7 @@ impl PuaService {
                             }
                         }
                     }
-                    None => Body::Pidf(super::presence::PresenceDoc {
+                    None => Body::Pidf(crate::core::presence::PresenceDoc {
                         entity: w.presentity.clone(),
                         ..Default::default()
                     }),
@@ -469,8 +446,8 @@ impl PuaService {
     /// The composed presence of `presentity` changed: every active local watcher of it
     /// gets a `Notify` with the new document.
     pub fn on_local_presence_changed(&mut self, svc: &Services, presentity: &str) {
-        use super::presence::watcherinfo::WatcherStatus;
-        let targets: Vec<(SubscriptionId, super::local_site::LocalWatch)> = svc
+        use crate::core::presence::watcherinfo::WatcherStatus;
+        let targets: Vec<(SubscriptionId, crate::core::local_site::LocalWatch)> = svc
             .site
             .local
             .iter()
@@ -486,8 +463,8 @@ impl PuaService {
     /// on `allow`; every local watcher of the pair ends with `terminated;reason=rejected`
     /// on `deny` (RFC 6665 §4.2.2).
     pub fn on_local_rule_changed(&mut self, svc: &mut Services, presentity: &str, watcher: &str) {
-        use super::presence::watcherinfo::WatcherStatus;
-        use super::watcher_rules::RuleAction;
+        use crate::core::presence::watcherinfo::WatcherStatus;
+        use crate::core::watcher_rules::RuleAction;
         let action = svc.site.rules.decide(presentity, watcher);
         let pair: Vec<SubscriptionId> = svc
             .site
@@ -519,7 +496,9 @@ impl PuaService {
                         PuaEvent::SubscriptionEnded {
                             id,
                             end: SubscriptionEnd::Notified(SubState::Terminated {
-                                reason: Some(super::sip::headers::TerminationReason::Rejected),
+                                reason: Some(
+                                    crate::core::sip::headers::TerminationReason::Rejected,
+                                ),
                                 retry_after: None,
                             }),
                             retry_at: None,
@@ -749,18 +728,18 @@ impl PuaService {
                     }
                 }
                 StoreTable::Subscriptions if row.data.get("local").is_some() => {
-                    match serde_json::from_value::<super::local_site::LocalWatchRecord>(
+                    match serde_json::from_value::<crate::core::local_site::LocalWatchRecord>(
                         row.data.clone(),
                     ) {
                         Ok(rec) => {
-                            use super::presence::watcherinfo::WatcherStatus;
+                            use crate::core::presence::watcherinfo::WatcherStatus;
                             let Some(owner) = ModuleId::parse(&rec.owner) else {
                                 continue;
                             };
                             self.next_id = self.next_id.max(rec.id);
                             svc.site.local.insert(
                                 SubscriptionId(rec.id),
-                                super::local_site::LocalWatch {
+                                crate::core::local_site::LocalWatch {
                                     owner,
                                     presentity: rec.presentity,
                                     watcher: rec.watcher,
@@ -808,9 +787,9 @@ fn local_key(id: SubscriptionId) -> String {
 }
 
 /// Writes local watch `id` (see `LocalWatchRecord`).
-fn store_local(svc: &mut Services, id: SubscriptionId, w: &super::local_site::LocalWatch) {
-    use super::presence::watcherinfo::WatcherStatus;
-    let rec = super::local_site::LocalWatchRecord {
+fn store_local(svc: &mut Services, id: SubscriptionId, w: &crate::core::local_site::LocalWatch) {
+    use crate::core::presence::watcherinfo::WatcherStatus;
+    let rec = crate::core::local_site::LocalWatchRecord {
         local: true,
         id: id.0,
         owner: w.owner.as_str().to_string(),
