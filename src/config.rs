@@ -139,6 +139,8 @@ pub struct FileSip {
     pub t2_ms: Option<u64>,
     pub t4_ms: Option<u64>,
     pub user_agent: Option<String>,
+    /// New requests per source address per second (0: no limit).
+    pub max_requests_per_source: Option<u64>,
     /// `[[sip.credentials]]`
     pub credentials: Option<Vec<FileCredential>>,
 }
@@ -758,7 +760,7 @@ fn validate_auth(a: Option<&FileAuth>, errs: &mut Errors) -> AuthSettings {
     let algorithms = a
         .algorithms
         .clone()
-        .unwrap_or_else(|| vec!["SHA-256".into(), "MD5".into()]);
+        .unwrap_or_else(|| vec!["MD5".into(), "SHA-256".into()]);
     for (i, alg) in algorithms.iter().enumerate() {
         if !matches!(alg.to_ascii_uppercase().as_str(), "SHA-256" | "MD5") {
             errs.push(
@@ -1035,6 +1037,17 @@ fn validate_engine(
         max_backoff,
         restore_pace,
         user_agent,
+        max_requests_per_source: match file.sip.max_requests_per_source {
+            None => 0,
+            Some(n) if n <= 1_000_000 => n as u32,
+            Some(n) => {
+                errs.push(
+                    "sip.max_requests_per_source",
+                    format!("{n} is outside 0..=1000000"),
+                );
+                0
+            }
+        },
         min_notify_interval: Duration::from_millis(
             file.notifier.min_notify_interval_ms.unwrap_or(0),
         ),

@@ -442,7 +442,11 @@ fn rfc3261_s22_untrusted_register_is_challenged_then_bound() {
         .iter()
         .map(|v| DigestChallenge::parse(v).unwrap().algorithm.to_string())
         .collect();
-    assert_eq!(algs, vec!["SHA-256".to_string(), "MD5".to_string()]);
+    assert_eq!(
+        algs,
+        vec!["SHA-256".to_string(), "MD5".to_string()],
+        "the configured order"
+    );
     let again = with_credentials(&req, &resp, "bob", "bobpw", 2);
     let outs = from_stranger(&mut h, again);
     let resp = responses(&outs).pop().unwrap();
@@ -581,3 +585,31 @@ fn restart_keeps_etags_bindings_and_rules() {
 
 #[allow(dead_code)]
 fn unused(_: Peer) {}
+
+#[test]
+fn flood_of_new_requests_from_one_source_gets_503_with_retry_after() {
+    let mut config = site_config();
+    config.max_requests_per_source = 2;
+    let mut h = Harness::with_modules(
+        config,
+        vec![Box::new(PresenceAgentModule::new(vec!["sip.test".into()]))],
+    );
+    let mut codes = Vec::new();
+    let mut retry = None;
+    for _ in 0..3 {
+        let req = publish(&mut h, Some(BOB_PIDF), None, 600);
+        let outs = h.peer_request(req);
+        let resp = responses(&outs).pop().unwrap();
+        codes.push(resp.status);
+        retry = resp.headers.get("Retry-After").map(str::to_string);
+    }
+    assert_eq!(codes, vec![200, 200, 503]);
+    assert_eq!(retry.as_deref(), Some("1"));
+    h.advance(std::time::Duration::from_secs(1));
+    let req = publish(&mut h, Some(BOB_PIDF), None, 600);
+    assert_eq!(
+        final_status(&h.peer_request(req)),
+        200,
+        "the next second is a new window"
+    );
+}

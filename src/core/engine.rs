@@ -59,6 +59,7 @@ pub enum Input {
 
 use std::time::Duration;
 
+use super::flood::{FloodVerdict, SourceLimiter};
 use super::local_site::LocalSite;
 use super::modules::admin::AdminModule;
 use super::modules::{Module, ModuleCtx, ModuleId};
@@ -103,6 +104,7 @@ fn reason_text(s: &str) -> String {
 /// only on `stale=true`), then the challenge is the final response.
 pub struct Engine {
     svc: Services,
+    flood: SourceLimiter,
     pua: PuaService,
     modules: Vec<Box<dyn Module>>,
     shutting_down: bool,
@@ -131,6 +133,7 @@ impl Engine {
             tracing::warn!(method = %c.method, event = ?c.event, kept = c.kept.as_str(), ignored = c.ignored.as_str(), "two modules route the same requests; the first is kept");
         }
         Engine {
+            flood: SourceLimiter::new(config.max_requests_per_source),
             svc: Services::new(config, seed, routing),
             pua: PuaService::new(),
             modules,
@@ -422,6 +425,9 @@ impl Engine {
             self.svc.reply(now, stx, &req, 400, &problem, |_| {});
             return;
         }
+        if self.flooded(now, from, stx, &req) {
+            return;
+        }
         if !self.is_trusted(&from) && !self.authenticate(now, from, stx, &req) {
             return;
         }
@@ -518,6 +524,39 @@ impl Engine {
                 tracing::warn!(peer = %from, method = %req.method, user = %user, "authenticated as another user; refused");
                 self.svc.reply(now, stx, req, 403, "Forbidden", |_| {});
                 false
+            }
+        }
+    }
+
+    /// Flood control of new requests (see `flood`): answers 503 with Retry-After and
+    /// returns `true` when `from` is over its per-second limit. In-dialog requests (To
+    /// with a tag) are never counted: they belong to state the gateway already holds.
+    fn flooded(&mut self, now: Timestamp, from: Peer, stx: ServerTxId, req: &Request) -> bool {
+        if !matches!(
+            req.method,
+            Method::Register | Method::Publish | Method::Subscribe | Method::Message
+        ) {
+            return false;
+        }
+        let in_dialog = req
+            .headers
+            .get("To")
+            .and_then(|v| NameAddr::parse("To", v).ok())
+            .is_some_and(|n| n.tag().is_some());
+        if in_dialog {
+            return false;
+        }
+        match self.flood.check(now, from.addr.ip()) {
+            FloodVerdict::Allow => false,
+            FloodVerdict::Refuse { retry_after, log } => {
+                if log {
+                    tracing::warn!(peer = %from, method = %req.method, "request flood from this source: answering 503");
+                }
+                self.svc
+                    .reply(now, stx, req, 503, "Service Unavailable", |r| {
+                        r.headers.push("Retry-After", retry_after.to_string());
+                    });
+                true
             }
         }
     }

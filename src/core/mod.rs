@@ -10,6 +10,7 @@
 
 pub mod admin_api;
 pub mod engine;
+pub mod flood;
 pub mod handles;
 pub mod ids;
 pub mod local_site;

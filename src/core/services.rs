@@ -89,6 +89,9 @@ pub struct EngineConfig {
     /// The locally served SIP site (presence agent, registrar, authentication); no
     /// domains: none.
     pub site: LocalSiteConfig,
+    /// New (out-of-dialog) REGISTER, PUBLISH, SUBSCRIBE and MESSAGE requests accepted per
+    /// source address per second; more get 503 with Retry-After. 0: no limit.
+    pub max_requests_per_source: u32,
 }
 
 impl Default for EngineConfig {
@@ -110,6 +113,7 @@ impl Default for EngineConfig {
             min_notify_interval: Duration::ZERO,
             restore_pace: Duration::from_millis(20),
             site: LocalSiteConfig::default(),
+            max_requests_per_source: 0,
         }
     }
 }
