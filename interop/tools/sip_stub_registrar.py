@@ -119,7 +119,8 @@ class StubServer:
         self.received: list[Received] = []
         self.responses: list[Received] = []
         self.notes: list[str] = []
-        self.etags: dict[str, str] = {}  # etag -> presentity
+        self.etags: dict[str, float] = {}  # etag -> expiry (time.monotonic())
+        self.bindings: dict[str, dict[str, float]] = {}  # AOR -> {contact: expiry}
         self.subs: list[StubSubscription] = []
         self._cond = threading.Condition()
         self._stop = threading.Event()
@@ -243,10 +244,25 @@ class StubServer:
             return
         if m == "REGISTER":
             exp = req.expires if req.expires is not None else 3600
-            contact = req.get("contact")
-            extra = []
-            if contact and contact != "*":
-                extra.append(("Contact", f"{contact};expires={exp}" if "expires=" not in contact else contact))
+            aor = sipmsg.uri_of(req.get("to") or "")
+            now = time.monotonic()
+            held = self.bindings.setdefault(aor, {})
+            for c in req.get_all("contact"):
+                for one in sipmsg.split_commas(c):
+                    if one.strip() == "*":
+                        held.clear()
+                        continue
+                    e = sipmsg.header_param(one, "expires")
+                    e = int(e) if e and e.isdigit() else exp
+                    if e == 0:
+                        held.pop(sipmsg.uri_of(one), None)
+                    else:
+                        held[sipmsg.uri_of(one)] = now + e
+            extra = [
+                ("Contact", f"<{uri}>;expires={max(0, int(until - now))}")
+                for uri, until in held.items()
+                if until > now
+            ]
             self._reply(req, src, 200, "OK", extra, to_tag=sipmsg.new_token("reg"))
         elif m == "PUBLISH":
             exp = req.expires if req.expires is not None else 3600
@@ -254,16 +270,16 @@ class StubServer:
                 self._reply(req, src, 423, "Interval Too Brief", [("Min-Expires", str(self.min_expires))])
                 return
             ifm = req.get("sip-if-match")
-            if ifm is not None and ifm not in self.etags:
+            if ifm is not None and self.etags.get(ifm, 0) < time.monotonic():
                 self._reply(req, src, 412, "Conditional Request Failed")
                 return
             if ifm:
-                del self.etags[ifm]
+                self.etags.pop(ifm, None)
             if exp == 0:
                 self._reply(req, src, 200, "OK", [("Expires", "0")], to_tag=sipmsg.new_token("pub"))
                 return
             etag = sipmsg.new_token("e")
-            self.etags[etag] = sipmsg.uri_of(req.get("to") or "")
+            self.etags[etag] = time.monotonic() + exp
             self._reply(req, src, 200, "OK", [("SIP-ETag", etag), ("Expires", str(exp))], to_tag=sipmsg.new_token("pub"))
         elif m == "SUBSCRIBE":
             exp = req.expires if req.expires is not None else 3600
