@@ -353,3 +353,12 @@ class Baresip:
             if head.strip().startswith(f"UDP {LOOPBACK}:{self.sip_port} ->") and rest.startswith(f"{method} "):
                 out.append(rest)
         return out
+
+    def received_requests(self, method: str) -> list[str]:
+        """The SIP requests of `method` baresip received (from its -s trace), as text."""
+        out = []
+        for block in self.log_text().split("\n#\n"):
+            head, _, rest = block.partition("\n")
+            if head.strip().endswith(f"-> {LOOPBACK}:{self.sip_port}") and rest.startswith(f"{method} "):
+                out.append(rest)
+        return out
