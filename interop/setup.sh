@@ -13,6 +13,9 @@ PACKAGES=(
     kamailio-presence-modules
     kamailio-sqlite-modules
     sip-tester
+    # baresip 1.0.0: the core package carries presence.so, ctrl_tcp.so, account.so and
+    # contact.so (the `baresip` metapackage only adds GUI/video plugins on top).
+    baresip-core
     sqlite3
     python3-pytest
 )
@@ -75,12 +78,19 @@ fi
 /usr/bin/python3 -c 'import pytest' 2>/dev/null \
     || die "/usr/bin/python3 cannot import pytest (python3-pytest installed?)"
 command -v kamailio >/dev/null 2>&1 || [ -x /usr/sbin/kamailio ] || die "kamailio binary not found"
-for mod in db_sqlite presence presence_xml; do
+# pua/pua_rpc come with kamailio-presence-modules; ctl, jsonrpcs and kamcmd with kamailio.
+for mod in db_sqlite presence presence_xml pua pua_rpc ctl; do
     found=$(find /usr/lib -path '*kamailio/modules*' -name "$mod.so" 2>/dev/null | head -n 1)
     [ -n "$found" ] || die "kamailio module $mod.so not found"
+done
+
+command -v kamcmd >/dev/null 2>&1 || [ -x /usr/sbin/kamcmd ] || die "kamcmd not found (package kamailio)"
+command -v baresip >/dev/null 2>&1 || die "baresip binary not found (package baresip-core)"
+for mod in account contact presence ctrl_tcp; do
+    [ -e "/usr/lib/baresip/modules/$mod.so" ] || die "baresip module $mod.so not found (package baresip-core)"
 done
 
 # A systemd-less machine never starts the service, but a machine with systemd might have
 # started it before policy-rc.d existed; the suite only ever uses its own ports, so that is
 # harmless and left alone.
-echo "interop/setup.sh: ok ($(dpkg-query -W -f='${Package} ${Version}\n' kamailio sip-tester | tr '\n' ' '))"
+echo "interop/setup.sh: ok ($(dpkg-query -W -f='${Package} ${Version}\n' kamailio sip-tester baresip-core | tr '\n' ' '))"

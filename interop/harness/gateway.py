@@ -63,12 +63,21 @@ class GatewayPorts:
 
 
 def gateway_config_toml(
-    *, ports: GatewayPorts, outbound_proxy: str, store_path: Path, log_level: str = "info", extra: str = ""
+    *,
+    ports: GatewayPorts,
+    outbound_proxy: str,
+    store_path: Path,
+    log_level: str = "info",
+    extra: str = "",
+    trusted: Optional[list[str]] = None,
 ) -> str:
     """The gateway configuration the suite runs with. The ONE place that knows its keys.
 
     `extra` is appended as is: further tables such as `[xmpp]` and `[bridge]`
-    (harness/bridge.py writes those)."""
+    (harness/bridge.py writes those) or `[presence_agent]`/`[registrar]`/`[auth]`
+    (`presence_agent_toml`). `trusted` is `[sip] trusted` (default: all of loopback; `[]`
+    makes every phone pass digest auth)."""
+    trusted_list = ["127.0.0.0/8"] if trusted is None else trusted
     return f"""# written by interop/harness/gateway.py
 [log]
 level = "{log_level}"
@@ -77,7 +86,7 @@ level = "{log_level}"
 udp_listen = "{LOOPBACK}:{ports.sip}"
 tcp_listen = "{LOOPBACK}:{ports.sip}"
 outbound_proxy = "{outbound_proxy}"
-trusted = ["127.0.0.0/8"]
+trusted = {json.dumps(trusted_list)}
 
 [store]
 path = "{store_path}"
@@ -90,6 +99,54 @@ listen = "{LOOPBACK}:{ports.admin}"
 # refreshed within a test's time.
 default_expires = 30
 """ + (f"\n{extra}" if extra else "")
+
+
+@dataclass
+class SipUser:
+    username: str
+    domain: str
+    password: str
+
+
+def presence_agent_toml(
+    *,
+    domains: list[str],
+    users: list[SipUser],
+    min_expires: int = 60,
+    max_expires: int = 3600,
+    same_domain: str = "allow",
+    other_domains: str = "pending",
+    registrar_min_expires: int = 60,
+    registrar_max_expires: int = 3600,
+    realm: str = "sip.test",
+    nonce_lifetime_secs: int = 300,
+) -> str:
+    """The embedded presence agent + registrar + digest users (`[presence_agent]`,
+    `[registrar]`, `[auth]`, `[[auth.users]]`), for `extra_toml`."""
+    out = f"""
+[presence_agent]
+domains = {json.dumps(domains)}
+min_expires = {min_expires}
+max_expires = {max_expires}
+same_domain = "{same_domain}"
+other_domains = "{other_domains}"
+
+[registrar]
+min_expires = {registrar_min_expires}
+max_expires = {registrar_max_expires}
+
+[auth]
+realm = "{realm}"
+nonce_lifetime_secs = {nonce_lifetime_secs}
+"""
+    for u in users:
+        out += f"""
+[[auth.users]]
+username = "{u.username}"
+domain = "{u.domain}"
+password = "{u.password}"
+"""
+    return out
 
 
 @dataclass
@@ -115,7 +172,9 @@ class CtlResult:
 class GatewayProcess:
     """One gateway instance; its ports and store survive restarts."""
 
-    def __init__(self, run_dir: Path, outbound_proxy: str, extra_toml: str = "") -> None:
+    def __init__(
+        self, run_dir: Path, outbound_proxy: str, extra_toml: str = "", *, trusted: Optional[list[str]] = None
+    ) -> None:
         self.run_dir = run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
         self.binary = gateway_binary()
@@ -125,7 +184,11 @@ class GatewayProcess:
         self.log_path = run_dir / "gateway.log"
         self.config_path.write_text(
             gateway_config_toml(
-                ports=self.ports, outbound_proxy=outbound_proxy, store_path=self.store_path, extra=extra_toml
+                ports=self.ports,
+                outbound_proxy=outbound_proxy,
+                store_path=self.store_path,
+                extra=extra_toml,
+                trusted=trusted,
             )
         )
         self.proc: Optional[ManagedProcess] = None
