@@ -463,6 +463,37 @@ fn rfc3261_s10_3_a_refused_request_applies_none_of_its_contacts() {
 }
 
 #[test]
+fn rfc3261_s10_3_step7_the_same_contact_twice_in_one_request_ends_as_the_last_says() {
+    let c = clock();
+    let mut reg = with_phone(c.now());
+    let short = format!("<{PHONE}>;expires=600");
+    let gone = format!("<{PHONE}>;expires=0");
+    let out = reg.on_register(
+        c.now(),
+        AOR,
+        &register("c1", 2, &[&short, &gone], None),
+        peer(),
+    );
+    assert_eq!(
+        out.status, 200,
+        "the second Contact is not an out-of-order CSeq"
+    );
+    assert!(matches!(&out.events[..], [BindingEvent::Removed(_)]));
+    assert_eq!(reg.binding_count(), 0);
+    let mut reg = registrar();
+    let new = format!("<{LAPTOP}>;expires=600");
+    let longer = format!("<{LAPTOP}>;expires=1200");
+    let out = reg.on_register(
+        c.now(),
+        AOR,
+        &register("c1", 1, &[&new, &longer], None),
+        peer(),
+    );
+    assert!(matches!(&out.events[..], [BindingEvent::Added(_)]));
+    assert_eq!(contacts(&out), vec![format!("<{LAPTOP}>;expires=1200")]);
+}
+
+#[test]
 fn rfc3261_s10_3_missing_call_id_or_bad_cseq_is_400() {
     let c = clock();
     let mut reg = registrar();

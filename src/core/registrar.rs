@@ -66,6 +66,35 @@ pub struct RegistrarConfig {
     pub max_contacts_per_aor: usize,
 }
 
+/// A [`RegistrarConfig`] that cannot work.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RegistrarConfigError {
+    #[error("min_expires ({min}) is above max_expires ({max})")]
+    MinAboveMax { min: u32, max: u32 },
+    #[error("default_expires ({default}) is outside min_expires..=max_expires ({min}..={max})")]
+    DefaultOutOfRange { default: u32, min: u32, max: u32 },
+    #[error("max_contacts_per_aor must be at least 1")]
+    NoContacts,
+}
+
+impl RegistrarConfig {
+    /// Checks the values fit together; the config layer calls this once. A default below
+    /// the minimum would answer 423 to phones that asked for no interval at all.
+    pub fn validate(&self) -> Result<(), RegistrarConfigError> {
+        let (min, max, default) = (self.min_expires, self.max_expires, self.default_expires);
+        if min > max {
+            return Err(RegistrarConfigError::MinAboveMax { min, max });
+        }
+        if !(min..=max).contains(&default) {
+            return Err(RegistrarConfigError::DefaultOutOfRange { default, min, max });
+        }
+        if self.max_contacts_per_aor == 0 {
+            return Err(RegistrarConfigError::NoContacts);
+        }
+        Ok(())
+    }
+}
+
 impl Default for RegistrarConfig {
     fn default() -> Self {
         RegistrarConfig {
@@ -714,6 +743,20 @@ pub fn uri_equivalent(a: &str, b: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn registrar_config_validation() {
+        assert_eq!(RegistrarConfig::default().validate(), Ok(()));
+        let bad = |f: fn(&mut RegistrarConfig)| {
+            let mut c = RegistrarConfig::default();
+            f(&mut c);
+            c.validate().is_err()
+        };
+        assert!(bad(|c| c.min_expires = 4000));
+        assert!(bad(|c| c.default_expires = 30));
+        assert!(bad(|c| c.default_expires = 7200));
+        assert!(bad(|c| c.max_contacts_per_aor = 0));
+    }
 
     #[test]
     fn registrar_qvalues_parse_and_print() {
