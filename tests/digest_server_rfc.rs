@@ -282,7 +282,19 @@ fn rfc3261_s22_4_wrong_password_and_unknown_user_get_the_same_answer() {
 }
 
 #[test]
-fn rfc3261_s22_4_uri_must_name_the_request_uri() {
+fn rfc2617_s3_2_2_5_uri_naming_the_next_hop_is_accepted_as_signed() {
+    // SIPp 3.6 writes the remote address; phones behind a proxy the URI they sent.
+    let c = clock();
+    let s = server();
+    let ch = challenge_for(&s, c.now(), Algorithm::Md5);
+    let mut req = register();
+    let v = authorization(&ch, "REGISTER", "sip:127.0.0.1:5060", "anna", "pw", "cn", 1);
+    req.headers.push("Authorization", v);
+    assert_eq!(check(&s, c.now(), &req, &anna()), ok("anna"));
+}
+
+#[test]
+fn rfc2617_s3_2_2_5_uri_that_is_no_sip_uri_is_refused() {
     let c = clock();
     let s = server();
     let ch = challenge_for(&s, c.now(), Algorithm::Sha256);
@@ -290,12 +302,24 @@ fn rfc3261_s22_4_uri_must_name_the_request_uri() {
     let v = authorization(
         &ch,
         "REGISTER",
-        "sip:elsewhere.example",
+        "http://elsewhere.example/",
         "anna",
         "pw",
         "cn",
         1,
     );
+    req.headers.push("Authorization", v);
+    assert!(is_fresh_challenge(&check(&s, c.now(), &req, &anna())));
+}
+
+#[test]
+fn rfc2617_s3_2_2_5_a_uri_changed_after_signing_is_refused() {
+    let c = clock();
+    let s = server();
+    let ch = challenge_for(&s, c.now(), Algorithm::Sha256);
+    let mut req = register();
+    let v = authorization(&ch, "REGISTER", RURI, "anna", "pw", "cn", 1)
+        .replace(RURI, "sip:127.0.0.1:5060");
     req.headers.push("Authorization", v);
     assert!(is_fresh_challenge(&check(&s, c.now(), &req, &anna())));
 }

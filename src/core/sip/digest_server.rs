@@ -397,23 +397,19 @@ fn is_nc(nc: &str) -> bool {
     nc.len() == 8 && nc.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// The `uri` directive names the Request-URI (RFC 3261 §22.4, RFC 2617 §3.2.2.5): equal
-/// text, or the same URI with a differently cased scheme or host.
+/// The `uri` directive (RFC 2617 §3.2.2.5) should name the Request-URI, but real UAs
+/// write what they sent before a proxy rewrote it, or the next hop (SIPp 3.6 writes the
+/// remote address): like Kamailio's `auth` module, any SIP or SIPS URI is accepted, and
+/// the digest is computed over the directive as sent, so the credentials stay bound to
+/// it. Anything that is not a SIP URI is refused.
 fn uri_matches(directive: &str, request_uri: &str) -> bool {
     if directive == request_uri {
         return true;
     }
-    match (
-        super::uri::SipUri::parse(directive),
-        super::uri::SipUri::parse(request_uri),
-    ) {
-        (Ok(mut a), Ok(mut b)) => {
-            a.host.make_ascii_lowercase();
-            b.host.make_ascii_lowercase();
-            a == b
-        }
-        _ => false,
-    }
+    matches!(
+        super::uri::SipUri::parse(directive).map(|u| u.scheme),
+        Ok(super::uri::Scheme::Sip | super::uri::Scheme::Sips)
+    )
 }
 
 /// Equality whose time depends only on the lengths (which are not secret: a digest's
