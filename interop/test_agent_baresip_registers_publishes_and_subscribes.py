@@ -11,8 +11,8 @@ presence agent and registrar, with digest auth for everyone (`trusted = []`):
 baresip 1.0.0 (libre 1.1.0) answers digest challenges ONLY when every WWW-Authenticate in
 the 401 is MD5: a single SHA-256 challenge anywhere in the 401 makes it give up with
 "Register: Function not implemented" (libre src/sip/auth.c: ENOSYS for a non-MD5
-algorithm). A gateway that offers SHA-256 alongside MD5 fails this test for that reason,
-and the failure message says so.
+algorithm). The gateway is therefore configured with `[auth] algorithms = ["MD5"]` here,
+as gateway.toml advises for such phones.
 """
 
 from pathlib import Path
@@ -37,6 +37,7 @@ def agent_gateway(tmp_path: Path, diagnostics):
         extra_toml=presence_agent_toml(
             domains=["sip.test"],
             users=[SipUser("bob", "sip.test", "bobpw"), SipUser("alice", "sip.test", "alicepw")],
+            algorithms=["MD5"],
         ),
         trusted=[],
     )

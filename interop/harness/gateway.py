@@ -120,6 +120,7 @@ def presence_agent_toml(
     registrar_max_expires: int = 3600,
     realm: str = "sip.test",
     nonce_lifetime_secs: int = 300,
+    algorithms: list[str] | None = None,
 ) -> str:
     """The embedded presence agent + registrar + digest users (`[presence_agent]`,
     `[registrar]`, `[auth]`, `[[auth.users]]`), for `extra_toml`."""
@@ -139,6 +140,8 @@ max_expires = {registrar_max_expires}
 realm = "{realm}"
 nonce_lifetime_secs = {nonce_lifetime_secs}
 """
+    if algorithms is not None:
+        out += f"algorithms = {json.dumps(algorithms)}\n"
     for u in users:
         out += f"""
 [[auth.users]]
