@@ -54,7 +54,7 @@ def sip_user_uri(user: str) -> str:
     return f"sip:{user}@{SIP_DOMAIN}"
 
 
-def bridge_toml(server: XmppServer, mode: str) -> str:
+def bridge_toml(server: XmppServer, mode: str, sip_domain: str = SIP_DOMAIN) -> str:
     """The `[xmpp]` and `[bridge]` tables for a gateway in front of `server`."""
     return (
         server.gateway_xmpp_section()
@@ -65,7 +65,7 @@ mode = "{mode}"
 [[bridge.domains]]
 xmpp_domain = "{server.domain}"
 component_domain = "{server.component_domain}"
-sip_domain = "{SIP_DOMAIN}"
+sip_domain = "{sip_domain}"
 scheme = "domain"
 """
     )
@@ -74,8 +74,23 @@ scheme = "domain"
 class BridgeGateway(GatewayProcess):
     """The gateway with the bridge enabled; `start()` also waits for the component link."""
 
-    def __init__(self, run_dir: Path, outbound_proxy: str, server: XmppServer, mode: str) -> None:
-        super().__init__(run_dir, outbound_proxy, extra_toml=bridge_toml(server, mode))
+    def __init__(
+        self,
+        run_dir: Path,
+        outbound_proxy: str,
+        server: XmppServer,
+        mode: str,
+        *,
+        sip_domain: str = SIP_DOMAIN,
+        extra_toml: str = "",
+        trusted: Optional[list[str]] = None,
+    ) -> None:
+        super().__init__(
+            run_dir,
+            outbound_proxy,
+            extra_toml=bridge_toml(server, mode, sip_domain) + extra_toml,
+            trusted=trusted,
+        )
         self.mode = mode
 
     def log_text(self) -> str:
