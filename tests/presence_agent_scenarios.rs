@@ -613,3 +613,109 @@ fn flood_of_new_requests_from_one_source_gets_503_with_retry_after() {
         "the next second is a new window"
     );
 }
+
+const DIALOG_TRYING: &str = "<?xml version='1.0'?>\
+<dialog-info xmlns='urn:ietf:params:xml:ns:dialog-info' version='0' state='full' entity='sip:line@sip.test'>\
+<dialog id='d1' direction='initiator'><state>trying</state></dialog></dialog-info>";
+
+fn subscribe_to(h: &mut Harness, presentity: &str, event: &str, watcher: &str) -> Request {
+    let mut r = subscribe(h, event, watcher);
+    r.uri = presentity.into();
+    r.headers.set("To", format!("<{presentity}>"));
+    r
+}
+
+fn publish_dialog(h: &mut Harness, sender: Option<&str>) -> Request {
+    let mut r = base_request(
+        h,
+        Method::Publish,
+        "sip:line@sip.test",
+        "sip:line@sip.test",
+        "sip:line@sip.test",
+    );
+    r.headers.push("Event", "dialog;sla");
+    r.headers.push("Expires", "600");
+    if let Some(s) = sender {
+        r.headers.push("Sender", format!("<{s}>"));
+    }
+    r.headers
+        .push("Content-Type", "application/dialog-info+xml");
+    r.body = DIALOG_TRYING.as_bytes().to_vec();
+    r
+}
+
+fn dialog_version(r: &Request) -> Option<u32> {
+    let body = body_text(r);
+    let root = body.find("<dialog-info")?;
+    let i = root + body[root..].find("version=")? + "version=".len();
+    let rest = &body[i + 1..];
+    rest[..rest.find(['"', '\''])?].parse().ok()
+}
+
+#[test]
+fn rfc6665_s4_4_3_poll_gets_one_terminated_notify_with_the_state() {
+    let mut h = harness();
+    let req = publish(&mut h, Some(BOB_PIDF), None, 600);
+    h.peer_request(req);
+    let mut poll = subscribe(&mut h, "presence", "sip:carol@sip.test");
+    poll.headers.set("Expires", "0");
+    let outs = h.peer_request(poll);
+    assert_eq!(final_status(&outs), 200);
+    let n = requests(&outs, Method::Notify);
+    assert_eq!(n.len(), 1);
+    let state = n[0].headers.get("Subscription-State").unwrap();
+    assert!(
+        state.starts_with("terminated") && state.contains("timeout"),
+        "{state}"
+    );
+    assert!(body_text(&n[0]).contains("open"));
+}
+
+#[test]
+fn bla_publish_with_sender_is_not_notified_back_to_the_sender() {
+    let mut h = harness();
+    let mut all = Vec::new();
+    for phone in ["sip:phone1@sip.test", "sip:phone2@sip.test"] {
+        let sub = subscribe_to(&mut h, "sip:line@sip.test", "dialog;sla", phone);
+        let outs = h.peer_request(sub);
+        assert_eq!(final_status(&outs), 200);
+        all.extend(ack_notifies(&mut h, &outs));
+    }
+    let req = publish_dialog(&mut h, Some("sip:phone1@sip.test"));
+    let outs = h.peer_request(req);
+    let n = requests(&outs, Method::Notify);
+    let to: Vec<String> = n
+        .iter()
+        .map(|r| r.headers.get("To").unwrap().to_string())
+        .collect();
+    assert_eq!(n.len(), 1, "{to:?}");
+    assert!(to[0].contains("phone2"), "{to:?}");
+    assert!(body_text(&n[0]).contains("trying"));
+}
+
+#[test]
+fn rfc4235_s4_1_dialog_info_version_counts_per_subscription() {
+    let mut h = harness();
+    let sub = subscribe_to(&mut h, "sip:line@sip.test", "dialog", "sip:phone1@sip.test");
+    let outs = h.peer_request(sub);
+    let first = requests(&outs, Method::Notify);
+    assert_eq!(
+        dialog_version(&first[0]),
+        Some(0),
+        "{}",
+        body_text(&first[0])
+    );
+    ack_notifies(&mut h, &outs);
+    let mut versions = Vec::new();
+    for state in ["trying", "confirmed"] {
+        let mut req = publish_dialog(&mut h, None);
+        req.headers.set("Event", "dialog");
+        req.body = DIALOG_TRYING.replace("trying", state).into_bytes();
+        let outs = h.peer_request(req);
+        for n in requests(&outs, Method::Notify) {
+            versions.push(dialog_version(&n).unwrap());
+        }
+        ack_notifies(&mut h, &outs);
+    }
+    assert_eq!(versions, vec![1, 2]);
+}

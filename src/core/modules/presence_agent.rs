@@ -61,6 +61,13 @@ struct WatcherDialog {
     status: WatcherStatus,
 }
 
+impl WatcherDialog {
+    /// The package of the Event value (without parameters).
+    fn package(&self) -> &str {
+        self.event.split(';').next().unwrap_or("").trim()
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct VersionRecord {
     dialog: String,
@@ -74,6 +81,10 @@ pub struct PresenceAgentModule {
     dialogs: BTreeMap<NotifierDialogId, WatcherDialog>,
     /// Next `version` to write per dialog (dialog-info and watcherinfo documents).
     versions: HashMap<NotifierDialogId, u32>,
+    /// A digest of the last document each dialog was sent (its version left at 0), so a
+    /// change that leaves one watcher's view as it was sends that watcher nothing (a BLA
+    /// phone's own publication, RFC 6665 §4.2.2: NOTIFY on a change of *its* state).
+    last_sent: HashMap<NotifierDialogId, u64>,
 }
 
 impl PresenceAgentModule {
@@ -82,6 +93,7 @@ impl PresenceAgentModule {
             domains,
             dialogs: BTreeMap::new(),
             versions: HashMap::new(),
+            last_sent: HashMap::new(),
         }
     }
 
@@ -126,7 +138,7 @@ impl PresenceAgentModule {
         let mut watchers: Vec<Watcher> = self
             .dialogs
             .iter()
-            .filter(|(_, d)| d.presentity == presentity && d.event == "presence")
+            .filter(|(_, d)| d.presentity == presentity && d.package() == "presence")
             .map(|(id, d)| Watcher {
                 id: id.key(),
                 status: d.status,
@@ -208,6 +220,13 @@ impl PresenceAgentModule {
             .map(|(id, d)| (*id, d.clone()))
             .collect();
         for (id, d) in targets {
+            let site = &ctx.svc.site;
+            let probe = self.document_for(site, presentity, &d.event, &d.watcher, 0);
+            let digest = body_digest(probe.as_ref());
+            if self.last_sent.get(&id) == Some(&digest) {
+                continue;
+            }
+            self.last_sent.insert(id, digest);
             let version = self.next_version(ctx, id);
             let body = self.document_for(&ctx.svc.site, presentity, &d.event, &d.watcher, version);
             if let Some(body) = body {
@@ -231,7 +250,7 @@ impl PresenceAgentModule {
             .iter()
             .filter(|(_, d)| {
                 d.presentity == presentity
-                    && d.event == "presence.winfo"
+                    && d.package() == "presence.winfo"
                     && d.status == WatcherStatus::Active
             })
             .map(|(id, _)| *id)
@@ -339,13 +358,17 @@ impl PresenceAgentModule {
             .dialogs
             .iter()
             .filter(|(_, d)| {
-                d.presentity == presentity && d.watcher == watcher && d.event != "presence.winfo"
+                d.presentity == presentity
+                    && d.watcher == watcher
+                    && d.package() != "presence.winfo"
             })
             .map(|(id, d)| (*id, d.clone()))
             .collect();
         for (id, d) in pair {
             match (action, d.status) {
                 (RuleAction::Allow, WatcherStatus::Pending) => {
+                    let probe = self.document_for(&ctx.svc.site, presentity, &d.event, watcher, 0);
+                    self.last_sent.insert(id, body_digest(probe.as_ref()));
                     let version = self.next_version(ctx, id);
                     let body =
                         self.document_for(&ctx.svc.site, presentity, &d.event, watcher, version);
@@ -379,6 +402,14 @@ fn event_matches(event: &str, event_key: &str) -> bool {
         Ok(h) => EventKey::from_header(&h).as_str() == event_key,
         Err(_) => false,
     }
+}
+
+/// A digest of a document (its bytes and type), to tell whether a view changed.
+fn body_digest(body: Option<&NotifierBody>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    body.map(|b| (&b.content_type, &b.bytes)).hash(&mut h);
+    h.finish()
 }
 
 fn version_key(dialog: NotifierDialogId) -> String {
@@ -464,12 +495,22 @@ impl Module for PresenceAgentModule {
                 };
                 // The first document carried version 0 (authorize); the next is 1.
                 self.versions.entry(*dialog).or_insert(1);
+                if status == WatcherStatus::Active {
+                    let probe = self.document_for(
+                        &ctx.svc.site,
+                        &view.presentity,
+                        &view.event_header,
+                        &aor(&view.watcher),
+                        0,
+                    );
+                    self.last_sent.insert(*dialog, body_digest(probe.as_ref()));
+                }
                 self.dialogs.insert(
                     *dialog,
                     WatcherDialog {
                         presentity: view.presentity.clone(),
                         watcher: aor(&view.watcher),
-                        event: view.event.clone(),
+                        event: view.event_header.clone(),
                         status,
                     },
                 );
@@ -480,6 +521,7 @@ impl Module for PresenceAgentModule {
             }
             NotifierEvent::Ended { dialog, view, .. } => {
                 self.dialogs.remove(dialog);
+                self.last_sent.remove(dialog);
                 if self.versions.remove(dialog).is_some() {
                     ctx.store(StoreOp::Delete {
                         table: StoreTable::Presence,
@@ -532,7 +574,7 @@ impl Module for PresenceAgentModule {
                 WatcherDialog {
                     presentity: view.presentity.clone(),
                     watcher: aor(&view.watcher),
-                    event: view.event.clone(),
+                    event: view.event_header.clone(),
                     status,
                 },
             );

@@ -367,6 +367,9 @@ pub struct NotifierDialogView {
     pub presentity: String,
     /// The Event package (with template, e.g. `presence.winfo`).
     pub event: String,
+    /// The whole Event value the subscriber sent, parameters included (`dialog;sla`).
+    #[serde(default)]
+    pub event_header: String,
     /// `pending`, `active` or `terminated` (final NOTIFY not yet sent).
     pub state: String,
     pub call_id: String,
@@ -1261,6 +1264,7 @@ impl Notifier {
             watcher: d.watcher.clone(),
             presentity: d.presentity.clone(),
             event: d.event.package.clone(),
+            event_header: d.event.to_string(),
             state: match d.phase {
                 Phase::Pending => "pending",
                 Phase::Active => "active",
