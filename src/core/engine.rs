@@ -186,6 +186,12 @@ impl Engine {
             Input::Restore(rows) => {
                 self.pua.restore(&mut self.svc, now, &rows);
                 self.svc.notifier.restore(&rows);
+                if let Some(auth) = self.svc.site.auth.as_mut() {
+                    let refused = auth.users.restore(&rows);
+                    for (key, why) in refused {
+                        tracing::warn!(%key, %why, "stored user not restored");
+                    }
+                }
                 let stats = self.notifier_dialogs();
                 for m in self.modules.iter_mut() {
                     let mut ctx = ModuleCtx::new(now, m.id(), &mut self.pua, &mut self.svc, stats);
