@@ -11,7 +11,6 @@ use xmpp_sip_gateway::core::local_site::{config_user, AuthConfig, LocalSiteConfi
 use xmpp_sip_gateway::core::modules::admin::{AdminCommand, AdminReply, SubscribeCommand};
 use xmpp_sip_gateway::core::modules::presence_agent::PresenceAgentModule;
 use xmpp_sip_gateway::core::modules::registrar::RegistrarModule;
-use xmpp_sip_gateway::core::persist::{StoreOp, StoredRow};
 use xmpp_sip_gateway::core::presence::Body;
 use xmpp_sip_gateway::core::pua::PuaEvent;
 use xmpp_sip_gateway::core::registrar::RegistrarConfig;
@@ -104,30 +103,6 @@ fn subscribe(h: &mut Harness, event: &str, watcher: &str) -> Request {
     r
 }
 
-fn responses(outs: &[Output]) -> Vec<Response> {
-    outs.iter()
-        .filter_map(|o| match o {
-            Output::SendSip {
-                message: SipMessage::Response(r),
-                ..
-            } => Some(r.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
-fn requests(outs: &[Output], method: Method) -> Vec<Request> {
-    outs.iter()
-        .filter_map(|o| match o {
-            Output::SendSip {
-                message: SipMessage::Request(r),
-                ..
-            } if r.method == method => Some(r.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
 fn final_status(outs: &[Output]) -> u16 {
     responses(outs)
         .iter()
@@ -147,45 +122,6 @@ fn ack_notifies(h: &mut Harness, outs: &[Output]) -> Vec<Output> {
 
 fn body_text(r: &Request) -> String {
     String::from_utf8_lossy(&r.body).to_string()
-}
-
-fn stores(outs: &[Output]) -> Vec<StoreOp> {
-    outs.iter()
-        .filter_map(|o| match o {
-            Output::Store(op) => Some(op.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
-/// The rows a store would hold after `ops`, for a restore.
-fn rows_after(ops: &[StoreOp]) -> Vec<StoredRow> {
-    let mut rows: std::collections::BTreeMap<(String, String), StoredRow> = Default::default();
-    for op in ops {
-        match op {
-            StoreOp::Put {
-                table,
-                key,
-                owner,
-                data,
-                ..
-            } => {
-                rows.insert(
-                    (table.name().to_string(), key.clone()),
-                    StoredRow {
-                        table: *table,
-                        key: key.clone(),
-                        owner: owner.clone(),
-                        data: data.clone(),
-                    },
-                );
-            }
-            StoreOp::Delete { table, key } => {
-                rows.remove(&(table.name().to_string(), key.clone()));
-            }
-        }
-    }
-    rows.into_values().collect()
 }
 
 #[test]
@@ -545,20 +481,20 @@ fn restart_keeps_etags_bindings_and_rules() {
     let mut ops = Vec::new();
     let req = publish(&mut h, Some(BOB_PIDF), None, 600);
     let outs = h.peer_request(req);
-    ops.extend(stores(&outs));
+    ops.extend(store_ops(&outs));
     let etag = responses(&outs)[0]
         .headers
         .get("SIP-ETag")
         .unwrap()
         .to_string();
     let req = register(&mut h, 600);
-    ops.extend(stores(&h.peer_request(req)));
+    ops.extend(store_ops(&h.peer_request(req)));
     let (_, outs) = h.admin(AdminCommand::SetRule {
         presentity: "sip:bob@sip.test".into(),
         watcher: "sip:alice@xmpp.test".into(),
         action: Some(RuleAction::Allow),
     });
-    ops.extend(stores(&outs));
+    ops.extend(store_ops(&outs));
 
     let mut h2 = harness();
     h2.clock = h.clock.clone();

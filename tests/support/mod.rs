@@ -417,3 +417,44 @@ pub fn secs(s: u64) -> Duration {
 pub fn digest_challenge(header: &'static str, params: &'static str) -> impl Fn(&mut Response) {
     move |r| r.headers.push(header, format!("Digest {params}"))
 }
+
+/// The store writes among `outs`, in order.
+pub fn store_ops(outs: &[Output]) -> Vec<StoreOp> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Store(op) => Some(op.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The rows a store holds after performing `ops` in order (what a restart reads back).
+pub fn rows_after(ops: &[StoreOp]) -> Vec<StoredRow> {
+    let mut rows: std::collections::BTreeMap<(&'static str, String), StoredRow> =
+        Default::default();
+    for op in ops {
+        match op {
+            StoreOp::Put {
+                table,
+                key,
+                owner,
+                data,
+                ..
+            } => {
+                rows.insert(
+                    (table.name(), key.clone()),
+                    StoredRow {
+                        table: *table,
+                        key: key.clone(),
+                        owner: owner.clone(),
+                        data: data.clone(),
+                    },
+                );
+            }
+            StoreOp::Delete { table, key } => {
+                rows.remove(&(table.name(), key.clone()));
+            }
+        }
+    }
+    rows.into_values().collect()
+}

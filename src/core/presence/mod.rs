@@ -13,6 +13,9 @@ pub mod pidf;
 pub mod watcherinfo;
 mod xml;
 
+/// XML escaping shared by every document writer of the core.
+pub use xml::{push_attr_escaped, push_text_escaped};
+
 pub use dialog_info::{build_dialog_info, parse_dialog_info, DialogInfo, DialogTable};
 pub use model::*;
 pub use pidf::{build_pidf, parse_pidf};

@@ -14,11 +14,12 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
+mod local;
 pub mod publisher;
 pub mod subscriber;
 
 use super::module_id::ModuleId;
-use super::persist::{StoreOp, StoreTable, StoredRow};
+use super::persist::{StoreTable, StoredRow};
 use super::services::{Services, TxOwner};
 use super::sip::headers::SubState;
 use super::sip::message::{Request, Response};
@@ -345,187 +346,10 @@ impl PuaService {
         self.subscriptions.get(&id).map(|s| s.call_id().to_string())
     }
 
-    /// Attaches a watcher to a local presentity. The events are those of a SIP
-    /// subscription, so the owner cannot tell the difference: `SubscribeResult` 200 (or
-    /// 403 and `SubscriptionEnded` when a rule denies), then a `Notify` `pending` (no
-    /// body) or `active` with the composed document. Rules set later activate or end it
-    /// ([`Self::on_local_rule_changed`]); publications reach it through
-    /// [`Self::on_local_presence_changed`].
-    fn subscribe_local(&mut self, svc: &mut Services, req: SubscribeRequest) -> SubscriptionId {
-        use crate::core::local_site::{aor, LocalWatch};
-        use crate::core::presence::watcherinfo::WatcherStatus;
-        use crate::core::watcher_rules::RuleAction;
-        let id = SubscriptionId(self.alloc_id());
-        let presentity = aor(&req.presentity);
-        let watcher = aor(&req.watcher);
-        let action = svc.site.rules.decide(&presentity, &watcher);
-        tracing::info!(%id, presentity = %presentity, watcher = %watcher, rule = action.as_str(), "local watcher attached");
-        if action == RuleAction::Deny {
-            self.emit(
-                req.owner,
-                PuaEvent::SubscribeResult {
-                    id,
-                    code: 403,
-                    reason: "Forbidden".into(),
-                },
-            );
-            self.emit(
-                req.owner,
-                PuaEvent::SubscriptionEnded {
-                    id,
-                    end: SubscriptionEnd::Response {
-                        code: 403,
-                        reason: "Forbidden".into(),
-                    },
-                    retry_at: None,
-                },
-            );
-            return id;
-        }
-        let status = if action == RuleAction::Allow {
-            WatcherStatus::Active
-        } else {
-            WatcherStatus::Pending
-        };
-        let w = LocalWatch {
-            owner: req.owner,
-            presentity,
-            watcher,
-            status,
-        };
-        store_local(svc, id, &w);
-        svc.site.local.insert(id, w.clone());
-        self.emit(
-            req.owner,
-            PuaEvent::SubscribeResult {
-                id,
-                code: 200,
-                reason: "OK".into(),
-            },
-        );
-        self.notify_local(svc, id, &w);
-        id
-    }
-
-    /// Emits the current state of local watch `id`.
-    fn notify_local(
-        &mut self,
-        svc: &Services,
-        id: SubscriptionId,
-        w: &crate::core::local_site::LocalWatch,
-    ) {
-        use crate::core::presence::watcherinfo::WatcherStatus;
-        use crate::core::presence_state::EventKey;
-        let (state, body) = match w.status {
-            WatcherStatus::Active => {
-                let body = match svc.site.document(&w.presentity, &EventKey::presence(), 0) {
-                    Some(bytes) => {
-                        match crate::core::presence::parse_body(
-                            Some(crate::core::presence::PIDF),
-                            &bytes,
-                        ) {
-                            Ok(b) => b,
-                            Err(e) => {
-                                tracing::warn!(%id, error = %e, "composed document unreadable");
-                                Body::Empty
-                            }
-                        }
-                    }
-                    None => Body::Pidf(crate::core::presence::PresenceDoc {
-                        entity: w.presentity.clone(),
-                        ..Default::default()
-                    }),
-                };
-                (SubState::Active { expires: None }, body)
-            }
-            _ => (SubState::Pending { expires: None }, Body::Empty),
-        };
-        self.emit(w.owner, PuaEvent::Notify { id, state, body });
-    }
-
-    /// The composed presence of `presentity` changed: every active local watcher of it
-    /// gets a `Notify` with the new document.
-    pub fn on_local_presence_changed(&mut self, svc: &Services, presentity: &str) {
-        use crate::core::presence::watcherinfo::WatcherStatus;
-        let targets: Vec<(SubscriptionId, crate::core::local_site::LocalWatch)> = svc
-            .site
-            .local
-            .iter()
-            .filter(|(_, w)| w.presentity == presentity && w.status == WatcherStatus::Active)
-            .map(|(id, w)| (*id, w.clone()))
-            .collect();
-        for (id, w) in targets {
-            self.notify_local(svc, id, &w);
-        }
-    }
-
-    /// The rule of (`presentity`, `watcher`) changed: pending local watchers become active
-    /// on `allow`; every local watcher of the pair ends with `terminated;reason=rejected`
-    /// on `deny` (RFC 6665 §4.2.2).
-    pub fn on_local_rule_changed(&mut self, svc: &mut Services, presentity: &str, watcher: &str) {
-        use crate::core::presence::watcherinfo::WatcherStatus;
-        use crate::core::watcher_rules::RuleAction;
-        let action = svc.site.rules.decide(presentity, watcher);
-        let pair: Vec<SubscriptionId> = svc
-            .site
-            .local
-            .iter()
-            .filter(|(_, w)| w.presentity == presentity && w.watcher == watcher)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in pair {
-            let Some(w) = svc.site.local.get(&id).cloned() else {
-                continue;
-            };
-            match action {
-                RuleAction::Allow if w.status == WatcherStatus::Pending => {
-                    let mut w = w;
-                    w.status = WatcherStatus::Active;
-                    store_local(svc, id, &w);
-                    svc.site.local.insert(id, w.clone());
-                    self.notify_local(svc, id, &w);
-                }
-                RuleAction::Deny => {
-                    svc.site.local.remove(&id);
-                    svc.store(StoreOp::Delete {
-                        table: StoreTable::Subscriptions,
-                        key: local_key(id),
-                    });
-                    self.emit(
-                        w.owner,
-                        PuaEvent::SubscriptionEnded {
-                            id,
-                            end: SubscriptionEnd::Notified(SubState::Terminated {
-                                reason: Some(
-                                    crate::core::sip::headers::TerminationReason::Rejected,
-                                ),
-                                retry_after: None,
-                            }),
-                            retry_at: None,
-                        },
-                    );
-                }
-                _ => {}
-            }
-        }
-    }
-
     /// Ends a subscription: an in-dialog `SUBSCRIBE Expires: 0` when a dialog exists
     /// (standards.md §16 case 28), else it is dropped locally. Returns whether it existed.
     pub fn unsubscribe(&mut self, svc: &mut Services, now: Timestamp, id: SubscriptionId) -> bool {
-        if let Some(w) = svc.site.local.remove(&id) {
-            svc.store(StoreOp::Delete {
-                table: StoreTable::Subscriptions,
-                key: local_key(id),
-            });
-            self.emit(
-                w.owner,
-                PuaEvent::SubscriptionEnded {
-                    id,
-                    end: SubscriptionEnd::Unsubscribed,
-                    retry_at: None,
-                },
-            );
+        if self.unsubscribe_local(svc, id) {
             return true;
         }
         let old = self.call_id_of(id);
@@ -728,33 +552,7 @@ impl PuaService {
                     }
                 }
                 StoreTable::Subscriptions if row.data.get("local").is_some() => {
-                    match serde_json::from_value::<crate::core::local_site::LocalWatchRecord>(
-                        row.data.clone(),
-                    ) {
-                        Ok(rec) => {
-                            use crate::core::presence::watcherinfo::WatcherStatus;
-                            let Some(owner) = ModuleId::parse(&rec.owner) else {
-                                continue;
-                            };
-                            self.next_id = self.next_id.max(rec.id);
-                            svc.site.local.insert(
-                                SubscriptionId(rec.id),
-                                crate::core::local_site::LocalWatch {
-                                    owner,
-                                    presentity: rec.presentity,
-                                    watcher: rec.watcher,
-                                    status: if rec.active {
-                                        WatcherStatus::Active
-                                    } else {
-                                        WatcherStatus::Pending
-                                    },
-                                },
-                            );
-                        }
-                        Err(e) => {
-                            tracing::warn!(key = %row.key, error = %e, "unreadable local watch row, ignored")
-                        }
-                    }
+                    self.restore_local(svc, row)
                 }
                 StoreTable::Subscriptions => {
                     match serde_json::from_value::<SubscriptionRecord>(row.data.clone()) {
@@ -779,30 +577,4 @@ impl PuaService {
             }
         }
     }
-}
-
-/// The store key of local watch `id`.
-fn local_key(id: SubscriptionId) -> String {
-    format!("local-{}", id.0)
-}
-
-/// Writes local watch `id` (see `LocalWatchRecord`).
-fn store_local(svc: &mut Services, id: SubscriptionId, w: &crate::core::local_site::LocalWatch) {
-    use crate::core::presence::watcherinfo::WatcherStatus;
-    let rec = crate::core::local_site::LocalWatchRecord {
-        local: true,
-        id: id.0,
-        owner: w.owner.as_str().to_string(),
-        presentity: w.presentity.clone(),
-        watcher: w.watcher.clone(),
-        active: w.status == WatcherStatus::Active,
-    };
-    svc.put_record(
-        StoreTable::Subscriptions,
-        local_key(id),
-        w.owner.as_str(),
-        &w.presentity,
-        None,
-        &rec,
-    );
 }

@@ -126,8 +126,9 @@ impl DigestChallenge {
     }
 }
 
-/// Parses `name=token` / `name="quoted"` pairs separated by commas (RFC 7235 §2.1).
-fn parse_auth_params(text: &str) -> Result<Vec<(String, String)>, DigestError> {
+/// Parses `name=token` / `name="quoted"` pairs separated by commas (RFC 7235 §2.1); used by
+/// both the client side here and the verifier (`digest_server`).
+pub(crate) fn parse_auth_params(text: &str) -> Result<Vec<(String, String)>, DigestError> {
     let mut out = Vec::new();
     let mut rest = text.trim_start();
     while !rest.is_empty() {
@@ -139,7 +140,7 @@ fn parse_auth_params(text: &str) -> Result<Vec<(String, String)>, DigestError> {
             .find('=')
             .ok_or_else(|| DigestError("parameter without '='".into()))?;
         let name = rest[..eq].trim();
-        if name.is_empty() || name.contains([',', '"', ' ']) {
+        if name.is_empty() || name.contains([',', '"', ' ', '\t']) {
             return Err(DigestError("bad parameter name".into()));
         }
         let after = rest[eq + 1..].trim_start();
@@ -176,7 +177,8 @@ fn parse_auth_params(text: &str) -> Result<Vec<(String, String)>, DigestError> {
     Ok(out)
 }
 
-fn quote(s: &str) -> String {
+/// `s` as an RFC 7230 quoted-string (`"` and `\` escaped).
+pub(crate) fn quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {

@@ -27,7 +27,7 @@
 
 use sha2::{Digest as _, Sha256};
 
-use super::digest::Algorithm;
+use super::digest::{quote, Algorithm};
 use super::message::Request;
 use crate::core::ids::IdGenerator;
 use crate::core::time::Timestamp;
@@ -440,19 +440,6 @@ pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
     outer.finalize().into()
 }
 
-fn quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        if c == '"' || c == '\\' {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('"');
-    out
-}
-
 /// The Digest `credentials` of an `Authorization` / `Proxy-Authorization` value
 /// (RFC 3261 §25.1 `digest-response`, RFC 7616 §3.4).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -515,54 +502,10 @@ impl Credentials {
     }
 }
 
-/// `name=token` / `name="quoted"` pairs separated by commas (RFC 7235 §2.1). The client
-/// side has the same reader privately in [`super::digest`]; this one returns `None`
-/// instead of an error text, which is all a verifier needs.
+/// `name=token` / `name="quoted"` pairs separated by commas (RFC 7235 §2.1), with the
+/// client side's reader; a verifier only needs to know that it failed.
 fn parse_auth_params(text: &str) -> Option<Vec<(String, String)>> {
-    let mut out = Vec::new();
-    let mut rest = text.trim_start();
-    while !rest.is_empty() {
-        if let Some(r) = rest.strip_prefix(',') {
-            rest = r.trim_start();
-            continue;
-        }
-        let eq = rest.find('=')?;
-        let name = rest[..eq].trim();
-        if name.is_empty() || name.contains([',', '"', ' ', '\t']) {
-            return None;
-        }
-        let after = rest[eq + 1..].trim_start();
-        let (value, remaining) = if let Some(q) = after.strip_prefix('"') {
-            let mut v = String::new();
-            let mut escaped = false;
-            let mut end = None;
-            for (i, c) in q.char_indices() {
-                if escaped {
-                    v.push(c);
-                    escaped = false;
-                } else if c == '\\' {
-                    escaped = true;
-                } else if c == '"' {
-                    end = Some(i);
-                    break;
-                } else {
-                    v.push(c);
-                }
-            }
-            let end = end?;
-            (v, &q[end + 1..])
-        } else {
-            let end = after.find(',').unwrap_or(after.len());
-            (after[..end].trim().to_string(), &after[end..])
-        };
-        out.push((name.to_string(), value));
-        let remaining = remaining.trim_start();
-        if !(remaining.is_empty() || remaining.starts_with(',')) {
-            return None;
-        }
-        rest = remaining;
-    }
-    Some(out)
+    super::digest::parse_auth_params(text).ok()
 }
 
 #[cfg(test)]
