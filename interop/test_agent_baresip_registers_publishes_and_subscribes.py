@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from harness.baresip import Baresip, Contact
-from harness.gateway import GatewayProcess, SipUser, presence_agent_toml
-from harness.procs import LOOPBACK, free_port
+from harness.gateway import SipUser, running_agent_gateway
+
 
 BOB = "sip:bob@sip.test"
 ALICE = "sip:alice@sip.test"
@@ -29,24 +29,11 @@ ALICE = "sip:alice@sip.test"
 
 @pytest.fixture
 def agent_gateway(tmp_path: Path, diagnostics):
-    # The agent serves sip.test itself; the outbound proxy is a closed loopback port that
-    # nothing in this test should ever reach.
-    gw = GatewayProcess(
-        tmp_path / "gateway",
-        f"sip:{LOOPBACK}:{free_port('udp')};transport=udp",
-        extra_toml=presence_agent_toml(
-            domains=["sip.test"],
-            users=[SipUser("bob", "sip.test", "bobpw"), SipUser("alice", "sip.test", "alicepw")],
-            algorithms=["MD5"],
-        ),
-        trusted=[],
-    )
-    diagnostics.files += [gw.log_path, gw.config_path]
-    try:
-        gw.start()
+    with running_agent_gateway(
+        tmp_path / "gateway", diagnostics, [SipUser("bob", "sip.test", "bobpw"), SipUser("alice", "sip.test", "alicepw")], trusted=[],
+        algorithms=["MD5"],
+    ) as gw:
         yield gw
-    finally:
-        gw.stop()
 
 
 @pytest.fixture

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from harness import sipmsg
-from harness.gateway import GatewayProcess, SipUser, presence_agent_toml
+from harness.gateway import SipUser, running_agent_gateway
 from harness.kamailio_pua import KamailioPua
-from harness.procs import LOOPBACK, free_port
+
 
 CAROL = "sip:carol@sip.test"
 ALICE = "sip:alice@sip.test"
@@ -24,21 +24,10 @@ ALICE = "sip:alice@sip.test"
 
 @pytest.fixture
 def agent_gateway(tmp_path: Path, diagnostics):
-    gw = GatewayProcess(
-        tmp_path / "gateway",
-        f"sip:{LOOPBACK}:{free_port('udp')};transport=udp",
-        extra_toml=presence_agent_toml(
-            domains=["sip.test"],
-            users=[SipUser("carol", "sip.test", "carolpw"), SipUser("alice", "sip.test", "alicepw")],
-        ),
-        trusted=["127.0.0.0/8"],
-    )
-    diagnostics.files += [gw.log_path, gw.config_path]
-    try:
-        gw.start()
+    with running_agent_gateway(
+        tmp_path / "gateway", diagnostics, [SipUser("carol", "sip.test", "carolpw"), SipUser("alice", "sip.test", "alicepw")], trusted=["127.0.0.0/8"]
+    ) as gw:
         yield gw
-    finally:
-        gw.stop()
 
 
 @pytest.fixture

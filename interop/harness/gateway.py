@@ -7,6 +7,7 @@ Everything that depends on the gateway's configuration keys or CLI spelling is i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -15,7 +16,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from .procs import LOOPBACK, ManagedProcess, free_port, tail
 
@@ -338,3 +339,24 @@ def outcome_code(res: CtlResult) -> Optional[int]:
     if isinstance(data, dict) and isinstance(data.get("code"), int):
         return data["code"]
     return None
+
+
+@contextlib.contextmanager
+def running_agent_gateway(
+    run_dir: Path, diagnostics, users: list[SipUser], *, trusted: Optional[list[str]], **agent
+) -> Iterator[GatewayProcess]:
+    """A started gateway whose embedded presence agent and registrar serve sip.test
+    (`presence_agent_toml(**agent)`), its outbound proxy a closed loopback port that no
+    agent test may reach; its log and config go to `diagnostics`; stopped by PID on exit."""
+    gw = GatewayProcess(
+        run_dir,
+        f"sip:{LOOPBACK}:{free_port('udp')};transport=udp",
+        extra_toml=presence_agent_toml(domains=["sip.test"], users=users, **agent),
+        trusted=trusted,
+    )
+    diagnostics.files += [gw.log_path, gw.config_path]
+    try:
+        gw.start()
+        yield gw
+    finally:
+        gw.stop()
