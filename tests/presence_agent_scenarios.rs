@@ -655,3 +655,79 @@ fn rfc4235_s4_1_dialog_info_version_counts_per_subscription() {
     }
     assert_eq!(versions, vec![1, 2]);
 }
+
+fn admin_publish(h: &mut Harness, body: Option<&str>, expires: i64) -> Vec<Output> {
+    h.admin(Harness::publish_cmd(
+        "sip:bob@sip.test",
+        expires,
+        body,
+        None,
+    ))
+    .1
+}
+
+fn published_outcome(outs: &[Output]) -> (u16, Option<String>) {
+    outs.iter()
+        .find_map(|o| match o {
+            Output::AdminReply {
+                reply: AdminReply::Published(p),
+                ..
+            } => Some((p.code, p.etag.clone())),
+            _ => None,
+        })
+        .expect("a publish reply")
+}
+
+#[test]
+fn module_publication_for_a_local_presentity_goes_into_the_state_service_without_sip() {
+    let mut h = harness();
+    let sub = subscribe(&mut h, "presence", "sip:carol@sip.test");
+    let outs = h.peer_request(sub);
+    ack_notifies(&mut h, &outs);
+    let outs = admin_publish(&mut h, Some(BOB_PIDF), -1);
+    assert!(
+        requests(&outs, Method::Publish).is_empty(),
+        "no PUBLISH leaves for a local presentity"
+    );
+    let (code, etag) = published_outcome(&outs);
+    assert_eq!(code, 200);
+    assert!(etag.is_some());
+    let n = requests(&outs, Method::Notify);
+    assert_eq!(n.len(), 1, "the watcher is told: {outs:?}");
+    assert!(body_text(&n[0]).contains("open"));
+    ack_notifies(&mut h, &outs);
+}
+
+#[test]
+fn module_publication_without_expiry_is_refreshed_past_the_granted_interval() {
+    let mut h = harness();
+    admin_publish(&mut h, Some(BOB_PIDF), -1);
+    // The state service grants at most 3600 s; the PUA refreshes it at 85 %.
+    h.advance(std::time::Duration::from_secs(3700));
+    let sub = subscribe(&mut h, "presence", "sip:carol@sip.test");
+    let outs = h.peer_request(sub);
+    let n = requests(&outs, Method::Notify);
+    assert!(
+        body_text(&n[0]).contains("open"),
+        "still published: {}",
+        body_text(&n[0])
+    );
+}
+
+#[test]
+fn removing_the_last_publication_tells_watchers_there_is_no_tuple_left() {
+    let mut h = harness();
+    admin_publish(&mut h, Some(BOB_PIDF), -1);
+    let sub = subscribe(&mut h, "presence", "sip:carol@sip.test");
+    let outs = h.peer_request(sub);
+    ack_notifies(&mut h, &outs);
+    let outs = admin_publish(&mut h, None, 0);
+    assert_eq!(published_outcome(&outs).0, 200);
+    let n = requests(&outs, Method::Notify);
+    assert_eq!(n.len(), 1, "{outs:?}");
+    let doc = body_text(&n[0]);
+    assert!(
+        doc.contains("sip:bob@sip.test") && !doc.contains("<tuple"),
+        "{doc}"
+    );
+}

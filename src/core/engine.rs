@@ -289,10 +289,18 @@ impl Engine {
         for _ in 0..64 {
             let events = self.pua.take_events();
             let nevents: Vec<_> = self.svc.notifier_events.drain(..).collect();
-            if events.is_empty() && nevents.is_empty() {
+            let changes: Vec<_> = self.svc.site_changes.drain(..).collect();
+            if events.is_empty() && nevents.is_empty() && changes.is_empty() {
                 return;
             }
             let stats = self.notifier_dialogs();
+            for (presentity, event, changed) in changes {
+                for m in self.modules.iter_mut() {
+                    let mid = m.id();
+                    let mut ctx = ModuleCtx::new(now, mid, &mut self.pua, &mut self.svc, stats);
+                    m.on_presence_changed(&mut ctx, &presentity, &event, changed);
+                }
+            }
             for (owner, ev) in nevents {
                 if let Some(m) = self.modules.iter_mut().find(|m| m.id() == owner) {
                     let mut ctx = ModuleCtx::new(now, owner, &mut self.pua, &mut self.svc, stats);

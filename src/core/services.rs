@@ -177,6 +177,9 @@ pub struct Services {
     pub routing: RoutingTable,
     /// The locally served SIP site: presence state, rules, location, authentication.
     pub site: LocalSite,
+    /// Changes of local presence state made through the PUA (presentity, event, whether
+    /// the composed document changed), for the module serving that state's watchers.
+    pub site_changes: VecDeque<(String, String, bool)>,
 }
 
 impl Services {
@@ -202,6 +205,7 @@ impl Services {
             notifier_events: VecDeque::new(),
             routing,
             site,
+            site_changes: VecDeque::new(),
         }
     }
 

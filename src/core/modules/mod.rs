@@ -285,6 +285,19 @@ pub trait Module: Send {
         let _ = ctx;
     }
 
+    /// The local presence state of `presentity` for `event` changed through the PUA (a
+    /// module's publication); `changed` tells whether the composed document differs. The
+    /// module serving that state's watchers notifies them.
+    fn on_presence_changed(
+        &mut self,
+        ctx: &mut ModuleCtx<'_>,
+        presentity: &str,
+        event: &str,
+        changed: bool,
+    ) {
+        let _ = (ctx, presentity, event, changed);
+    }
+
     /// News about one of this module's notifier dialogs.
     fn on_notifier_event(&mut self, ctx: &mut ModuleCtx<'_>, event: &NotifierEvent) {
         let _ = (ctx, event);

@@ -25,10 +25,11 @@ use super::{Module, ModuleCtx, ModuleId};
 use crate::core::handles::AdminRequestId;
 use crate::core::local_site::{aor, LocalSite};
 use crate::core::persist::{StoreOp, StoreTable, StoredRow};
+use crate::core::presence::pidf::build_pidf;
 use crate::core::presence::watcherinfo::{
     build_watcherinfo, Watcher, WatcherEvent, WatcherInfo, WatcherList, WatcherStatus,
 };
-use crate::core::presence::{DocState, DIALOG_INFO, PIDF, WATCHERINFO};
+use crate::core::presence::{DocState, PresenceDoc, DIALOG_INFO, PIDF, WATCHERINFO};
 use crate::core::presence_state::{EventKey, PublishInput};
 use crate::core::routing::{DomainMatch, Route};
 use crate::core::sip::headers::{EventHeader, TerminationReason};
@@ -202,9 +203,21 @@ impl PresenceAgentModule {
         // A BLA phone is not told its own state (anchors.md §6.3; pua_bla's Sender).
         let exclude = (key.as_str() == "dialog;sla").then_some(watcher);
         let ct = Self::body_type(&header.package)?;
-        site.presence
-            .document(presentity, &key, version, exclude)
-            .map(|b| NotifierBody::new(ct, b))
+        match site.presence.document(presentity, &key, version, exclude) {
+            Some(b) => Some(NotifierBody::new(ct, b)),
+            // No publication (any more): a document without tuples says so (RFC 3863
+            // §4.1: the presentity offers no service), rather than a NOTIFY without body,
+            // which would leave the watcher at the last state (RFC 3856 §6.8).
+            None if header.package == "presence" => Some(NotifierBody::new(
+                PIDF,
+                build_pidf(&PresenceDoc {
+                    entity: presentity.to_string(),
+                    ..PresenceDoc::default()
+                })
+                .into_bytes(),
+            )),
+            None => None,
+        }
     }
 
     /// Pushes the current state to every active dialog of `presentity` for `event_key`.
@@ -535,6 +548,22 @@ impl Module for PresenceAgentModule {
             }
             NotifierEvent::Refreshed { .. } | NotifierEvent::Polled { .. } => {}
         }
+    }
+
+    fn on_presence_changed(
+        &mut self,
+        ctx: &mut ModuleCtx<'_>,
+        presentity: &str,
+        event: &str,
+        changed: bool,
+    ) {
+        if changed {
+            if let Ok(h) = EventHeader::parse(event) {
+                let key = EventKey::from_header(&h);
+                self.fan_out(ctx, presentity, key.as_str());
+            }
+        }
+        self.arm(ctx);
     }
 
     fn on_timer(&mut self, ctx: &mut ModuleCtx<'_>, token: u64) {

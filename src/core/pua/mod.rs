@@ -169,6 +169,8 @@ pub struct PuaService {
     by_call_id: HashMap<String, SubscriptionId>,
     next_id: u64,
     events: VecDeque<(ModuleId, PuaEvent)>,
+    /// Publications of modules into the local presence state service (no SIP hop).
+    local_publications: BTreeMap<PublicationId, local::LocalPublication>,
 }
 
 /// Where an incoming NOTIFY went.
@@ -207,6 +209,9 @@ impl PuaService {
         now: Timestamp,
         req: PublishRequest,
     ) -> Result<PublicationId, PublishError> {
+        if svc.site.serves(&req.presentity) && local::publishable(&req.event) {
+            return self.publish_local(svc, now, req);
+        }
         let existing = self
             .publications
             .iter()
@@ -268,7 +273,10 @@ impl PuaService {
     /// The sequence number of the latest caller operation on a publication; a
     /// [`PuaEvent::PublishResult`] with `op_seq` at or above it settles that operation.
     pub fn publication_op_seq(&self, id: PublicationId) -> Option<u64> {
-        self.publications.get(&id).map(|p| p.op_seq())
+        self.publications
+            .get(&id)
+            .map(|p| p.op_seq())
+            .or_else(|| self.local_publications.get(&id).map(|p| p.op_seq))
     }
 
     pub fn find_publication(
@@ -288,10 +296,21 @@ impl PuaService {
         self.publications
             .values()
             .any(|p| p.presentity() == presentity && p.event() == event && p.etag() == Some(etag))
+            || self.local_publications.values().any(|p| {
+                p.presentity == crate::core::local_site::aor(presentity)
+                    && p.event == event
+                    && p.etag == etag
+            })
     }
 
     pub fn publication_views(&self, now: Timestamp) -> Vec<PublicationView> {
-        self.publications.values().map(|p| p.view(now)).collect()
+        let mut v: Vec<PublicationView> = self.publications.values().map(|p| p.view(now)).collect();
+        v.extend(
+            self.local_publications
+                .iter()
+                .map(|(id, p)| p.view(*id, now)),
+        );
+        v
     }
 
     // ----- subscriptions (RFC 6665) -----
@@ -391,7 +410,7 @@ impl PuaService {
     }
 
     pub fn publication_count(&self) -> usize {
-        self.publications.len()
+        self.publications.len() + self.local_publications.len()
     }
 
     pub fn subscription_count(&self) -> usize {
@@ -461,6 +480,9 @@ impl PuaService {
     pub fn on_timer(&mut self, svc: &mut Services, now: Timestamp, timer: PuaTimer) {
         let mut events = Vec::new();
         match timer {
+            PuaTimer::Publication(id) if self.local_publications.contains_key(&id) => {
+                self.refresh_local(svc, now, id);
+            }
             PuaTimer::Publication(id) => {
                 let Some(p) = self.publications.get_mut(&id) else {
                     return;
@@ -533,6 +555,9 @@ impl PuaService {
         let mut slot = now;
         for row in rows {
             match row.table {
+                StoreTable::Publications if row.data.get("local").is_some() => {
+                    self.restore_local_publication(svc, now, row)
+                }
                 StoreTable::Publications => {
                     match serde_json::from_value::<PublicationRecord>(row.data.clone()) {
                         Ok(rec) => {
