@@ -111,3 +111,82 @@ fn run_time_user_registers_with_digest_and_survives_a_restart_with_the_binding()
         "the stored user still authenticates: {again}"
     );
 }
+
+fn subscribe_from(sock: &UdpSocket, watcher: &str) -> String {
+    let local = sock.local_addr().unwrap();
+    format!(
+        "SUBSCRIBE sip:dave@sip.test SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {local};branch=z9hG4bKsub1\r\n\
+         Max-Forwards: 70\r\n\
+         From: <{watcher}>;tag=w1\r\n\
+         To: <sip:dave@sip.test>\r\n\
+         Call-ID: sub-1@{local}\r\n\
+         CSeq: 1 SUBSCRIBE\r\n\
+         Contact: <sip:w@{local}>\r\n\
+         Event: presence\r\n\
+         Expires: 600\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+}
+
+/// Reads requests arriving at `sock` until a NOTIFY whose Subscription-State starts with
+/// `state`; answers each NOTIFY 200. Returns that NOTIFY.
+fn notify_with_state(sock: &UdpSocket, state: &str) -> String {
+    let mut buf = [0u8; 65536];
+    for _ in 0..20 {
+        let (n, from) = sock.recv_from(&mut buf).expect("a NOTIFY within the wait");
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if !text.starts_with("NOTIFY ") {
+            continue;
+        }
+        let mut ok = String::from("SIP/2.0 200 OK\r\n");
+        for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+            if let Some(v) = header(&text, name) {
+                ok.push_str(&format!("{name}: {v}\r\n"));
+            }
+        }
+        ok.push_str("Content-Length: 0\r\n\r\n");
+        sock.send_to(ok.as_bytes(), from).unwrap();
+        if header(&text, "Subscription-State").is_some_and(|s| s.starts_with(state)) {
+            return text;
+        }
+    }
+    panic!("no NOTIFY with state {state}");
+}
+
+#[test]
+fn ctl_rules_set_activates_a_pending_watcher_of_the_real_binary() {
+    let mut gw = Gateway::start_with(AGENT);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(WAIT)).unwrap();
+    let ok = exchange(
+        &sock,
+        gw.udp.unwrap(),
+        &subscribe_from(&sock, "sip:alice@xmpp.test"),
+    );
+    assert_eq!(status_of(&ok), Some(200), "{ok}");
+    notify_with_state(&sock, "pending");
+    let (code, out, err) = ctl(&gw, &["watchers", "--presentity", "sip:dave@sip.test"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("sip:alice@xmpp.test") && out.contains("pending"),
+        "{out}"
+    );
+    let (code, _, err) = ctl(
+        &gw,
+        &[
+            "rules",
+            "set",
+            "--presentity",
+            "sip:dave@sip.test",
+            "--watcher",
+            "sip:alice@xmpp.test",
+            "--action",
+            "allow",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let active = notify_with_state(&sock, "active");
+    assert!(active.contains("sip:dave@sip.test"), "{active}");
+    gw.wait_for_line("watcher rule set");
+}

@@ -731,3 +731,19 @@ fn removing_the_last_publication_tells_watchers_there_is_no_tuple_left() {
         "{doc}"
     );
 }
+
+#[test]
+fn rfc3261_s22_untrusted_publish_and_subscribe_are_challenged_too() {
+    let mut h = harness();
+    let req = publish(&mut h, Some(BOB_PIDF), None, 600);
+    let outs = from_stranger(&mut h, req);
+    assert_eq!(final_status(&outs), 401);
+    let sub = subscribe(&mut h, "presence", "sip:bob@sip.test");
+    let outs = from_stranger(&mut h, sub);
+    assert_eq!(final_status(&outs), 401);
+    // An untrusted peer claiming a domain the gateway does not serve cannot be
+    // authenticated here at all: 403, no challenge.
+    let sub = subscribe(&mut h, "presence", "sip:eve@elsewhere.test");
+    let outs = from_stranger(&mut h, sub);
+    assert_eq!(final_status(&outs), 403);
+}
