@@ -36,8 +36,9 @@ use crate::io::sip_codec::{decode_message, Framed, StreamFramer};
 const MAX_TCP_CONNECTIONS: usize = 1024;
 /// Messages queued per TCP connection before sends to it fail.
 const CONNECTION_QUEUE: usize = 64;
-/// Messages queued for the sender task before sends fail.
-const SEND_QUEUE: usize = 1024;
+/// Messages queued for the sender task (a fan-out of one PUBLISH to thousands of watchers
+/// leaves in one engine turn). Bounded: 16 384 messages of at most `max_message_size`.
+const SEND_QUEUE: usize = 16_384;
 /// How long a connection whose input can no longer be framed stays open for the answer.
 const LINGER: Duration = Duration::from_secs(2);
 /// Connecting to a peer that does not answer counts as a transport error after this.
@@ -152,12 +153,23 @@ pub struct SipSender {
 }
 
 impl SipSender {
-    /// Queues `bytes` for `to`. When the queue is full the message is not sent and the
-    /// engine hears `SipTransportError` (a full queue is a transport that cannot keep up).
+    /// Queues `bytes` for `to`. When the queue is full the message is not sent. Over UDP
+    /// that is a lost datagram, which the transaction layer recovers by retransmitting
+    /// (RFC 3261 §17.1.2.2 Timer E; a peer retransmits its request for a lost response):
+    /// reporting it as a transport error would fail every transaction towards that peer
+    /// (§17.1.4), which for a proxy or a site behind one address is every watcher at once.
+    /// Over TCP, where nothing retransmits, the engine hears `SipTransportError`.
     pub fn send(&self, to: Peer, bytes: Vec<u8>) {
         if let Err(e) = self.tx.try_send((to, bytes)) {
-            warn!(peer = %to, "sip send queue unavailable: {e}");
-            self.shared.report_error(to);
+            match to.transport {
+                Transport::Udp => {
+                    warn!(peer = %to, "sip send queue full; datagram dropped, left to retransmission: {e}")
+                }
+                Transport::Tcp => {
+                    warn!(peer = %to, "sip send queue unavailable: {e}");
+                    self.shared.report_error(to);
+                }
+            }
         }
     }
 }
@@ -525,6 +537,35 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(&buf[..n], b"hello");
+    }
+
+    /// A full send queue loses a UDP datagram (left to Timer E) but fails a TCP message.
+    #[tokio::test]
+    async fn full_send_queue_drops_udp_datagrams_without_failing_transactions() {
+        let (itx, mut irx) = mpsc::channel(16);
+        let shared = Arc::new(Shared {
+            inputs: itx,
+            cancel: CancellationToken::new(),
+            conns: Mutex::new(HashMap::new()),
+            next_conn_id: Mutex::new(0),
+            conn_slots: Arc::new(Semaphore::new(1)),
+            max_message_size: 65536,
+        });
+        let (tx, _never_drained) = mpsc::channel(1);
+        let sender = SipSender { tx, shared };
+        let udp = peer(Transport::Udp, "127.0.0.1:9".parse().unwrap());
+        sender.send(udp, b"fills the queue".to_vec());
+        sender.send(udp, b"dropped".to_vec());
+        assert!(
+            irx.try_recv().is_err(),
+            "a lost datagram is no transport error"
+        );
+        let tcp = peer(Transport::Tcp, "127.0.0.1:9".parse().unwrap());
+        sender.send(tcp, b"cannot leave".to_vec());
+        assert_eq!(
+            next_input(&mut irx).await,
+            Input::SipTransportError { to: tcp }
+        );
     }
 
     #[tokio::test]

@@ -16,7 +16,7 @@
 //! counter per notifier dialog, written behind every [`VERSION_STRIDE`] documents and
 //! restored that far ahead, so it only increases across a restart.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -59,7 +59,62 @@ struct WatcherDialog {
     watcher: String,
     /// The Event value as the subscriber sent it (`presence`, `dialog;sla`).
     event: String,
+    /// The state it watches (`EventKey` of `event`: `dialog;call-id=…` watches `dialog`).
+    key: String,
     status: WatcherStatus,
+}
+
+/// The watcher dialogs this module serves, indexed by presentity so a publication, a
+/// rule or a new watcher costs what its presentity has, not what the whole site has.
+#[derive(Debug, Default)]
+struct Watchers {
+    all: BTreeMap<NotifierDialogId, WatcherDialog>,
+    by_presentity: HashMap<String, BTreeSet<NotifierDialogId>>,
+}
+
+impl Watchers {
+    fn insert(&mut self, id: NotifierDialogId, w: WatcherDialog) {
+        self.remove(id);
+        self.by_presentity
+            .entry(w.presentity.clone())
+            .or_default()
+            .insert(id);
+        self.all.insert(id, w);
+    }
+
+    fn remove(&mut self, id: NotifierDialogId) -> Option<WatcherDialog> {
+        let w = self.all.remove(&id)?;
+        if let Some(set) = self.by_presentity.get_mut(&w.presentity) {
+            set.remove(&id);
+            if set.is_empty() {
+                self.by_presentity.remove(&w.presentity);
+            }
+        }
+        Some(w)
+    }
+
+    /// The dialogs of `presentity`, by id.
+    fn of<'a>(
+        &'a self,
+        presentity: &str,
+    ) -> impl Iterator<Item = (NotifierDialogId, &'a WatcherDialog)> + 'a {
+        self.by_presentity
+            .get(presentity)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.all.get(id).map(|w| (*id, w)))
+    }
+
+    fn count(&self, presentity: &str) -> usize {
+        self.by_presentity.get(presentity).map_or(0, BTreeSet::len)
+    }
+}
+
+/// The state key of an Event value (see `EventKey`), empty when it does not parse.
+fn state_key(event: &str) -> String {
+    EventHeader::parse(event)
+        .map(|h| EventKey::from_header(&h).as_str().to_string())
+        .unwrap_or_default()
 }
 
 impl WatcherDialog {
@@ -79,7 +134,7 @@ struct VersionRecord {
 #[derive(Debug)]
 pub struct PresenceAgentModule {
     domains: Vec<String>,
-    dialogs: BTreeMap<NotifierDialogId, WatcherDialog>,
+    dialogs: Watchers,
     /// Next `version` to write per dialog (dialog-info and watcherinfo documents).
     versions: HashMap<NotifierDialogId, u32>,
     /// A digest of the last document each dialog was sent (its version left at 0), so a
@@ -92,7 +147,7 @@ impl PresenceAgentModule {
     pub fn new(domains: Vec<String>) -> Self {
         PresenceAgentModule {
             domains,
-            dialogs: BTreeMap::new(),
+            dialogs: Watchers::default(),
             versions: HashMap::new(),
             last_sent: HashMap::new(),
         }
@@ -138,8 +193,8 @@ impl PresenceAgentModule {
     fn winfo_document(&self, site: &LocalSite, presentity: &str, version: u32) -> Vec<u8> {
         let mut watchers: Vec<Watcher> = self
             .dialogs
-            .iter()
-            .filter(|(_, d)| d.presentity == presentity && d.package() == "presence")
+            .of(presentity)
+            .filter(|(_, d)| d.package() == "presence")
             .map(|(id, d)| Watcher {
                 id: id.key(),
                 status: d.status,
@@ -224,13 +279,9 @@ impl PresenceAgentModule {
     fn fan_out(&mut self, ctx: &mut ModuleCtx<'_>, presentity: &str, event_key: &str) {
         let targets: Vec<(NotifierDialogId, WatcherDialog)> = self
             .dialogs
-            .iter()
-            .filter(|(_, d)| {
-                d.presentity == presentity
-                    && d.status == WatcherStatus::Active
-                    && event_matches(&d.event, event_key)
-            })
-            .map(|(id, d)| (*id, d.clone()))
+            .of(presentity)
+            .filter(|(_, d)| d.status == WatcherStatus::Active && d.key == event_key)
+            .map(|(id, d)| (id, d.clone()))
             .collect();
         for (id, d) in targets {
             let site = &ctx.svc.site;
@@ -260,13 +311,9 @@ impl PresenceAgentModule {
     fn fan_out_winfo(&mut self, ctx: &mut ModuleCtx<'_>, presentity: &str) {
         let targets: Vec<NotifierDialogId> = self
             .dialogs
-            .iter()
-            .filter(|(_, d)| {
-                d.presentity == presentity
-                    && d.package() == "presence.winfo"
-                    && d.status == WatcherStatus::Active
-            })
-            .map(|(id, _)| *id)
+            .of(presentity)
+            .filter(|(_, d)| d.package() == "presence.winfo" && d.status == WatcherStatus::Active)
+            .map(|(id, _)| id)
             .collect();
         for id in targets {
             let version = self.next_version(ctx, id);
@@ -369,13 +416,9 @@ impl PresenceAgentModule {
         let action = ctx.svc.site.rules.decide(presentity, watcher);
         let pair: Vec<(NotifierDialogId, WatcherDialog)> = self
             .dialogs
-            .iter()
-            .filter(|(_, d)| {
-                d.presentity == presentity
-                    && d.watcher == watcher
-                    && d.package() != "presence.winfo"
-            })
-            .map(|(id, d)| (*id, d.clone()))
+            .of(presentity)
+            .filter(|(_, d)| d.watcher == watcher && d.package() != "presence.winfo")
+            .map(|(id, d)| (id, d.clone()))
             .collect();
         for (id, d) in pair {
             match (action, d.status) {
@@ -385,7 +428,7 @@ impl PresenceAgentModule {
                     let version = self.next_version(ctx, id);
                     let body =
                         self.document_for(&ctx.svc.site, presentity, &d.event, watcher, version);
-                    if let Some(w) = self.dialogs.get_mut(&id) {
+                    if let Some(w) = self.dialogs.all.get_mut(&id) {
                         w.status = WatcherStatus::Active;
                     }
                     ctx.notify(id, Some(StateChange::Activate), body);
@@ -405,15 +448,6 @@ impl PresenceAgentModule {
         }
         ctx.local_rule_changed(presentity, watcher);
         self.winfo_changed(ctx, presentity);
-    }
-}
-
-/// Whether a dialog subscribed with `event` (its Event value) sees the state of
-/// `event_key` (`dialog;call-id=…` filters still see `dialog`).
-fn event_matches(event: &str, event_key: &str) -> bool {
-    match EventHeader::parse(event) {
-        Ok(h) => EventKey::from_header(&h).as_str() == event_key,
-        Err(_) => false,
     }
 }
 
@@ -470,11 +504,7 @@ impl Module for PresenceAgentModule {
         if !site.serves(&presentity) {
             return Decision::reject(404);
         }
-        let live = self
-            .dialogs
-            .values()
-            .filter(|d| d.presentity == presentity)
-            .count();
+        let live = self.dialogs.count(&presentity);
         if !info.is_poll && live >= site.max_subscriptions_per_presentity {
             tracing::warn!(presentity = %presentity, live, "subscription limit reached");
             return Decision::reject(503).for_resource(presentity);
@@ -524,6 +554,7 @@ impl Module for PresenceAgentModule {
                         presentity: view.presentity.clone(),
                         watcher: aor(&view.watcher),
                         event: view.event_header.clone(),
+                        key: state_key(&view.event_header),
                         status,
                     },
                 );
@@ -533,7 +564,7 @@ impl Module for PresenceAgentModule {
                 }
             }
             NotifierEvent::Ended { dialog, view, .. } => {
-                self.dialogs.remove(dialog);
+                self.dialogs.remove(*dialog);
                 self.last_sent.remove(dialog);
                 if self.versions.remove(dialog).is_some() {
                     ctx.store(StoreOp::Delete {
@@ -604,6 +635,7 @@ impl Module for PresenceAgentModule {
                     presentity: view.presentity.clone(),
                     watcher: aor(&view.watcher),
                     event: view.event_header.clone(),
+                    key: state_key(&view.event_header),
                     status,
                 },
             );
@@ -613,7 +645,7 @@ impl Module for PresenceAgentModule {
         }) {
             if let Ok(rec) = serde_json::from_value::<VersionRecord>(row.data.clone()) {
                 if let Some(id) = NotifierDialogId::parse(&rec.dialog) {
-                    if self.dialogs.contains_key(&id) {
+                    if self.dialogs.all.contains_key(&id) {
                         // Ahead of anything sent before the restart (see the module docs).
                         self.versions
                             .insert(id, rec.version.saturating_add(VERSION_STRIDE + 1));
@@ -621,7 +653,7 @@ impl Module for PresenceAgentModule {
                 }
             }
         }
-        for id in self.dialogs.keys() {
+        for id in self.dialogs.all.keys() {
             self.versions.entry(*id).or_insert(VERSION_STRIDE + 1);
         }
         self.arm(ctx);
@@ -671,6 +703,7 @@ impl Module for PresenceAgentModule {
                 let filter = presentity.as_deref().map(aor);
                 let mut v: Vec<WatcherView> = self
                     .dialogs
+                    .all
                     .iter()
                     .filter(|(_, d)| filter.as_ref().is_none_or(|p| *p == d.presentity))
                     .map(|(id, d)| WatcherView {
