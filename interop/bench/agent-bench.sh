@@ -23,10 +23,11 @@ kam="$here/kamailio-target.sh {port} {dir}"
 args_for() {
     case "$1" in
         w1) echo "--presentities 100 --watchers 1 --rate max --duration 10" ;;
-        fanout) echo "--presentities 10 --watchers 1000 --rate max --duration 10 --setup-rate 2000" ;;
+        fanout) echo "--presentities 10 --watchers 1000 --rate max --duration 10 --setup-rate 500" ;;
+        open5k) echo "--presentities 1000 --watchers 1 --rate 5000 --duration 10" ;;
         half-w1) echo "--presentities 1000 --watchers 1 --rate 10000 --duration 10" ;;
-        half-fanout) echo "--presentities 10 --watchers 1000 --rate 50 --duration 10 --setup-rate 2000" ;;
-        mem) echo "--presentities 100 --watchers 1000 --rate 100 --duration 3 --setup-rate 2000 --setup-timeout 300" ;;
+        half-fanout) echo "--presentities 10 --watchers 1000 --rate 50 --duration 10 --setup-rate 500" ;;
+        mem) echo "--presentities 100 --watchers 1000 --subscribe-only --setup-rate 1000 --setup-timeout 400" ;;
         *) echo "unknown scenario $1" >&2; exit 2 ;;
     esac
 }

@@ -87,6 +87,10 @@ pub struct AgentArgs {
     /// Expires of the SUBSCRIBEs and PUBLISHes (longer than the run: nothing is refreshed).
     #[arg(long, default_value_t = 3600)]
     pub expires: u32,
+    /// Only set up the subscriptions and read the memory figures (no PUBLISH at all):
+    /// for the memory-per-subscription run at large scale.
+    #[arg(long)]
+    pub subscribe_only: bool,
     /// Watcher sockets, each with its own receiver thread.
     #[arg(long, default_value_t = 2)]
     pub ua_sockets: usize,
@@ -171,6 +175,9 @@ pub struct AgentReport {
     pub latency: Percentiles,
     pub target_cpu_s: Option<f64>,
     pub target_cpu_s_per_1000_publish: Option<f64>,
+    /// The tool's own CPU seconds (all its threads) over the measured phase: it shares
+    /// the machine with the target.
+    pub tool_cpu_s: Option<f64>,
     pub memory: MemReport,
     pub counters: BTreeMap<String, u64>,
 }
@@ -185,8 +192,11 @@ struct Shared {
     /// Send time (ns since `t0`, + 1 so 0 means unsent) and presentity of seq `n` at `n-1`.
     sent_at: Vec<AtomicU64>,
     sent_pres: Vec<AtomicU32>,
-    /// Per presentity: (its last seq << 24) | watchers that have it.
+    /// Per presentity: (its last seq << 24) | watchers that have it (closed-loop pacing).
     progress: Vec<AtomicU64>,
+    /// Per seq (at `n-1`): watchers it reached (a watcher that got a newer state first
+    /// never counts for it).
+    reached: Vec<AtomicU32>,
     /// Updates that reached every watcher of their presentity, from `measure_from` on.
     notified: AtomicU64,
     last_delivered: Vec<AtomicU64>,
@@ -418,13 +428,13 @@ fn watcher_thread(sock: Arc<UdpSocket>, sh: Arc<Shared>, stats: Arc<Mutex<WStats
                 break;
             }
             match p.compare_exchange_weak(cur, cur + 1, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => {
-                    if (cur & COUNT_MASK) + 1 == sh.per_presentity as u64 && measured {
-                        sh.notified.fetch_add(1, Ordering::AcqRel);
-                    }
-                    break;
-                }
+                Ok(_) => break,
                 Err(c) => cur = c,
+            }
+        }
+        if let Some(r) = slot.and_then(|i| sh.reached.get(i)) {
+            if r.fetch_add(1, Ordering::AcqRel) + 1 == sh.per_presentity as u32 && measured {
+                sh.notified.fetch_add(1, Ordering::AcqRel);
             }
         }
         if measured {
@@ -903,6 +913,18 @@ CSeq: {n} OPTIONS\r\nContent-Length: 0\r\n\r\n",
         (self.next_seq - first_seq, first_send)
     }
 
+    fn label(&self) -> String {
+        self.a.label.clone().unwrap_or_else(|| {
+            if self.a.gateway_cmd.is_some() {
+                "gateway".into()
+            } else if self.a.target_cmd.is_some() {
+                "target-cmd".into()
+            } else {
+                "external".into()
+            }
+        })
+    }
+
     fn merged_counters(&self) -> BTreeMap<String, u64> {
         let mut c = self.counters.clone();
         for s in &self.stats {
@@ -966,6 +988,7 @@ fn run_blocking(
         run,
         sent_at: (0..cap).map(|_| AtomicU64::new(0)).collect(),
         sent_pres: (0..cap).map(|_| AtomicU32::new(u32::MAX)).collect(),
+        reached: (0..cap).map(|_| AtomicU32::new(0)).collect(),
         progress: (0..np).map(|_| AtomicU64::new(0)).collect(),
         notified: AtomicU64::new(0),
         last_delivered: (0..total).map(|_| AtomicU64::new(0)).collect(),
@@ -1039,6 +1062,22 @@ fn run_phases(ag: &mut Agent, check: bool) -> Result<AgentReport, String> {
     (memr.pss_subscribed_kib, memr.rss_subscribed_kib) = mem(ag.pid);
     memr.pss_per_subscription_bytes = per_sub(memr.pss_idle_kib, memr.pss_subscribed_kib, total);
     memr.rss_per_subscription_bytes = per_sub(memr.rss_idle_kib, memr.rss_subscribed_kib, total);
+    if ag.a.subscribe_only {
+        return Ok(AgentReport {
+            mode: "agent",
+            label: ag.label(),
+            pass: true,
+            offered: "none (--subscribe-only)".into(),
+            presentities: ag.a.presentities,
+            watchers_per_presentity: ag.a.watchers,
+            subscriptions: total,
+            subscribe_s,
+            memory: memr,
+            tool_cpu_s: procfs::cpu_seconds(std::process::id()),
+            counters: ag.merged_counters(),
+            ..AgentReport::default()
+        });
+    }
     let initial_publish_s = ag.initial_publications()?;
     memr.pss_published_kib = mem(ag.pid).0;
     // Everything before this seq was setup.
@@ -1049,8 +1088,13 @@ fn run_phases(ag: &mut Agent, check: bool) -> Result<AgentReport, String> {
     ag.deferred = 0;
     ag.overtaken = 0;
     let cpu0 = ag.pid.and_then(procfs::tree_cpu_seconds);
+    let tool0 = procfs::cpu_seconds(std::process::id());
     let (sent, first_send) = ag.measure();
     let cpu1 = ag.pid.and_then(procfs::tree_cpu_seconds);
+    let tool_cpu_s = match (tool0, procfs::cpu_seconds(std::process::id())) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
     // A few ms for the last answers to the watchers' 200s to be counted.
     std::thread::sleep(Duration::from_millis(50));
     (memr.pss_end_kib, memr.rss_end_kib) = mem(ag.pid);
@@ -1110,18 +1154,9 @@ fn run_phases(ag: &mut Agent, check: bool) -> Result<AgentReport, String> {
             }
         }
     }
-    let label = ag.a.label.clone().unwrap_or_else(|| {
-        if ag.a.gateway_cmd.is_some() {
-            "gateway".into()
-        } else if ag.a.target_cmd.is_some() {
-            "target-cmd".into()
-        } else {
-            "external".into()
-        }
-    });
     Ok(AgentReport {
         mode: if check { "agent-check" } else { "agent" },
-        label,
+        label: ag.label(),
         pass: failures.is_empty(),
         failures,
         offered: match ag.a.rate {
@@ -1150,6 +1185,7 @@ fn run_phases(ag: &mut Agent, check: bool) -> Result<AgentReport, String> {
         latency: percentiles(&lat),
         target_cpu_s: cpu,
         target_cpu_s_per_1000_publish: cpu.filter(|_| sent > 0).map(|c| c * 1000.0 / sent as f64),
+        tool_cpu_s,
         memory: memr,
         counters,
     })
@@ -1212,8 +1248,9 @@ fn print_report(r: &AgentReport) {
             .unwrap_or("-".into())
     );
     println!(
-        "publish ok {} failed {} deferred {} overtaken {}; notified updates {}; notifies {} duplicates {} stale {} unknown {}",
-        r.publish_ok, r.publish_failed, r.publish_deferred, r.overtaken, r.notified, r.notifies, r.duplicates, r.stale, r.unknown
+        "publish ok {} failed {} deferred {} overtaken {}; notified updates {}; notifies {} duplicates {} stale {} unknown {}; target cpu {} s, tool cpu {} s",
+        r.publish_ok, r.publish_failed, r.publish_deferred, r.overtaken, r.notified, r.notifies, r.duplicates, r.stale, r.unknown,
+        fmt_opt(r.target_cpu_s, 2), fmt_opt(r.tool_cpu_s, 2)
     );
     println!(
         "memory: pss idle {} KiB, subscribed {} KiB -> {} B per subscription (VmRSS: {} B)",
