@@ -4,10 +4,12 @@
 //! Modes: `check` (small, bounded, asserts correctness; exit 1 on failure),
 //! `throughput` (delivered updates/s, latency percentiles, loss, CPU, RSS, ratios to a raw
 //! UDP forwarder), `scale` (many subscriptions: RSS per subscription, refresh spread,
-//! restart resync) and `baseline` (the raw forwarder alone).
+//! restart resync), `baseline` (the raw forwarder alone), and `agent` / `agent-check`
+//! (SIP publishers and watchers against a presence server, e.g. the embedded agent).
 //!
 //! Exit codes: 0 pass, 1 check failed or the run failed, 2 usage error, 3 out of time.
 
+mod agent;
 mod baseline;
 mod driver;
 mod gateway;

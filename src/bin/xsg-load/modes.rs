@@ -33,6 +33,11 @@ pub enum Mode {
     Scale(ScaleArgs),
     /// The raw loopback UDP forwarder alone (the machine's limit).
     Baseline(BaselineArgs),
+    /// SIP publishers and watchers against a presence server (the embedded presence
+    /// agent, Kamailio, ...): PUBLISH/s composed and notified, NOTIFY/s, latency, cost.
+    Agent(crate::agent::AgentArgs),
+    /// A small, bounded `agent` run asserting no loss and the right last state (for CI).
+    AgentCheck(crate::agent::AgentArgs),
 }
 
 /// A send rate: a number per second, or `max` (closed loop).
@@ -333,6 +338,7 @@ pub async fn run(cli: Cli) -> u8 {
         Mode::Throughput(a) => (a.target.max_time, a.target.json.clone()),
         Mode::Scale(a) => (a.target.max_time, a.target.json.clone()),
         Mode::Baseline(a) => (a.duration + 60, a.json.clone()),
+        Mode::Agent(a) | Mode::AgentCheck(a) => (a.max_time, a.json.clone()),
     };
     let work = async {
         match cli.mode {
@@ -340,6 +346,8 @@ pub async fn run(cli: Cli) -> u8 {
             Mode::Throughput(a) => throughput(a).await,
             Mode::Scale(a) => scale(a).await,
             Mode::Baseline(a) => baseline_mode(a).await,
+            Mode::Agent(a) => crate::agent::agent(a, false).await,
+            Mode::AgentCheck(a) => crate::agent::agent(a, true).await,
         }
     };
     let outcome = tokio::select! {

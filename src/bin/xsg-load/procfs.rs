@@ -61,6 +61,63 @@ pub fn peak_rss_kib(pid: u32) -> Option<u64> {
     status_kib(&status, "VmHWM")
 }
 
+/// The parent PID of a process (`/proc/PID/stat` field 4).
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// `pid` and every live descendant (a forking server such as Kamailio runs its
+/// workers as children). Bounded: at most 4096 processes.
+pub fn tree(pid: u32) -> Vec<u32> {
+    let mut all: Vec<(u32, u32)> = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten().take(1 << 16) {
+            if let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) {
+                if let Some(pp) = parent_of(p) {
+                    all.push((p, pp));
+                }
+            }
+        }
+    }
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() && out.len() < 4096 {
+        let parent = out[i];
+        for (p, pp) in &all {
+            if *pp == parent && !out.contains(p) {
+                out.push(*p);
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+/// CPU seconds (user + system) of `pid` and its live descendants.
+pub fn tree_cpu_seconds(pid: u32) -> Option<f64> {
+    let own = cpu_seconds(pid)?;
+    let rest: f64 = tree(pid).into_iter().skip(1).filter_map(cpu_seconds).sum();
+    Some(own + rest)
+}
+
+/// Proportional set size (`Pss` of `/proc/PID/smaps_rollup`) of `pid` and its live
+/// descendants, in KiB: shared memory (Kamailio's shm) is counted once across them.
+pub fn tree_pss_kib(pid: u32) -> Option<u64> {
+    let mut total = 0;
+    let mut any = false;
+    for p in tree(pid) {
+        if let Ok(text) = std::fs::read_to_string(format!("/proc/{p}/smaps_rollup")) {
+            if let Some(k) = status_kib(&text, "Pss") {
+                total += k;
+                any = true;
+            }
+        }
+    }
+    any.then_some(total)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,5 +143,13 @@ mod tests {
         assert!(rss_kib(pid).is_some_and(|k| k > 0));
         assert!(cpu_seconds(pid).is_some());
         assert!(thread_cpu_seconds().is_some());
+    }
+
+    #[test]
+    fn own_process_tree_has_pss_and_cpu() {
+        let pid = std::process::id();
+        assert_eq!(tree(pid).first(), Some(&pid));
+        assert!(tree_pss_kib(pid).is_some_and(|k| k > 0));
+        assert!(tree_cpu_seconds(pid).is_some());
     }
 }
