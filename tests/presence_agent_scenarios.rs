@@ -617,7 +617,9 @@ fn bla_publish_with_sender_is_not_notified_back_to_the_sender() {
         assert_eq!(final_status(&outs), 200);
         all.extend(ack_notifies(&mut h, &outs));
     }
-    let req = publish_dialog(&mut h, Some("sip:phone1@sip.test"));
+    let mut req = publish_dialog(&mut h, None);
+    req.headers
+        .push("Sender", "\"Phone 1\" <sip:phone1@sip.test;transport=udp>");
     let outs = h.peer_request(req);
     let n = requests(&outs, Method::Notify);
     let to: Vec<String> = n

@@ -360,10 +360,15 @@ impl PresenceAgentModule {
             }
         };
         let sender_header = ctx.svc.site.sender_header.clone();
-        let sender = req
-            .headers
-            .get(&sender_header)
-            .map(|v| aor(v.trim().trim_start_matches('<').trim_end_matches('>')));
+        // `Sender: "Phone 1" <sip:phone1@example.org>` or a bare URI (pua_bla writes the
+        // latter); compared as an AOR with the watchers' From.
+        let sender =
+            req.headers.get(&sender_header).map(
+                |v| match crate::core::sip::headers::NameAddr::parse("Sender", v) {
+                    Ok(n) => aor(&n.uri),
+                    Err(_) => aor(v.trim()),
+                },
+            );
         let now = ctx.now;
         let input = PublishInput {
             presentity: &presentity,
