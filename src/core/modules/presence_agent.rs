@@ -30,7 +30,7 @@ use crate::core::presence::watcherinfo::{
     build_watcherinfo, Watcher, WatcherEvent, WatcherInfo, WatcherList, WatcherStatus,
 };
 use crate::core::presence::{DocState, PresenceDoc, DIALOG_INFO, PIDF, WATCHERINFO};
-use crate::core::presence_state::{EventKey, PublishInput};
+use crate::core::presence_state::{stamp_dialog_info_version, EventKey, PublishInput};
 use crate::core::routing::{DomainMatch, Route};
 use crate::core::sip::headers::{EventHeader, TerminationReason};
 use crate::core::sip::message::{Method, Peer, Request};
@@ -283,19 +283,47 @@ impl PresenceAgentModule {
             .filter(|(_, d)| d.status == WatcherStatus::Active && d.key == event_key)
             .map(|(id, d)| (id, d.clone()))
             .collect();
+        // One composition per view (the whole state, or the state without one BLA
+        // sender's publications), not one per watcher; dialog-info gets each dialog's own
+        // version stamped into the shared document.
+        let mut views: HashMap<Option<String>, (Option<NotifierBody>, u64)> = HashMap::new();
         for (id, d) in targets {
-            let site = &ctx.svc.site;
-            let probe = self.document_for(site, presentity, &d.event, &d.watcher, 0);
-            let digest = body_digest(probe.as_ref());
+            let exclude = (d.key == "dialog;sla").then(|| d.watcher.clone());
+            let (base, digest) = views
+                .entry(exclude)
+                .or_insert_with(|| {
+                    let b = self.document_for(&ctx.svc.site, presentity, &d.event, &d.watcher, 0);
+                    let digest = body_digest(b.as_ref());
+                    (b, digest)
+                })
+                .clone();
             if self.last_sent.get(&id) == Some(&digest) {
                 continue;
             }
             self.last_sent.insert(id, digest);
             let version = self.next_version(ctx, id);
-            let body = self.document_for(&ctx.svc.site, presentity, &d.event, &d.watcher, version);
-            if let Some(body) = body {
-                ctx.notify(id, None, Some(body));
+            let Some(mut body) = base else {
+                continue;
+            };
+            if body.content_type == DIALOG_INFO {
+                match stamp_dialog_info_version(&body.bytes, version) {
+                    Some(stamped) => body.bytes = stamped,
+                    None => {
+                        tracing::warn!(%id, "composed dialog-info without a version; recomposed");
+                        match self.document_for(
+                            &ctx.svc.site,
+                            presentity,
+                            &d.event,
+                            &d.watcher,
+                            version,
+                        ) {
+                            Some(b) => body = b,
+                            None => continue,
+                        }
+                    }
+                }
             }
+            ctx.notify(id, None, Some(body));
         }
         if event_key == "presence" {
             // XMPP users attached directly (no SIP hop) get the same document.

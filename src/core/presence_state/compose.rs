@@ -129,6 +129,27 @@ pub fn compose_bodies(
     compose(kind, presentity, version, &refs).map(String::into_bytes)
 }
 
+/// `doc` (a dialog-info document this module composed) with its root `version` set to
+/// `version` (RFC 4235 §4.1: the version counts per subscription, so one composition can
+/// serve every watcher of a presentity). `None` when `doc` has no such root attribute.
+pub fn stamp_dialog_info_version(doc: &[u8], version: u32) -> Option<Vec<u8>> {
+    let root = memchr::memmem::find(doc, b"<dialog-info")?;
+    let tag_end = root + memchr::memchr(b'>', &doc[root..])?;
+    let tag = &doc[root..tag_end];
+    let attr = memchr::memmem::find(tag, b" version=")? + b" version=".len();
+    let quote = *tag.get(attr)?;
+    if quote != b'\'' && quote != b'"' {
+        return None;
+    }
+    let value_start = root + attr + 1;
+    let value_end = value_start + memchr::memchr(quote, &doc[value_start..tag_end])?;
+    let mut out = Vec::with_capacity(doc.len() + 10);
+    out.extend_from_slice(&doc[..value_start]);
+    out.extend_from_slice(version.to_string().as_bytes());
+    out.extend_from_slice(&doc[value_end..]);
+    Some(out)
+}
+
 type Key = (String, String);
 
 fn key(e: &Elem) -> Key {
@@ -301,4 +322,26 @@ fn compose_dialog_info(presentity: &str, version: u32, newest_first: &[&Elem]) -
     root.decls = hoisted_declarations(&dialogs);
     root.children = dialogs.into_iter().map(Node::Elem).collect();
     tree::write_document(&root)
+}
+
+#[cfg(test)]
+mod version_stamp_tests {
+    use super::*;
+
+    #[test]
+    fn rfc4235_s4_1_stamped_version_replaces_only_the_root_attribute() {
+        let doc = compose_bodies(&EventKey::dialog(), "sip:line@example.org", 0, &[]).unwrap();
+        let stamped = stamp_dialog_info_version(&doc, 42).unwrap();
+        let fresh = compose_bodies(&EventKey::dialog(), "sip:line@example.org", 42, &[]).unwrap();
+        assert_eq!(stamped, fresh, "same bytes as composing with that version");
+    }
+
+    #[test]
+    fn stamping_a_document_without_a_dialog_info_root_is_refused() {
+        assert_eq!(stamp_dialog_info_version(b"<presence/>", 1), None);
+        assert_eq!(
+            stamp_dialog_info_version(b"<dialog-info state='full'>", 1),
+            None
+        );
+    }
 }

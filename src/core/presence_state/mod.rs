@@ -36,7 +36,7 @@ use crate::core::presence::media_type;
 use crate::core::sip::headers::EventHeader;
 use crate::core::time::Timestamp;
 
-pub use compose::compose_bodies;
+pub use compose::{compose_bodies, stamp_dialog_info_version};
 use compose::{read_body, DocKind};
 pub use event::EventKey;
 use tree::Elem;
