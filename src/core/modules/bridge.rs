@@ -724,7 +724,7 @@ impl BridgeModule {
         apply_presence(&mut entry.resources, p);
         let any_available = entry.resources.values().any(|r| r.available);
         let resources: Vec<ResourcePresence> = entry.resources.values().cloned().collect();
-        let body = pidf_body(&user, &resources).bytes;
+        let body = pidf_body(&user, &resources).bytes.to_vec();
         if !any_available {
             // Removed when the last resource goes unavailable (issue: publish mode).
             if entry.publication.take().is_some() {

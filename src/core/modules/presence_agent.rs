@@ -307,7 +307,7 @@ impl PresenceAgentModule {
             };
             if body.content_type == DIALOG_INFO {
                 match stamp_dialog_info_version(&body.bytes, version) {
-                    Some(stamped) => body.bytes = stamped,
+                    Some(stamped) => body.bytes = stamped.into(),
                     None => {
                         tracing::warn!(%id, "composed dialog-info without a version; recomposed");
                         match self.document_for(

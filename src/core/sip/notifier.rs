@@ -125,11 +125,12 @@ impl fmt::Display for NotifierDialogId {
     }
 }
 
-/// A NOTIFY body: its Content-Type (parameters allowed) and bytes.
+/// A NOTIFY body: its Content-Type (parameters allowed) and bytes. The bytes are shared:
+/// one document pushed to a thousand watchers is held once, not once per dialog.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Body {
     pub content_type: String,
-    pub bytes: Vec<u8>,
+    pub bytes: std::sync::Arc<[u8]>,
     /// The document's language, sent as `Content-Language` (RFC 3261 §20.13; RFC 8048
     /// §7.5 maps XMPP `xml:lang` to it).
     pub language: Option<String>,
@@ -139,7 +140,7 @@ impl Body {
     pub fn new(content_type: impl Into<String>, bytes: impl Into<Vec<u8>>) -> Self {
         Body {
             content_type: content_type.into(),
-            bytes: bytes.into(),
+            bytes: bytes.into().into(),
             language: None,
         }
     }
@@ -1583,7 +1584,7 @@ fn build_notify(config: &NotifierConfig, d: &Dialog, now: Timestamp) -> (String,
         if let Some(lang) = &body.language {
             req.headers.push("Content-Language", lang.clone());
         }
-        req.body = body.bytes;
+        req.body = body.bytes.to_vec();
     }
     (to_uri, req)
 }
