@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
 # The xmpp-sip-gateway demo: presence crossing between an XMPP user and a SIP user, both ways.
 #
-#   bash interop/demo.sh
+#   bash interop/demo.sh                   Prosody and the gateway only (default)
+#   bash interop/demo.sh --with-kamailio   Prosody, a Kamailio presence server and the gateway
 #
 # On Debian 12 (as root, if packages are missing) it:
-#   1. installs prosody, kamailio (+ presence and sqlite modules) and python3-slixmpp if missing
-#      (interop/demo/install.sh: no system service is started);
+#   1. installs what is missing (interop/demo/install.sh; no system service is started):
+#      prosody and python3-slixmpp; with --with-kamailio also kamailio and its presence and
+#      sqlite modules;
 #   2. builds the gateway (cargo build --bin xmpp-sip-gateway), unless XSG_BIN names a binary;
 #   3. starts, on 127.0.0.1 and free ports, in a fresh temporary folder:
 #        Prosody (domain xmpp.test, user alice, component sip.xmpp.test),
-#        Kamailio as SIP presence server (interop/kamailio/presence.cfg),
-#        the gateway (interop/demo/gateway.toml.in: notifier mode, Kamailio as outbound proxy);
+#        by default the gateway with its embedded presence agent and registrar for sip.test
+#          (interop/demo/gateway.toml.in: notifier mode, no other SIP server);
+#        with --with-kamailio, Kamailio as SIP presence server (interop/kamailio/presence.cfg)
+#          and the gateway with Kamailio as outbound proxy (interop/demo/gateway-kamailio.toml.in);
 #   4. runs interop/demo/scenario.py: alice (XMPP) and bob (SIP) watch each other and change
-#      presence; it prints what crosses the gateway.
+#      presence; it prints what crosses the gateway. bob REGISTERs, PUBLISHes and SUBSCRIBEs at
+#      the gateway (default) or PUBLISHes at Kamailio and SUBSCRIBEs at the gateway (Kamailio).
 # Everything it started is stopped by PID on exit, also on failure or Ctrl-C. Exit status 0
-# only if presence crossed in both directions.
+# only if presence crossed in both directions (2 for a bad command line).
 #
 # Environment: XSG_BIN (use this gateway binary, skip the build), XSG_DEMO_KEEP=1 (keep the
 # run folder with configs and logs), XSG_DEMO_CARGO_ARGS (extra arguments before `build`).
@@ -26,6 +31,25 @@ PY=/usr/bin/python3 # Debian's python3-slixmpp is installed for this interpreter
 UTIL=("$PY" "$DEMO/util.py")
 SECRET="demo-secret-$$"
 WAIT_START=20 # seconds each server may take to come up
+
+usage() {
+    sed -n '2,5p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+}
+WITH_KAMAILIO=0
+for arg in "$@"; do
+    case $arg in
+    --with-kamailio) WITH_KAMAILIO=1 ;;
+    -h | --help)
+        usage
+        exit 0
+        ;;
+    *)
+        printf 'demo: unknown argument %s\n' "$arg" >&2
+        usage >&2
+        exit 2
+        ;;
+    esac
+done
 
 say() { printf '%s\n' "$*"; }
 fail() {
@@ -93,10 +117,14 @@ start() {
 
 # ---- 1. packages -----------------------------------------------------------------------------
 say "== 1/4 packages"
-bash "$DEMO/install.sh" || fail "could not install the packages the demo needs (see above)"
+if [ "$WITH_KAMAILIO" -eq 1 ]; then
+    bash "$DEMO/install.sh" --with-kamailio || fail "could not install the packages the demo needs (see above)"
+    KAMAILIO=$(command -v kamailio || echo /usr/sbin/kamailio)
+    [ -x "$KAMAILIO" ] || fail "kamailio binary not found"
+else
+    bash "$DEMO/install.sh" || fail "could not install the packages the demo needs (see above)"
+fi
 "$PY" -c 'import slixmpp' 2>/dev/null || fail "$PY cannot import slixmpp (python3-slixmpp)"
-KAMAILIO=$(command -v kamailio || echo /usr/sbin/kamailio)
-[ -x "$KAMAILIO" ] || fail "kamailio binary not found"
 command -v prosody >/dev/null && command -v prosodyctl >/dev/null || fail "prosody/prosodyctl not found"
 
 # ---- 2. the gateway --------------------------------------------------------------------------
@@ -120,8 +148,8 @@ say "== 3/4 servers (127.0.0.1 only)"
 RUN_DIR=$(mktemp -d /tmp/xsg-demo.XXXXXX)
 mapfile -t PORTS < <("${UTIL[@]}" ports 5) || fail "no free loopback ports"
 [ "${#PORTS[@]}" -eq 5 ] || fail "no free loopback ports"
-C2S_PORT=${PORTS[0]} COMPONENT_PORT=${PORTS[1]} KAM_PORT=${PORTS[2]}
-GW_SIP_PORT=${PORTS[3]} GW_ADMIN_PORT=${PORTS[4]}
+C2S_PORT=${PORTS[0]} COMPONENT_PORT=${PORTS[1]} GW_SIP_PORT=${PORTS[2]}
+GW_ADMIN_PORT=${PORTS[3]} KAM_PORT=${PORTS[4]} # KAM_PORT: --with-kamailio only
 
 # Prosody: interop/prosody/start.sh writes its config, registers alice, execs Prosody.
 start prosody "$RUN_DIR/prosody.out" env \
@@ -134,29 +162,44 @@ start prosody "$RUN_DIR/prosody.out" env \
 ln -sf prosody/prosody.log "$RUN_DIR/prosody.log"
 say "demo: Prosody      pid $prosody_PID  c2s 127.0.0.1:$C2S_PORT  component 127.0.0.1:$COMPONENT_PORT  (xmpp.test, user alice)"
 
-# Kamailio: presence server with a fresh sqlite database.
-"${UTIL[@]}" kamailio-db "$RUN_DIR/kamailio-presence.sqlite"
-mkdir -p "$RUN_DIR/kamailio-rundir"
-start kamailio "$RUN_DIR/kamailio.log" "$KAMAILIO" -f "$REPO/interop/kamailio/presence.cfg" -DD -E \
-    -l "udp:127.0.0.1:$KAM_PORT" -n 2 -m 64 -Y "$RUN_DIR/kamailio-rundir" \
-    "--substdef=!KAM_PORT!$KAM_PORT!" "--substdef=!PS_CONTACT_PORT!$KAM_PORT!" \
-    "--substdef=!DB_FILE!$RUN_DIR/kamailio-presence.sqlite!"
-"${UTIL[@]}" wait-sip "$KAM_PORT" "$WAIT_START" || fail "Kamailio did not start"
-say "demo: Kamailio     pid $kamailio_PID  sip 127.0.0.1:$KAM_PORT/udp  (presence server)"
+if [ "$WITH_KAMAILIO" -eq 1 ]; then
+    # Kamailio: presence server with a fresh sqlite database.
+    "${UTIL[@]}" kamailio-db "$RUN_DIR/kamailio-presence.sqlite"
+    mkdir -p "$RUN_DIR/kamailio-rundir"
+    start kamailio "$RUN_DIR/kamailio.log" "$KAMAILIO" -f "$REPO/interop/kamailio/presence.cfg" -DD -E \
+        -l "udp:127.0.0.1:$KAM_PORT" -n 2 -m 64 -Y "$RUN_DIR/kamailio-rundir" \
+        "--substdef=!KAM_PORT!$KAM_PORT!" "--substdef=!PS_CONTACT_PORT!$KAM_PORT!" \
+        "--substdef=!DB_FILE!$RUN_DIR/kamailio-presence.sqlite!"
+    "${UTIL[@]}" wait-sip "$KAM_PORT" "$WAIT_START" || fail "Kamailio did not start"
+    say "demo: Kamailio     pid $kamailio_PID  sip 127.0.0.1:$KAM_PORT/udp  (presence server)"
+    TEMPLATE="$DEMO/gateway-kamailio.toml.in"
+    GW_READY=()
+    ROLE="bridge: notifier, xmpp.test ⇄ sip.test; Kamailio serves sip.test"
+else
+    TEMPLATE="$DEMO/gateway.toml.in"
+    GW_READY=("embedded presence agent enabled" "embedded registrar enabled")
+    ROLE="bridge: notifier, xmpp.test ⇄ sip.test; presence agent + registrar for sip.test"
+fi
 
 # The gateway.
-"${UTIL[@]}" render "$DEMO/gateway.toml.in" "$RUN_DIR/gateway.toml" \
+"${UTIL[@]}" render "$TEMPLATE" "$RUN_DIR/gateway.toml" \
     "GW_SIP_PORT=$GW_SIP_PORT" "GW_ADMIN_PORT=$GW_ADMIN_PORT" "KAM_PORT=$KAM_PORT" \
     "COMPONENT_PORT=$COMPONENT_PORT" "SECRET=$SECRET" "RUN_DIR=$RUN_DIR"
 start gateway "$RUN_DIR/gateway.log" env -u RUST_LOG NO_COLOR=1 "$GATEWAY" --config "$RUN_DIR/gateway.toml"
 "${UTIL[@]}" wait-log "$RUN_DIR/gateway.log" "$WAIT_START" "$gateway_PID" \
-    "sip listening" "xmpp component link up" || fail "the gateway did not come up"
-say "demo: gateway      pid $gateway_PID  sip 127.0.0.1:$GW_SIP_PORT  component sip.xmpp.test  (bridge: notifier, xmpp.test ⇄ sip.test)"
+    "sip listening" "admin listening" "xmpp component link up" "${GW_READY[@]}" || fail "the gateway did not come up"
+say "demo: gateway      pid $gateway_PID  sip 127.0.0.1:$GW_SIP_PORT  admin 127.0.0.1:$GW_ADMIN_PORT  component sip.xmpp.test"
+say "                   ($ROLE)"
 
 # ---- 4. the two users --------------------------------------------------------------------------
 say "== 4/4 alice (XMPP) and bob (SIP)"
 say ""
-timeout 90 "$PY" "$DEMO/scenario.py" "$C2S_PORT" "$KAM_PORT" "$GW_SIP_PORT" \
+if [ "$WITH_KAMAILIO" -eq 1 ]; then
+    SCENARIO=(--kamailio "$KAM_PORT")
+else
+    SCENARIO=(--ctl "$GATEWAY" --admin "http://127.0.0.1:$GW_ADMIN_PORT")
+fi
+timeout 90 "$PY" "$DEMO/scenario.py" --c2s "$C2S_PORT" --gateway "$GW_SIP_PORT" "${SCENARIO[@]}" \
     || fail "presence did not cross in both directions (details above)"
 OK=1
 say "demo: OK"

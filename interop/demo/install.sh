@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages the demo needs, only those that are missing:
-#   prosody, kamailio, kamailio-presence-modules, kamailio-sqlite-modules, python3-slixmpp.
+#   bash interop/demo/install.sh                   prosody, python3-slixmpp
+#   bash interop/demo/install.sh --with-kamailio   also kamailio, kamailio-presence-modules,
+#                                                  kamailio-sqlite-modules
 #
 # Post-install scripts would start the system Prosody/Kamailio on the standard ports. A
 # temporary /usr/sbin/policy-rc.d that exits 101 forbids that; it is created only if none
@@ -8,12 +10,18 @@
 # demo never uses the system services: it runs its own instances on loopback.
 set -euo pipefail
 
-PACKAGES=(prosody kamailio kamailio-presence-modules kamailio-sqlite-modules python3-slixmpp)
-
 die() {
     echo "demo: install: ERROR: $*" >&2
     exit 1
 }
+
+PACKAGES=(prosody python3-slixmpp)
+case "${1:-}" in
+"") ;;
+--with-kamailio) PACKAGES+=(kamailio kamailio-presence-modules kamailio-sqlite-modules) ;;
+*) die "unknown argument ${1} (only --with-kamailio)" ;;
+esac
+[ "$#" -le 1 ] || die "one argument at most (--with-kamailio)"
 
 installed() {
     [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" = "install ok installed" ]
