@@ -7,6 +7,7 @@
 use super::{Module, ModuleCtx, ModuleId};
 use crate::core::local_site::aor;
 use crate::core::persist::StoredRow;
+use crate::core::registrar::BindingEvent;
 use crate::core::routing::{DomainMatch, Route};
 use crate::core::sip::message::{Method, Peer, Request};
 use crate::core::sip::transaction::ServerTxId;
@@ -77,7 +78,13 @@ impl Module for RegistrarModule {
             ctx.store(op);
         }
         for ev in &outcome.events {
-            tracing::info!(aor = %ev.binding().aor, contact = %ev.binding().contact, event = ?std::mem::discriminant(ev), "binding changed");
+            let change = match ev {
+                BindingEvent::Added(_) => "added",
+                BindingEvent::Refreshed(_) => "refreshed",
+                BindingEvent::Removed(_) => "removed",
+                BindingEvent::Expired(_) => "expired",
+            };
+            tracing::info!(aor = %ev.binding().aor, contact = %ev.binding().contact, change, "binding changed");
         }
         let headers = outcome.headers;
         ctx.reply(stx, req, outcome.status, &outcome.reason, |r| {
