@@ -925,6 +925,34 @@ CSeq: {n} OPTIONS\r\nContent-Length: 0\r\n\r\n",
         })
     }
 
+    /// Receive drops so far (full socket buffers) of the target's UDP socket, when it is
+    /// on loopback (so on this host), and of the tool's own sockets.
+    fn udp_drops(&self) -> (Option<u64>, Option<u64>) {
+        let target = if self.target.ip().is_loopback() {
+            procfs::udp_drops(self.target.port())
+        } else {
+            None
+        };
+        let tool = std::iter::once(self.pub_addr)
+            .chain(self.ua.iter().map(|(_, a)| *a))
+            .map(|a| procfs::udp_drops(a.port()))
+            .sum::<Option<u64>>();
+        (target, tool)
+    }
+
+    /// Counts the receive drops since `before` as "… UDP receive drops (`phase`)".
+    fn count_drops(&mut self, phase: &str, before: (Option<u64>, Option<u64>)) {
+        let after = self.udp_drops();
+        for (who, b, a) in [("target", before.0, after.0), ("tool", before.1, after.1)] {
+            if let (Some(b), Some(a)) = (b, a) {
+                self.counters.insert(
+                    format!("{who} UDP receive drops ({phase})"),
+                    a.saturating_sub(b),
+                );
+            }
+        }
+    }
+
     fn merged_counters(&self) -> BTreeMap<String, u64> {
         let mut c = self.counters.clone();
         for s in &self.stats {
@@ -1057,12 +1085,14 @@ fn run_phases(ag: &mut Agent, check: bool) -> Result<AgentReport, String> {
     std::thread::sleep(Duration::from_millis(500));
     let mut memr = MemReport::default();
     (memr.pss_idle_kib, memr.rss_idle_kib) = mem(ag.pid);
+    let drops0 = ag.udp_drops();
     let subscribe_s = ag.subscribe_all()?;
     std::thread::sleep(Duration::from_millis(500));
     (memr.pss_subscribed_kib, memr.rss_subscribed_kib) = mem(ag.pid);
     memr.pss_per_subscription_bytes = per_sub(memr.pss_idle_kib, memr.pss_subscribed_kib, total);
     memr.rss_per_subscription_bytes = per_sub(memr.rss_idle_kib, memr.rss_subscribed_kib, total);
     if ag.a.subscribe_only {
+        ag.count_drops("setup", drops0);
         return Ok(AgentReport {
             mode: "agent",
             label: ag.label(),
@@ -1079,6 +1109,7 @@ fn run_phases(ag: &mut Agent, check: bool) -> Result<AgentReport, String> {
         });
     }
     let initial_publish_s = ag.initial_publications()?;
+    ag.count_drops("setup", drops0);
     memr.pss_published_kib = mem(ag.pid).0;
     // Everything before this seq was setup.
     ag.sh.measure_from.store(ag.next_seq + 1, Ordering::Release);
@@ -1089,7 +1120,9 @@ fn run_phases(ag: &mut Agent, check: bool) -> Result<AgentReport, String> {
     ag.overtaken = 0;
     let cpu0 = ag.pid.and_then(procfs::tree_cpu_seconds);
     let tool0 = procfs::cpu_seconds(std::process::id());
+    let drops1 = ag.udp_drops();
     let (sent, first_send) = ag.measure();
+    ag.count_drops("publishing and drain", drops1);
     let cpu1 = ag.pid.and_then(procfs::tree_cpu_seconds);
     let tool_cpu_s = match (tool0, procfs::cpu_seconds(std::process::id())) {
         (Some(a), Some(b)) => Some(b - a),

@@ -118,6 +118,29 @@ pub fn tree_pss_kib(pid: u32) -> Option<u64> {
     any.then_some(total)
 }
 
+/// Datagrams the kernel dropped on receive (a full socket buffer) for the UDP sockets
+/// bound to local `port`, summed from the `drops` column (the 13th) of the text of
+/// `/proc/net/udp` or `/proc/net/udp6`.
+pub fn udp_drops_from_table(table: &str, port: u16) -> u64 {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let local = u16::from_str_radix(f.get(1)?.rsplit(':').next()?, 16).ok()?;
+            (local == port).then(|| f.get(12)?.parse::<u64>().ok())?
+        })
+        .sum()
+}
+
+/// Receive drops of the UDP sockets on this host bound to local `port` (IPv4 and IPv6),
+/// or `None` when `/proc/net/udp` cannot be read. Counts since each socket was opened.
+pub fn udp_drops(port: u16) -> Option<u64> {
+    let v4 = std::fs::read_to_string("/proc/net/udp").ok()?;
+    let v6 = std::fs::read_to_string("/proc/net/udp6").unwrap_or_default();
+    Some(udp_drops_from_table(&v4, port) + udp_drops_from_table(&v6, port))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,5 +174,16 @@ mod tests {
         assert_eq!(tree(pid).first(), Some(&pid));
         assert!(tree_pss_kib(pid).is_some_and(|k| k > 0));
         assert!(tree_cpu_seconds(pid).is_some());
+    }
+
+    #[test]
+    fn udp_drops_are_summed_for_the_local_port() {
+        let table = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
+   1: 0100007F:C14C 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1 2 0000000000000000 45420\n\
+   2: 0100007F:B326 00000000:0000 07 00000000:0001B900 00:00000000 00000000     0        0 3 2 0000000000000000 0\n\
+   3: 00000000:C14C 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 4 2 0000000000000000 5\n";
+        assert_eq!(udp_drops_from_table(table, 0xC14C), 45425);
+        assert_eq!(udp_drops_from_table(table, 0xB326), 0);
+        assert_eq!(udp_drops_from_table(table, 1), 0);
     }
 }
