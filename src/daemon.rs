@@ -41,7 +41,7 @@ use crate::io::store::Store;
 use crate::io::xmpp_link::{self, LinkEvent, XmppLinkConfig};
 
 /// Inputs queued for the engine before drivers wait (back-pressure on the sockets).
-const INPUT_QUEUE: usize = 1024;
+const INPUT_QUEUE: usize = 8192;
 /// Stanzas queued for the component link before sends are dropped (the link itself also
 /// queues while it is down). Sized for a burst such as the probes to every authorized pair
 /// after a reconnect (at 1024, a restart with 5000 pairs dropped most of them); a stanza
