@@ -76,6 +76,17 @@ pub struct FilePresenceAgent {
     pub same_domain: Option<String>,
     pub other_domains: Option<String>,
     pub sender_header: Option<String>,
+    /// `[[presence_agent.domain_defaults]]`
+    pub domain_defaults: Option<Vec<FileDomainDefaults>>,
+}
+
+/// `[[presence_agent.domain_defaults]]`: watcher defaults of one served domain.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileDomainDefaults {
+    pub domain: Option<String>,
+    pub same_domain: Option<String>,
+    pub other_domains: Option<String>,
 }
 
 /// `[registrar]`
@@ -321,6 +332,8 @@ pub struct PresenceAgentSettings {
     pub other_domains: DefaultRule,
     /// Header naming the publisher of a `dialog;sla` PUBLISH (pua_bla's `Sender`).
     pub sender_header: String,
+    /// Per served domain: (domain, same_domain, other_domains), overriding the two above.
+    pub domain_defaults: Vec<(String, DefaultRule, DefaultRule)>,
 }
 
 /// `[registrar]`
@@ -696,6 +709,7 @@ fn validate_presence_agent(p: &FilePresenceAgent, errs: &mut Errors) -> Presence
             format!("invalid header name {sender_header:?}"),
         );
     }
+    let domain_defaults = domain_defaults_of(p, &domains, errs);
     PresenceAgentSettings {
         domains,
         min_expires,
@@ -728,7 +742,51 @@ fn validate_presence_agent(p: &FilePresenceAgent, errs: &mut Errors) -> Presence
             errs,
         ),
         sender_header,
+        domain_defaults,
     }
+}
+
+fn domain_defaults_of(
+    p: &FilePresenceAgent,
+    served: &[String],
+    errs: &mut Errors,
+) -> Vec<(String, DefaultRule, DefaultRule)> {
+    let general_same = p.same_domain.as_deref();
+    let general_other = p.other_domains.as_deref();
+    let mut out = Vec::new();
+    for (i, d) in p
+        .domain_defaults
+        .clone()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        let path = format!("presence_agent.domain_defaults[{i}]");
+        let Some(domain) = required(&d.domain, &format!("{path}.domain"), errs) else {
+            continue;
+        };
+        let domain = domain.trim().to_ascii_lowercase();
+        if !served.contains(&domain) {
+            errs.push(
+                format!("{path}.domain"),
+                format!("{domain:?} is not in presence_agent.domains"),
+            );
+        }
+        let same = default_rule(
+            d.same_domain.as_deref().or(general_same),
+            &format!("{path}.same_domain"),
+            DefaultRule::Allow,
+            errs,
+        );
+        let other = default_rule(
+            d.other_domains.as_deref().or(general_other),
+            &format!("{path}.other_domains"),
+            DefaultRule::Pending,
+            errs,
+        );
+        out.push((domain, same, other));
+    }
+    out
 }
 
 fn validate_registrar(r: &FileRegistrar, errs: &mut Errors) -> RegistrarSettings {
@@ -1394,6 +1452,19 @@ impl Config {
                 same_domain: rule(pa.same_domain),
                 other_domains: rule(pa.other_domains),
             },
+            domain_rule_defaults: pa
+                .domain_defaults
+                .iter()
+                .map(|(d, same, other)| {
+                    (
+                        d.clone(),
+                        RuleDefaults {
+                            same_domain: rule(*same),
+                            other_domains: rule(*other),
+                        },
+                    )
+                })
+                .collect(),
             sender_header: pa.sender_header.clone(),
             max_subscriptions_per_presentity: pa.max_subscriptions_per_presentity,
             registrar: self.registrar.as_ref().map(|r| RegistrarConfig {
@@ -1491,6 +1562,31 @@ mod tests {
             crate::core::xmpp::address::MappingScheme::Delimiter('%')
         );
         assert_eq!(b.max_subscriptions_per_user, 100);
+    }
+
+    #[test]
+    fn presence_agent_domain_defaults_reach_the_site_and_must_name_a_served_domain() {
+        let text = format!(
+            "{}[presence_agent]\ndomains = [\"sip.test\", \"lobby.test\"]\n\
+             [[presence_agent.domain_defaults]]\ndomain = \"Lobby.test\"\nother_domains = \"allow\"\n",
+            minimal()
+        );
+        let c = load_str(&text, Some(HashMap::new())).unwrap();
+        let site = c.site_config(vec![0; 32]);
+        assert_eq!(site.domain_rule_defaults.len(), 1);
+        let (domain, d) = &site.domain_rule_defaults[0];
+        assert_eq!(domain, "lobby.test");
+        assert_eq!(
+            d.other_domains,
+            crate::core::watcher_rules::RuleAction::Allow
+        );
+        assert_eq!(d.same_domain, crate::core::watcher_rules::RuleAction::Allow);
+        let bad = text.replace("Lobby.test", "elsewhere.test");
+        let errs = load_str(&bad, Some(HashMap::new())).unwrap_err();
+        assert!(
+            errs.has_path("presence_agent.domain_defaults[0].domain"),
+            "{errs}"
+        );
     }
 
     #[test]

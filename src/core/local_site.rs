@@ -26,6 +26,8 @@ pub struct LocalSiteConfig {
     pub domains: Vec<String>,
     pub presence: PresenceStateConfig,
     pub rule_defaults: RuleDefaults,
+    /// Defaults of particular served domains (domain, defaults), overriding `rule_defaults`.
+    pub domain_rule_defaults: Vec<(String, RuleDefaults)>,
     /// Header naming the publisher of a `dialog;sla` PUBLISH (pua_bla's `Sender`).
     pub sender_header: String,
     /// Most watcher subscriptions one presentity may have (503 beyond).
@@ -93,7 +95,12 @@ impl LocalSite {
         LocalSite {
             domains: c.domains.clone(),
             presence: PresenceState::new(c.presence.clone()),
-            rules: WatcherRules::new(c.rule_defaults),
+            rules: c
+                .domain_rule_defaults
+                .iter()
+                .fold(WatcherRules::new(c.rule_defaults), |r, (d, defaults)| {
+                    r.with_domain_defaults(d, *defaults)
+                }),
             location: c.registrar.clone().map(Registrar::new),
             auth,
             sender_header: if c.sender_header.is_empty() {

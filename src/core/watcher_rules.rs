@@ -77,6 +77,8 @@ pub struct Rule {
 #[derive(Clone, Debug, Default)]
 pub struct WatcherRules {
     defaults: RuleDefaults,
+    /// Defaults of particular presentity domains (lowercase), overriding `defaults`.
+    domain_defaults: BTreeMap<String, RuleDefaults>,
     rules: BTreeMap<(String, String), RuleAction>,
 }
 
@@ -89,8 +91,16 @@ impl WatcherRules {
     pub fn new(defaults: RuleDefaults) -> WatcherRules {
         WatcherRules {
             defaults,
+            domain_defaults: BTreeMap::new(),
             rules: BTreeMap::new(),
         }
+    }
+
+    /// Gives the presentities of `domain` defaults of their own.
+    pub fn with_domain_defaults(mut self, domain: &str, defaults: RuleDefaults) -> WatcherRules {
+        self.domain_defaults
+            .insert(domain.to_ascii_lowercase(), defaults);
+        self
     }
 
     /// The action for `watcher` watching `presentity`: the explicit rule, else the default
@@ -105,10 +115,12 @@ impl WatcherRules {
         if presentity == watcher {
             return RuleAction::Allow;
         }
-        if domain_of(presentity).eq_ignore_ascii_case(domain_of(watcher)) {
-            self.defaults.same_domain
+        let domain = domain_of(presentity).to_ascii_lowercase();
+        let defaults = self.domain_defaults.get(&domain).unwrap_or(&self.defaults);
+        if domain.eq_ignore_ascii_case(domain_of(watcher)) {
+            defaults.same_domain
         } else {
-            self.defaults.other_domains
+            defaults.other_domains
         }
     }
 
@@ -201,6 +213,24 @@ mod tests {
         assert_eq!(
             r.decide("sip:bob@sip.test", "sip:alice@xmpp.test"),
             RuleAction::Pending
+        );
+    }
+
+    #[test]
+    fn a_domain_of_its_own_has_its_own_defaults() {
+        let open = RuleDefaults {
+            same_domain: RuleAction::Allow,
+            other_domains: RuleAction::Allow,
+        };
+        let r = rules().with_domain_defaults("Public.test", open);
+        assert_eq!(
+            r.decide("sip:desk@public.test", "sip:alice@xmpp.test"),
+            RuleAction::Allow
+        );
+        assert_eq!(
+            r.decide("sip:bob@sip.test", "sip:alice@xmpp.test"),
+            RuleAction::Pending,
+            "other domains keep the general default"
         );
     }
 
