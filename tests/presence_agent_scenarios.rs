@@ -749,3 +749,12 @@ fn rfc3261_s22_untrusted_publish_and_subscribe_are_challenged_too() {
     let outs = from_stranger(&mut h, sub);
     assert_eq!(final_status(&outs), 403);
 }
+
+#[test]
+fn rfc3261_s10_3_untrusted_phone_cannot_register_another_aor() {
+    let mut h = harness();
+    let mut req = register(&mut h, 600);
+    req.headers.set("To", "<sip:carol@sip.test>");
+    let outs = from_stranger(&mut h, req);
+    assert_eq!(final_status(&outs), 403, "no challenge: never allowed");
+}

@@ -492,6 +492,14 @@ impl Engine {
         if req.method == Method::Notify && self.notify_matches_pua(req) {
             return true;
         }
+        if req.method == Method::Register && !registers_itself(req) {
+            // RFC 3261 §10.3 step 3: a phone authenticates as its From user, so it may
+            // change that AOR's bindings only; third-party registration is for trusted
+            // peers (a proxy replicating REGISTERs).
+            tracing::warn!(peer = %from, "third-party REGISTER from an untrusted peer refused");
+            self.svc.reply(now, stx, req, 403, "Forbidden", |_| {});
+            return false;
+        }
         let challengeable = matches!(
             req.method,
             Method::Register | Method::Publish | Method::Subscribe | Method::Message
@@ -752,6 +760,17 @@ impl NotifierPolicy for PolicyAdapter<'_> {
             None => cached.cloned(),
         }
     }
+}
+
+/// Whether a REGISTER's To (the AOR, RFC 3261 §10.3 step 5) is its From.
+fn registers_itself(req: &Request) -> bool {
+    let aor_of = |name: &'static str| {
+        req.headers
+            .get(name)
+            .and_then(|v| NameAddr::parse(name, v).ok())
+            .and_then(|n| super::routing::aor_of(&n.uri))
+    };
+    matches!((aor_of("From"), aor_of("To")), (Some(f), Some(t)) if f == t)
 }
 
 /// Checks the headers every request needs (RFC 3261 §8.1.1); names the first problem.
