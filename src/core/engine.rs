@@ -63,7 +63,7 @@ use super::flood::{FloodVerdict, SourceLimiter};
 use super::local_site::LocalSite;
 use super::modules::admin::AdminModule;
 use super::modules::{Module, ModuleCtx, ModuleId};
-use super::pua::PuaService;
+use super::pua::{PuaService, SubscriptionId};
 use super::routing::{Routing, RoutingTable};
 use super::sip::digest_server::AuthCheck;
 use super::sip::headers::{CSeq, NameAddr};
@@ -442,12 +442,20 @@ impl Engine {
         if self.flooded(now, from, stx, &req) {
             return;
         }
-        if !self.is_trusted(&from) && !self.authenticate(now, from, stx, &req) {
+        // The hot path of the bridge: a NOTIFY in one of the PUA's dialogs is matched once.
+        let pua_dialog = match req.method {
+            Method::Notify => self.pua_subscription_of(&req),
+            _ => None,
+        };
+        if !self.is_trusted(&from) && !self.authenticate(now, from, stx, &req, pua_dialog.is_some())
+        {
             return;
         }
-        match &req.method {
-            Method::Notify if self.notify_matches_pua(&req) => self.on_notify(now, stx, &req),
-            Method::Notify if !self.svc.routing.serves_method(&Method::Notify) => {
+        match (&req.method, pua_dialog) {
+            (Method::Notify, Some(id)) => {
+                self.pua.on_notify(&mut self.svc, now, id, stx, &req);
+            }
+            (Method::Notify, None) if !self.svc.routing.serves_method(&Method::Notify) => {
                 tracing::info!(
                     call_id = req.headers.get("Call-ID").unwrap_or(""),
                     "NOTIFY matching no subscription"
@@ -457,8 +465,8 @@ impl Engine {
             }
             // RFC 6665 §4.1: SUBSCRIBE cannot be cancelled; the CANCEL is answered and the
             // SUBSCRIBE completes normally (standards.md §16 case 33).
-            Method::Cancel => self.svc.reply(now, stx, &req, 200, "OK", |_| {}),
-            Method::Options => {
+            (Method::Cancel, _) => self.svc.reply(now, stx, &req, 200, "OK", |_| {}),
+            (Method::Options, _) => {
                 let allow = self.svc.routing.allow();
                 self.svc.reply(now, stx, &req, 200, "OK", |r| {
                     r.headers.push("Allow", allow);
@@ -488,8 +496,15 @@ impl Engine {
     /// passes. Everything else from an untrusted peer is refused with 403. Answers the
     /// request (401 with one challenge per algorithm, or 403) and returns `false` when it
     /// may not proceed. Unknown users and wrong passwords get the same answer.
-    fn authenticate(&mut self, now: Timestamp, from: Peer, stx: ServerTxId, req: &Request) -> bool {
-        if req.method == Method::Notify && self.notify_matches_pua(req) {
+    fn authenticate(
+        &mut self,
+        now: Timestamp,
+        from: Peer,
+        stx: ServerTxId,
+        req: &Request,
+        in_pua_dialog: bool,
+    ) -> bool {
+        if in_pua_dialog {
             return true;
         }
         if req.method == Method::Register && !registers_itself(req) {
@@ -583,15 +598,16 @@ impl Engine {
         }
     }
 
-    /// Whether an incoming NOTIFY belongs to one of the PUA's subscriptions.
-    fn notify_matches_pua(&self, req: &Request) -> bool {
+    /// The PUA subscription an incoming NOTIFY belongs to (Call-ID and To-tag = our
+    /// From-tag, RFC 6665 §4.4.1), if any.
+    fn pua_subscription_of(&self, req: &Request) -> Option<SubscriptionId> {
         let call_id = req.headers.get("Call-ID").unwrap_or("");
         let to_tag = req
             .headers
             .get("To")
             .and_then(|v| NameAddr::parse("To", v).ok())
             .and_then(|n| n.tag().map(str::to_string));
-        self.pua.owns_notify(call_id, to_tag.as_deref()).is_some()
+        self.pua.owns_notify(call_id, to_tag.as_deref())
     }
 
     /// Hands a routed request to its module, which owns the server transaction `stx`.
@@ -612,25 +628,6 @@ impl Engine {
             None => self
                 .svc
                 .reply(now, stx, req, 500, "Server Internal Error", |_| {}),
-        }
-    }
-
-    fn on_notify(&mut self, now: Timestamp, stx: ServerTxId, req: &Request) {
-        let call_id = req.headers.get("Call-ID").unwrap_or("");
-        let to_tag = req
-            .headers
-            .get("To")
-            .and_then(|v| NameAddr::parse("To", v).ok())
-            .and_then(|n| n.tag().map(str::to_string));
-        match self.pua.owns_notify(call_id, to_tag.as_deref()) {
-            Some(id) => {
-                self.pua.on_notify(&mut self.svc, now, id, stx, req);
-            }
-            None => {
-                tracing::info!(call_id, "NOTIFY matching no subscription");
-                self.svc
-                    .reply(now, stx, req, 481, "Subscription Does Not Exist", |_| {});
-            }
         }
     }
 

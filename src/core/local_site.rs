@@ -109,7 +109,7 @@ impl LocalSite {
                 c.sender_header.clone()
             },
             max_subscriptions_per_presentity: c.max_subscriptions_per_presentity.max(1),
-            local: LocalWatches::new(),
+            local: LocalWatches::default(),
         }
     }
 
@@ -159,7 +159,7 @@ pub fn aor(uri: &str) -> String {
 // Watchers attached in-process (no SIP hop): the PUA's subscriptions to local presentities.
 // ---------------------------------------------------------------------------------------
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -200,8 +200,7 @@ impl LocalSite {
     /// The local watchers of `presentity`, by id.
     pub fn local_watchers(&self, presentity: &str) -> Vec<LocalWatcherView> {
         self.local
-            .iter()
-            .filter(|(_, w)| w.presentity == presentity)
+            .of(presentity)
             .map(|(id, w)| LocalWatcherView {
                 id: id.to_string(),
                 watcher: w.watcher.clone(),
@@ -210,14 +209,146 @@ impl LocalSite {
             .collect()
     }
 
-    /// Presentities with at least one local watcher.
+    /// Presentities with at least one local watcher, in order.
     pub fn local_presentities(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.local.values().map(|w| w.presentity.clone()).collect();
+        self.local.presentities()
+    }
+}
+
+/// Something kept per presentity (a watcher of it).
+pub trait OfPresentity {
+    fn presentity(&self) -> &str;
+}
+
+impl OfPresentity for LocalWatch {
+    fn presentity(&self) -> &str {
+        &self.presentity
+    }
+}
+
+/// Records by id, indexed by presentity, so a publication, a rule or a new watcher costs
+/// what its presentity has, not what the whole site has. A record's presentity must not
+/// change while it is stored (re-`insert` it instead).
+#[derive(Clone, Debug)]
+pub struct ByPresentity<K, V> {
+    all: BTreeMap<K, V>,
+    index: HashMap<String, BTreeSet<K>>,
+}
+
+impl<K, V> Default for ByPresentity<K, V> {
+    fn default() -> Self {
+        ByPresentity {
+            all: BTreeMap::new(),
+            index: HashMap::new(),
+        }
+    }
+}
+
+impl<K: Ord + Copy, V: OfPresentity> ByPresentity<K, V> {
+    pub fn insert(&mut self, id: K, v: V) {
+        self.remove(&id);
+        self.index
+            .entry(v.presentity().to_string())
+            .or_default()
+            .insert(id);
+        self.all.insert(id, v);
+    }
+
+    pub fn remove(&mut self, id: &K) -> Option<V> {
+        let v = self.all.remove(id)?;
+        if let Some(set) = self.index.get_mut(v.presentity()) {
+            set.remove(id);
+            if set.is_empty() {
+                self.index.remove(v.presentity());
+            }
+        }
+        Some(v)
+    }
+
+    pub fn get(&self, id: &K) -> Option<&V> {
+        self.all.get(id)
+    }
+
+    /// Mutable access for fields other than the presentity.
+    pub fn get_mut(&mut self, id: &K) -> Option<&mut V> {
+        self.all.get_mut(id)
+    }
+
+    pub fn contains_key(&self, id: &K) -> bool {
+        self.all.contains_key(id)
+    }
+
+    /// The records of `presentity`, by id.
+    pub fn of<'a>(&'a self, presentity: &str) -> impl Iterator<Item = (K, &'a V)> + 'a {
+        self.index
+            .get(presentity)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.all.get(id).map(|v| (*id, v)))
+    }
+
+    pub fn count(&self, presentity: &str) -> usize {
+        self.index.get(presentity).map_or(0, BTreeSet::len)
+    }
+
+    /// Every record, by id.
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.all.iter()
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &K> {
+        self.all.keys()
+    }
+
+    /// Presentities with at least one record, in order.
+    pub fn presentities(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.index.keys().cloned().collect();
         v.sort();
-        v.dedup();
         v
+    }
+
+    pub fn len(&self) -> usize {
+        self.all.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.all.is_empty()
     }
 }
 
 /// Local watches by subscription id (a field of [`LocalSite`]).
-pub type LocalWatches = BTreeMap<SubscriptionId, LocalWatch>;
+pub type LocalWatches = ByPresentity<SubscriptionId, LocalWatch>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq)]
+    struct W(&'static str, u8);
+
+    impl OfPresentity for W {
+        fn presentity(&self) -> &str {
+            self.0
+        }
+    }
+
+    #[test]
+    fn by_presentity_index_follows_inserts_moves_and_removals() {
+        let mut m: ByPresentity<u32, W> = ByPresentity::default();
+        m.insert(1, W("sip:a@x", 1));
+        m.insert(2, W("sip:a@x", 2));
+        m.insert(3, W("sip:b@x", 3));
+        assert_eq!(m.count("sip:a@x"), 2);
+        // Re-inserting under another presentity moves it in the index.
+        m.insert(2, W("sip:b@x", 2));
+        assert_eq!(m.of("sip:a@x").map(|(k, _)| k).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(
+            m.of("sip:b@x").map(|(k, _)| k).collect::<Vec<_>>(),
+            vec![2, 3]
+        );
+        assert_eq!(m.remove(&1), Some(W("sip:a@x", 1)));
+        assert_eq!(m.count("sip:a@x"), 0);
+        assert_eq!(m.presentities(), vec!["sip:b@x".to_string()]);
+        assert_eq!(m.len(), 2);
+    }
+}

@@ -16,14 +16,14 @@
 //! counter per notifier dialog, written behind every [`VERSION_STRIDE`] documents and
 //! restored that far ahead, so it only increases across a restart.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
 use super::admin::{AdminCommand, AdminReply, RuleView, WatcherView};
 use super::{Module, ModuleCtx, ModuleId};
 use crate::core::handles::AdminRequestId;
-use crate::core::local_site::{aor, LocalSite};
+use crate::core::local_site::{aor, ByPresentity, LocalSite, OfPresentity};
 use crate::core::persist::{StoreOp, StoreTable, StoredRow};
 use crate::core::presence::pidf::build_pidf;
 use crate::core::presence::watcherinfo::{
@@ -64,49 +64,9 @@ struct WatcherDialog {
     status: WatcherStatus,
 }
 
-/// The watcher dialogs this module serves, indexed by presentity so a publication, a
-/// rule or a new watcher costs what its presentity has, not what the whole site has.
-#[derive(Debug, Default)]
-struct Watchers {
-    all: BTreeMap<NotifierDialogId, WatcherDialog>,
-    by_presentity: HashMap<String, BTreeSet<NotifierDialogId>>,
-}
-
-impl Watchers {
-    fn insert(&mut self, id: NotifierDialogId, w: WatcherDialog) {
-        self.remove(id);
-        self.by_presentity
-            .entry(w.presentity.clone())
-            .or_default()
-            .insert(id);
-        self.all.insert(id, w);
-    }
-
-    fn remove(&mut self, id: NotifierDialogId) -> Option<WatcherDialog> {
-        let w = self.all.remove(&id)?;
-        if let Some(set) = self.by_presentity.get_mut(&w.presentity) {
-            set.remove(&id);
-            if set.is_empty() {
-                self.by_presentity.remove(&w.presentity);
-            }
-        }
-        Some(w)
-    }
-
-    /// The dialogs of `presentity`, by id.
-    fn of<'a>(
-        &'a self,
-        presentity: &str,
-    ) -> impl Iterator<Item = (NotifierDialogId, &'a WatcherDialog)> + 'a {
-        self.by_presentity
-            .get(presentity)
-            .into_iter()
-            .flatten()
-            .filter_map(|id| self.all.get(id).map(|w| (*id, w)))
-    }
-
-    fn count(&self, presentity: &str) -> usize {
-        self.by_presentity.get(presentity).map_or(0, BTreeSet::len)
+impl OfPresentity for WatcherDialog {
+    fn presentity(&self) -> &str {
+        &self.presentity
     }
 }
 
@@ -134,7 +94,8 @@ struct VersionRecord {
 #[derive(Debug)]
 pub struct PresenceAgentModule {
     domains: Vec<String>,
-    dialogs: Watchers,
+    /// The watcher dialogs this module serves, by presentity.
+    dialogs: ByPresentity<NotifierDialogId, WatcherDialog>,
     /// Next `version` to write per dialog (dialog-info and watcherinfo documents).
     versions: HashMap<NotifierDialogId, u32>,
     /// A digest of the last document each dialog was sent (its version left at 0), so a
@@ -147,7 +108,7 @@ impl PresenceAgentModule {
     pub fn new(domains: Vec<String>) -> Self {
         PresenceAgentModule {
             domains,
-            dialogs: Watchers::default(),
+            dialogs: ByPresentity::default(),
             versions: HashMap::new(),
             last_sent: HashMap::new(),
         }
@@ -191,40 +152,32 @@ impl PresenceAgentModule {
 
     /// The watcherinfo document of `presentity` (RFC 3858), full state.
     fn winfo_document(&self, site: &LocalSite, presentity: &str, version: u32) -> Vec<u8> {
+        // RFC 3858 §4.2: one <watcher> per subscription, its last status change as event.
+        let entry = |id: String, uri: &str, status: WatcherStatus| Watcher {
+            id,
+            status,
+            event: match status {
+                WatcherStatus::Active => WatcherEvent::Approved,
+                WatcherStatus::Terminated => WatcherEvent::Rejected,
+                _ => WatcherEvent::Subscribe,
+            },
+            uri: uri.to_string(),
+            display_name: None,
+            expiration: None,
+            duration_subscribed: None,
+            lang: None,
+        };
         let mut watchers: Vec<Watcher> = self
             .dialogs
             .of(presentity)
             .filter(|(_, d)| d.package() == "presence")
-            .map(|(id, d)| Watcher {
-                id: id.key(),
-                status: d.status,
-                event: match d.status {
-                    WatcherStatus::Active => WatcherEvent::Approved,
-                    WatcherStatus::Terminated => WatcherEvent::Rejected,
-                    _ => WatcherEvent::Subscribe,
-                },
-                uri: d.watcher.clone(),
-                display_name: None,
-                expiration: None,
-                duration_subscribed: None,
-                lang: None,
-            })
+            .map(|(id, d)| entry(id.key(), &d.watcher, d.status))
             .collect();
-        for w in site.local_watchers(presentity) {
-            watchers.push(Watcher {
-                id: w.id.clone(),
-                status: w.status,
-                event: match w.status {
-                    WatcherStatus::Active => WatcherEvent::Approved,
-                    _ => WatcherEvent::Subscribe,
-                },
-                uri: w.watcher.clone(),
-                display_name: None,
-                expiration: None,
-                duration_subscribed: None,
-                lang: None,
-            });
-        }
+        watchers.extend(
+            site.local_watchers(presentity)
+                .into_iter()
+                .map(|w| entry(w.id, &w.watcher, w.status)),
+        );
         build_watcherinfo(&WatcherInfo {
             version,
             state: DocState::Full,
@@ -332,10 +285,6 @@ impl PresenceAgentModule {
     }
 
     /// Pushes a new watcherinfo document to the owner's winfo dialogs of `presentity`.
-    fn winfo_changed(&mut self, ctx: &mut ModuleCtx<'_>, presentity: &str) {
-        self.fan_out_winfo(ctx, presentity);
-    }
-
     fn fan_out_winfo(&mut self, ctx: &mut ModuleCtx<'_>, presentity: &str) {
         let targets: Vec<NotifierDialogId> = self
             .dialogs
@@ -461,7 +410,7 @@ impl PresenceAgentModule {
                     let version = self.next_version(ctx, id);
                     let body =
                         self.document_for(&ctx.svc.site, presentity, &d.event, watcher, version);
-                    if let Some(w) = self.dialogs.all.get_mut(&id) {
+                    if let Some(w) = self.dialogs.get_mut(&id) {
                         w.status = WatcherStatus::Active;
                     }
                     ctx.notify(id, Some(StateChange::Activate), body);
@@ -480,7 +429,7 @@ impl PresenceAgentModule {
             }
         }
         ctx.local_rule_changed(presentity, watcher);
-        self.winfo_changed(ctx, presentity);
+        self.fan_out_winfo(ctx, presentity);
     }
 }
 
@@ -542,7 +491,7 @@ impl Module for PresenceAgentModule {
             tracing::warn!(presentity = %presentity, live, "subscription limit reached");
             return Decision::reject(503).for_resource(presentity);
         }
-        let event = format_event(info.event);
+        let event = info.event.to_string();
         if info.event.package == "presence.winfo" {
             // Only the presentity itself reads who watches it (RFC 3857 §5.1).
             if watcher != presentity {
@@ -593,11 +542,11 @@ impl Module for PresenceAgentModule {
                 );
                 if view.event == "presence" {
                     let p = view.presentity.clone();
-                    self.winfo_changed(ctx, &p);
+                    self.fan_out_winfo(ctx, &p);
                 }
             }
             NotifierEvent::Ended { dialog, view, .. } => {
-                self.dialogs.remove(*dialog);
+                self.dialogs.remove(dialog);
                 self.last_sent.remove(dialog);
                 if self.versions.remove(dialog).is_some() {
                     ctx.store(StoreOp::Delete {
@@ -607,7 +556,7 @@ impl Module for PresenceAgentModule {
                 }
                 if view.event == "presence" {
                     let p = view.presentity.clone();
-                    self.winfo_changed(ctx, &p);
+                    self.fan_out_winfo(ctx, &p);
                 }
             }
             NotifierEvent::Refreshed { .. } | NotifierEvent::Polled { .. } => {}
@@ -678,7 +627,7 @@ impl Module for PresenceAgentModule {
         }) {
             if let Ok(rec) = serde_json::from_value::<VersionRecord>(row.data.clone()) {
                 if let Some(id) = NotifierDialogId::parse(&rec.dialog) {
-                    if self.dialogs.all.contains_key(&id) {
+                    if self.dialogs.contains_key(&id) {
                         // Ahead of anything sent before the restart (see the module docs).
                         self.versions
                             .insert(id, rec.version.saturating_add(VERSION_STRIDE + 1));
@@ -686,7 +635,7 @@ impl Module for PresenceAgentModule {
                 }
             }
         }
-        for id in self.dialogs.all.keys() {
+        for id in self.dialogs.keys() {
             self.versions.entry(*id).or_insert(VERSION_STRIDE + 1);
         }
         self.arm(ctx);
@@ -736,7 +685,6 @@ impl Module for PresenceAgentModule {
                 let filter = presentity.as_deref().map(aor);
                 let mut v: Vec<WatcherView> = self
                     .dialogs
-                    .all
                     .iter()
                     .filter(|(_, d)| filter.as_ref().is_none_or(|p| *p == d.presentity))
                     .map(|(id, d)| WatcherView {
@@ -786,18 +734,4 @@ fn rule_views(site: &LocalSite) -> Vec<RuleView> {
             action: r.action.as_str().to_string(),
         })
         .collect()
-}
-
-/// An Event header back as text (package and parameters).
-fn format_event(e: &EventHeader) -> String {
-    let mut s = e.package.clone();
-    for (n, v) in &e.params.0 {
-        s.push(';');
-        s.push_str(n);
-        if let Some(v) = v {
-            s.push('=');
-            s.push_str(v);
-        }
-    }
-    s
 }

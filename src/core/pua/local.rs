@@ -125,9 +125,9 @@ impl PuaService {
         let targets: Vec<(SubscriptionId, LocalWatch)> = svc
             .site
             .local
-            .iter()
-            .filter(|(_, w)| w.presentity == presentity && w.status == WatcherStatus::Active)
-            .map(|(id, w)| (*id, w.clone()))
+            .of(presentity)
+            .filter(|(_, w)| w.status == WatcherStatus::Active)
+            .map(|(id, w)| (id, w.clone()))
             .collect();
         for (id, w) in targets {
             self.notify_local(svc, id, &w);
@@ -142,9 +142,9 @@ impl PuaService {
         let pair: Vec<SubscriptionId> = svc
             .site
             .local
-            .iter()
-            .filter(|(_, w)| w.presentity == presentity && w.watcher == watcher)
-            .map(|(id, _)| *id)
+            .of(presentity)
+            .filter(|(_, w)| w.watcher == watcher)
+            .map(|(id, _)| id)
             .collect();
         for id in pair {
             let Some(w) = svc.site.local.get(&id).cloned() else {
