@@ -240,59 +240,11 @@ impl Module for AdminModule {
                 domain,
                 password,
             } => {
-                let reply = match ctx.svc.site.auth.as_mut() {
-                    None => AdminReply::Error {
-                        code: 409,
-                        reason: "digest authentication is not configured ([auth])".into(),
-                    },
-                    Some(auth) => match auth.users.add(username, domain, password) {
-                        Ok(op) => {
-                            ctx.store(op);
-                            AdminReply::Users(
-                                ctx.svc
-                                    .site
-                                    .auth
-                                    .as_ref()
-                                    .map(|a| a.users.list())
-                                    .unwrap_or_default(),
-                            )
-                        }
-                        Err(e) => AdminReply::Error {
-                            code: 400,
-                            reason: e.to_string(),
-                        },
-                    },
-                };
+                let reply = change_users(ctx, |u| u.add(username, domain, password));
                 ctx.admin_reply(id, reply);
             }
             AdminCommand::RemoveUser { username, domain } => {
-                let reply = match ctx.svc.site.auth.as_mut() {
-                    None => AdminReply::Error {
-                        code: 409,
-                        reason: "digest authentication is not configured ([auth])".into(),
-                    },
-                    Some(auth) => match auth.users.remove(username, domain) {
-                        Ok(op) => {
-                            ctx.store(op);
-                            AdminReply::Users(
-                                ctx.svc
-                                    .site
-                                    .auth
-                                    .as_ref()
-                                    .map(|a| a.users.list())
-                                    .unwrap_or_default(),
-                            )
-                        }
-                        Err(crate::core::users::UserError::NotFound(k)) => AdminReply::Error {
-                            code: 404,
-                            reason: format!("no run-time user {k}"),
-                        },
-                        Err(e) => AdminReply::Error {
-                            code: 400,
-                            reason: e.to_string(),
-                        },
-                    },
-                };
+                let reply = change_users(ctx, |u| u.remove(username, domain));
                 ctx.admin_reply(id, reply);
             }
             AdminCommand::ListUsers => {
@@ -413,5 +365,37 @@ impl AdminModule {
                 }),
             );
         }
+    }
+}
+
+/// Applies a change to the users directory: stores it and answers with every user, or
+/// the refusal (409 without `[auth]`, 404 for an unknown run-time user, 400 otherwise).
+fn change_users(
+    ctx: &mut ModuleCtx<'_>,
+    change: impl FnOnce(
+        &mut crate::core::users::Users,
+    ) -> Result<crate::core::persist::StoreOp, crate::core::users::UserError>,
+) -> AdminReply {
+    use crate::core::users::UserError;
+    let Some(auth) = ctx.svc.site.auth.as_mut() else {
+        return AdminReply::Error {
+            code: 409,
+            reason: "digest authentication is not configured ([auth])".into(),
+        };
+    };
+    match change(&mut auth.users) {
+        Ok(op) => {
+            let list = auth.users.list();
+            ctx.store(op);
+            AdminReply::Users(list)
+        }
+        Err(UserError::NotFound(k)) => AdminReply::Error {
+            code: 404,
+            reason: format!("no run-time user {k}"),
+        },
+        Err(e) => AdminReply::Error {
+            code: 400,
+            reason: e.to_string(),
+        },
     }
 }
