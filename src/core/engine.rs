@@ -290,10 +290,19 @@ impl Engine {
             let events = self.pua.take_events();
             let nevents: Vec<_> = self.svc.notifier_events.drain(..).collect();
             let changes: Vec<_> = self.svc.site_changes.drain(..).collect();
-            if events.is_empty() && nevents.is_empty() && changes.is_empty() {
+            let bindings: Vec<_> = self.svc.binding_changes.drain(..).collect();
+            if events.is_empty() && nevents.is_empty() && changes.is_empty() && bindings.is_empty()
+            {
                 return;
             }
             let stats = self.notifier_dialogs();
+            for change in &bindings {
+                for m in self.modules.iter_mut() {
+                    let mid = m.id();
+                    let mut ctx = ModuleCtx::new(now, mid, &mut self.pua, &mut self.svc, stats);
+                    m.on_binding_changed(&mut ctx, change);
+                }
+            }
             for (presentity, event, changed) in changes {
                 for m in self.modules.iter_mut() {
                     let mid = m.id();

@@ -47,6 +47,48 @@ use super::time::Timestamp;
 /// The `owner` of the registrar's store rows.
 pub const STORE_OWNER: &str = "registrar";
 
+/// Where a set of bindings comes from (product.md, "Where the secondary modules get their
+/// input"). Each source is its own [`Registrar`] with its own store rows; only
+/// [`BindingSource::Registrar`] is authoritative (answers REGISTER for routing).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BindingSource {
+    /// The embedded registrar (RFC 3261 §10.3).
+    #[default]
+    Registrar,
+    /// REGISTER copies from a trusted proxy that stays the registrar (`t_replicate`).
+    Copy,
+    /// `reg` event notifications (RFC 3680) from an external registrar.
+    RegEvent,
+}
+
+impl BindingSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BindingSource::Registrar => "registrar",
+            BindingSource::Copy => "copy",
+            BindingSource::RegEvent => "reg_event",
+        }
+    }
+
+    /// The store key of `aor`'s row: the bare AOR for the embedded registrar (rows written
+    /// before sources existed keep working), prefixed by the source otherwise.
+    fn row_key(self, aor: &str) -> String {
+        match self {
+            BindingSource::Registrar => aor.to_string(),
+            other => format!("{}:{aor}", other.as_str()),
+        }
+    }
+
+    /// The AOR of a row key of this source, if the key is one.
+    fn aor_of_key(self, key: &str) -> Option<&str> {
+        match self {
+            BindingSource::Registrar => (!key.starts_with("copy:") && !key.starts_with("reg_event:")).then_some(key),
+            other => key.strip_prefix(other.as_str())?.strip_prefix(':'),
+        }
+    }
+}
+
 /// What RFC 3261 §20.19 says a malformed Expires means.
 const MALFORMED_EXPIRES: u32 = 3600;
 
@@ -170,6 +212,16 @@ impl BindingEvent {
     }
 }
 
+/// A [`BindingEvent`] with where it came from, as modules receive it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BindingChange {
+    pub source: BindingSource,
+    pub event: BindingEvent,
+    /// The REGISTER copy carried the configured publish mark (pua_usrloc's
+    /// `pua_set_publish()`); always `false` for other sources.
+    pub marked: bool,
+}
+
 /// The answer to one REGISTER and its effects. The caller builds the response (with
 /// `response_to`, a To tag, these `headers`), performs `store` before sending it, and hands
 /// `events` to whoever follows registrations.
@@ -243,15 +295,26 @@ struct ContactSpec {
 #[derive(Clone, Debug, Default)]
 pub struct Registrar {
     cfg: RegistrarConfig,
+    source: BindingSource,
     aors: BTreeMap<String, Vec<Binding>>,
 }
 
 impl Registrar {
     pub fn new(cfg: RegistrarConfig) -> Self {
+        Self::for_source(cfg, BindingSource::Registrar)
+    }
+
+    /// The bindings of one source (see [`BindingSource`]); rows and restore are per source.
+    pub fn for_source(cfg: RegistrarConfig, source: BindingSource) -> Self {
         Registrar {
             cfg,
+            source,
             aors: BTreeMap::new(),
         }
+    }
+
+    pub fn source(&self) -> BindingSource {
+        self.source
     }
 
     pub fn config(&self) -> &RegistrarConfig {
@@ -284,7 +347,8 @@ impl Registrar {
                 if !changes.is_empty() {
                     events.extend(changes);
                     // A later write of the same row replaces the expiry write above.
-                    store.retain(|op| !op_is_for(op, aor));
+                    let key = self.source.row_key(aor);
+                    store.retain(|op| !op_is_for(op, &key));
                     self.set_aor(aor, list);
                     store.push(self.row_op(aor));
                 }
@@ -546,6 +610,9 @@ impl Registrar {
             if row.table != StoreTable::Bindings || row.owner != STORE_OWNER {
                 continue;
             }
+            let Some(aor) = self.source.aor_of_key(&row.key).map(str::to_string) else {
+                continue;
+            };
             let stored: StoredAor = match serde_json::from_value(row.data.clone()) {
                 Ok(s) => s,
                 Err(e) => {
@@ -553,7 +620,7 @@ impl Registrar {
                     continue;
                 }
             };
-            if let Some(b) = stored.bindings.iter().find(|b| b.aor != row.key) {
+            if let Some(b) = stored.bindings.iter().find(|b| b.aor != aor) {
                 out.rejected.push((
                     row.key.clone(),
                     format!("binding for {} in the row of another AOR", b.aor),
@@ -567,12 +634,62 @@ impl Registrar {
             let changed = !lapsed.is_empty();
             out.events
                 .extend(lapsed.into_iter().map(BindingEvent::Expired));
-            self.set_aor(&row.key, live);
+            self.set_aor(&aor, live);
             if changed {
-                out.store.push(self.row_op(&row.key));
+                out.store.push(self.row_op(&aor));
             }
         }
         out
+    }
+
+    /// Sets the bindings of `aor` to `list` as another registrar reports them (a `reg`
+    /// event document, RFC 3680 §5): bindings are matched by contact URI equivalence;
+    /// those not in `list` are `Removed`, new ones `Added`, the others `Refreshed` when
+    /// their expiry moved. With `only` set, bindings whose contact is not in `only` are
+    /// left alone (a partial document names only the contacts it changes). Entries
+    /// already past their expiry at `now` are ignored.
+    pub fn mirror(
+        &mut self,
+        now: Timestamp,
+        aor: &str,
+        list: Vec<Binding>,
+        only: Option<&[String]>,
+    ) -> (Vec<BindingEvent>, Vec<StoreOp>) {
+        let mut events = Vec::new();
+        let mut store = Vec::new();
+        self.expire_aor(now, aor, &mut events, &mut store);
+        let existing = self.aors.get(aor).cloned().unwrap_or_default();
+        let in_scope = |contact: &str| only.is_none_or(|o| o.iter().any(|c| uri_equivalent(c, contact)));
+        let mut next: Vec<Binding> = existing
+            .iter()
+            .filter(|b| !in_scope(&b.contact))
+            .cloned()
+            .collect();
+        for b in list.into_iter().filter(|b| b.expires_at > now) {
+            if next.iter().any(|n| uri_equivalent(&n.contact, &b.contact)) {
+                continue;
+            }
+            match existing.iter().find(|e| uri_equivalent(&e.contact, &b.contact)) {
+                None => events.push(BindingEvent::Added(b.clone())),
+                Some(e) if e.expires_at != b.expires_at => {
+                    events.push(BindingEvent::Refreshed(b.clone()))
+                }
+                Some(_) => {}
+            }
+            next.push(b);
+        }
+        for e in &existing {
+            if in_scope(&e.contact) && !next.iter().any(|n| uri_equivalent(&n.contact, &e.contact)) {
+                events.push(BindingEvent::Removed(e.clone()));
+            }
+        }
+        if next != existing {
+            let key = self.source.row_key(aor);
+            store.retain(|op| !op_is_for(op, &key));
+            self.set_aor(aor, next);
+            store.push(self.row_op(aor));
+        }
+        (events, store)
     }
 
     /// Bindings over all AORs.
@@ -614,11 +731,11 @@ impl Registrar {
         match self.aors.get(aor) {
             None => StoreOp::Delete {
                 table: StoreTable::Bindings,
-                key: aor.to_string(),
+                key: self.source.row_key(aor),
             },
             Some(list) => StoreOp::Put {
                 table: StoreTable::Bindings,
-                key: aor.to_string(),
+                key: self.source.row_key(aor),
                 owner: STORE_OWNER.to_string(),
                 subject: aor.to_string(),
                 expires_at: list.iter().map(|b| b.expires_at).max(),
@@ -631,10 +748,10 @@ impl Registrar {
     }
 }
 
-fn op_is_for(op: &StoreOp, aor: &str) -> bool {
+fn op_is_for(op: &StoreOp, row_key: &str) -> bool {
     match op {
         StoreOp::Put { table, key, .. } | StoreOp::Delete { table, key } => {
-            *table == StoreTable::Bindings && key == aor
+            *table == StoreTable::Bindings && key == row_key
         }
     }
 }

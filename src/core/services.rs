@@ -16,6 +16,7 @@ use super::local_site::{LocalSite, LocalSiteConfig};
 use super::module_id::ModuleId;
 use super::persist::{StoreOp, StoreTable};
 use super::routing::RoutingTable;
+use super::registrar::BindingChange;
 use super::sip::digest;
 use super::sip::headers::{CSeq, NameAddr};
 use super::sip::message::{Request, Response, Transport};
@@ -180,6 +181,9 @@ pub struct Services {
     /// Changes of local presence state made through the PUA (presentity, event, whether
     /// the composed document changed), for the module serving that state's watchers.
     pub site_changes: VecDeque<(String, String, bool)>,
+    /// Binding changes of every registration source, for the modules that follow
+    /// registrations (usrloc, bla), in the order they happened.
+    pub binding_changes: VecDeque<BindingChange>,
 }
 
 impl Services {
@@ -206,6 +210,7 @@ impl Services {
             routing,
             site,
             site_changes: VecDeque::new(),
+            binding_changes: VecDeque::new(),
         }
     }
 
@@ -369,7 +374,24 @@ impl Services {
         route_set: &[String],
         request: Request,
     ) -> Result<ClientTxId, SendError> {
-        let peer = match self.next_hop(route_set, &request.uri) {
+        self.send_request_via(now, owner, route_set, None, request)
+    }
+
+    /// [`Self::send_request`], with `hop` (a URI) as the first hop instead of the outbound
+    /// proxy and the Request-URI when `route_set` is empty.
+    pub fn send_request_via(
+        &mut self,
+        now: Timestamp,
+        owner: TxOwner,
+        route_set: &[String],
+        hop: Option<&str>,
+        request: Request,
+    ) -> Result<ClientTxId, SendError> {
+        let chosen = match hop.filter(|_| route_set.is_empty()) {
+            Some(h) => uri_peer(h).ok_or_else(|| SendError::Unroutable(h.to_string())),
+            None => self.next_hop(route_set, &request.uri),
+        };
+        let peer = match chosen {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(method = %request.method, uri = %request.uri, error = %e, "request not sent");

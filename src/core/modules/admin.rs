@@ -149,6 +149,8 @@ impl AdminModule {
             expires,
             etag: cmd.etag.clone(),
             extra_headers,
+            instance: None,
+            sender: None,
         };
         match ctx.publish(req) {
             Ok(pid) => {
@@ -208,6 +210,8 @@ impl AdminModule {
             // The issue asks the gateway to hold and refresh an operator's subscription
             // (pua_mi lets a positive expires lapse: anchors.md §2.4).
             refresh_until_unsubscribed: true,
+            target: None,
+            next_hop: None,
         });
         self.pending_subscribe.push((sid, id));
     }

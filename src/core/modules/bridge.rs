@@ -342,6 +342,8 @@ impl BridgeModule {
             event: "presence".into(),
             expires: None,
             refresh_until_unsubscribed: false,
+            target: None,
+            next_hop: None,
         });
         if let Some(old) = pair.sub.replace(id) {
             self.x2s_by_sub.remove(&old);
@@ -737,6 +739,8 @@ impl BridgeModule {
                     expires: Some(0),
                     etag: None,
                     extra_headers: Vec::new(),
+                    instance: None,
+                    sender: None,
                 });
             }
             entry.last_body = None;
@@ -758,6 +762,8 @@ impl BridgeModule {
             expires: None,
             etag: None,
             extra_headers: Vec::new(),
+            instance: None,
+            sender: None,
         }) {
             Ok(id) => {
                 entry.publication = Some(id);
@@ -774,6 +780,8 @@ impl BridgeModule {
                 event: "presence.winfo".into(),
                 expires: None,
                 refresh_until_unsubscribed: false,
+                target: None,
+                next_hop: None,
             });
             entry.winfo = Some(id);
             self.by_winfo.insert(id, user.bare());

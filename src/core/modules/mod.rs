@@ -21,6 +21,7 @@ use super::pua::{
     PuaEvent, PuaService, PublicationId, PublishError, PublishRequest, SubscribeRequest,
     SubscriptionId,
 };
+use super::registrar::BindingChange;
 use super::routing::Route;
 use super::services::{AdminRequestId, SendError, Services, TimerKey, TxOwner};
 use super::sip::message::{Peer, Request, Response};
@@ -83,6 +84,11 @@ impl<'a> ModuleCtx<'a> {
         self.pua.unsubscribe(self.svc, self.now, id)
     }
 
+    /// See [`PuaService::refresh`].
+    pub fn refresh_subscription(&mut self, id: SubscriptionId) -> bool {
+        self.pua.refresh(self.svc, self.now, id)
+    }
+
     /// Arms this module's timer `token` (moving it if armed); `on_timer` gets the token.
     pub fn set_timer(&mut self, token: u64, at: Timestamp) {
         self.svc.set_timer(TimerKey::Module(self.module, token), at);
@@ -142,6 +148,11 @@ impl<'a> ModuleCtx<'a> {
     pub fn local_rule_changed(&mut self, presentity: &str, watcher: &str) {
         self.pua
             .on_local_rule_changed(self.svc, presentity, watcher);
+    }
+
+    /// Tells every module (this one included) that a binding changed.
+    pub fn binding_changed(&mut self, change: BindingChange) {
+        self.svc.binding_changes.push_back(change);
     }
 
     /// Sends a stanza to the XMPP server over the component link.
@@ -296,6 +307,12 @@ pub trait Module: Send {
         changed: bool,
     ) {
         let _ = (ctx, presentity, event, changed);
+    }
+
+    /// A binding of some registration source was added, refreshed, removed or expired
+    /// (every module sees every change, in order; see `Services::binding_changes`).
+    fn on_binding_changed(&mut self, ctx: &mut ModuleCtx<'_>, change: &BindingChange) {
+        let _ = (ctx, change);
     }
 
     /// News about one of this module's notifier dialogs.

@@ -10,6 +10,7 @@
 pub mod dialog_info;
 pub mod model;
 pub mod pidf;
+pub mod reginfo;
 pub mod watcherinfo;
 mod xml;
 
@@ -19,6 +20,7 @@ pub use xml::{push_attr_escaped, push_text_escaped};
 pub use dialog_info::{build_dialog_info, parse_dialog_info, DialogInfo, DialogTable};
 pub use model::*;
 pub use pidf::{build_pidf, parse_pidf};
+pub use reginfo::{parse_reginfo, Reginfo};
 pub use watcherinfo::{build_watcherinfo, parse_watcherinfo, WatcherInfo, WatcherTable};
 pub use xml::{MAX_ATTRIBUTES, MAX_DEPTH, MAX_DOCUMENT_BYTES};
 
@@ -26,6 +28,7 @@ pub use xml::{MAX_ATTRIBUTES, MAX_DEPTH, MAX_DOCUMENT_BYTES};
 pub const PIDF: &str = "application/pidf+xml";
 pub const WATCHERINFO: &str = "application/watcherinfo+xml";
 pub const DIALOG_INFO: &str = "application/dialog-info+xml";
+pub const REGINFO: &str = "application/reginfo+xml";
 
 /// A parsed event body.
 #[derive(Clone, Debug, PartialEq)]
@@ -35,6 +38,7 @@ pub enum Body {
     Pidf(PresenceDoc),
     Watcherinfo(watcherinfo::WatcherInfo),
     DialogInfo(dialog_info::DialogInfo),
+    Reginfo(reginfo::Reginfo),
     /// A media type we do not interpret; kept raw for the owning module.
     Other {
         content_type: String,
@@ -77,6 +81,8 @@ pub fn parse_body(content_type: Option<&str>, bytes: &[u8]) -> Result<Body, Body
         watcherinfo::parse_watcherinfo(bytes).map(Body::Watcherinfo)
     } else if media.eq_ignore_ascii_case(DIALOG_INFO) {
         dialog_info::parse_dialog_info(bytes).map(Body::DialogInfo)
+    } else if media.eq_ignore_ascii_case(REGINFO) {
+        reginfo::parse_reginfo(bytes).map(Body::Reginfo)
     } else {
         Ok(Body::Other {
             content_type: content_type.unwrap_or_default().trim().to_string(),

@@ -40,6 +40,7 @@ pub mod ns {
     pub const JABBER_CLIENT: &str = "jabber:client";
     pub const WATCHERINFO: &str = "urn:ietf:params:xml:ns:watcherinfo";
     pub const DIALOG_INFO: &str = "urn:ietf:params:xml:ns:dialog-info";
+    pub const REGINFO: &str = "urn:ietf:params:xml:ns:reginfo";
     pub const XML: &str = "http://www.w3.org/XML/1998/namespace";
 }
 
@@ -55,6 +56,7 @@ pub enum Ns {
     JabberClient,
     Watcherinfo,
     DialogInfo,
+    Reginfo,
     Xml,
     /// Any other URI, or a prefix that was never declared.
     Other,
@@ -69,6 +71,7 @@ impl Ns {
             ns::JABBER_CLIENT => Ns::JabberClient,
             ns::WATCHERINFO => Ns::Watcherinfo,
             ns::DIALOG_INFO => Ns::DialogInfo,
+            ns::REGINFO => Ns::Reginfo,
             ns::XML => Ns::Xml,
             // `xmlns=''` undeclares the default namespace.
             "" => Ns::None,

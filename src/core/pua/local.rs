@@ -278,6 +278,12 @@ pub(crate) struct LocalPublication {
     pub body: Vec<u8>,
     /// Refreshed until removed (the request had no Expires of its own).
     pub refresh: bool,
+    /// See `PublishRequest::instance`.
+    #[serde(default)]
+    pub instance: Option<String>,
+    /// See `PublishRequest::sender`.
+    #[serde(default)]
+    pub sender: Option<String>,
     pub op_seq: u64,
     /// When the granted interval ends (ms).
     pub expires_at: u64,
@@ -315,7 +321,10 @@ impl PuaService {
             .local_publications
             .iter()
             .find(|(_, p)| {
-                p.owner == req.owner.as_str() && p.presentity == presentity && p.event == req.event
+                p.owner == req.owner.as_str()
+                    && p.presentity == presentity
+                    && p.event == req.event
+                    && p.instance == req.instance
             })
             .map(|(id, _)| *id);
         if let Some(etag) = &req.etag {
@@ -356,6 +365,11 @@ impl PuaService {
                 .or_else(|| previous.as_ref().map(|p| p.body.clone()))
                 .unwrap_or_default(),
             refresh: req.expires.is_none(),
+            instance: req.instance.clone(),
+            sender: req
+                .sender
+                .clone()
+                .or_else(|| previous.as_ref().and_then(|p| p.sender.clone())),
             op_seq: previous.as_ref().map_or(1, |p| p.op_seq + 1),
             expires_at: 0,
         };
@@ -401,7 +415,7 @@ impl PuaService {
                 rec.content_type.as_deref()
             },
             body,
-            sender: None,
+            sender: rec.sender.as_deref(),
             origin: owner.as_str(),
         };
         let (result, ops) = svc.site.presence.publish(now, &mut svc.ids, input);

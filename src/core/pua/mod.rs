@@ -49,6 +49,12 @@ pub struct PublishRequest {
     /// An operator-given entity-tag: it must match the publication's current one.
     pub etag: Option<String>,
     pub extra_headers: Vec<(String, String)>,
+    /// Tells apart several publications of one owner for one presentity and event (bla:
+    /// one per phone of a line); `None` for the owner's only one.
+    pub instance: Option<String>,
+    /// Who the state is about, for the presence agent's sender exclusion (pua_bla's
+    /// `Sender`): the configured sender header of a PUBLISH, the sender of a local one.
+    pub sender: Option<String>,
 }
 
 /// Local refusals of [`PuaService::publish`], with the pua_mi-compatible codes.
@@ -99,6 +105,13 @@ pub struct SubscribeRequest {
     /// `None`: the configured default, refreshed until unsubscribed; `Some(n)`: ask for
     /// `n` seconds and keep the subscription for that long (unless `refresh_until_unsubscribed`).
     pub expires: Option<u32>,
+    /// The Request-URI of a new dialog when it is not the presentity (bla: the phone's
+    /// contact, while To is the line).
+    pub target: Option<String>,
+    /// The first hop of every request of this subscription while it has no route set,
+    /// instead of the outbound proxy (a URI whose host and port are used: a phone's
+    /// registered source, an external registrar).
+    pub next_hop: Option<String>,
     /// With `expires: Some(n)`: ask for `n` seconds on every SUBSCRIBE and refresh until
     /// unsubscribed, instead of letting the subscription end after `n` seconds. The
     /// management API uses it: an operator's subscription is held and refreshed.
@@ -215,7 +228,9 @@ impl PuaService {
         let existing = self
             .publications
             .iter()
-            .find(|(_, p)| p.matches(req.owner, &req.presentity, &req.event))
+            .find(|(_, p)| {
+                p.matches(req.owner, &req.presentity, &req.event, req.instance.as_deref())
+            })
             .map(|(id, _)| *id);
         if let Some(etag) = &req.etag {
             // pua_mi: an entity-tag that no record carries is a local 418 (anchors.md §1.4).
@@ -287,7 +302,7 @@ impl PuaService {
     ) -> Option<PublicationId> {
         self.publications
             .iter()
-            .find(|(_, p)| p.matches(owner, presentity, event))
+            .find(|(_, p)| p.matches(owner, presentity, event, None))
             .map(|(id, _)| *id)
     }
 
@@ -377,6 +392,28 @@ impl PuaService {
         };
         let mut events = Vec::new();
         let keep = s.unsubscribe(svc, now, &mut events);
+        let owner = s.owner;
+        if !keep {
+            self.subscriptions.remove(&id);
+        }
+        self.reindex(id, old);
+        for ev in events {
+            self.emit(owner, ev);
+        }
+        true
+    }
+
+    /// Refreshes subscription `id` at once (RFC 6665 §4.1.2.2): an in-dialog SUBSCRIBE,
+    /// which makes the notifier send full state, or a new dialog when it has none. Used
+    /// when a NOTIFY showed a version gap (RFC 4235 §4.1). Nothing happens while a
+    /// SUBSCRIBE of it is in flight. Returns whether the subscription exists.
+    pub fn refresh(&mut self, svc: &mut Services, now: Timestamp, id: SubscriptionId) -> bool {
+        let old = self.call_id_of(id);
+        let Some(s) = self.subscriptions.get_mut(&id) else {
+            return false;
+        };
+        let mut events = Vec::new();
+        let keep = s.on_timer(svc, now, &mut events);
         let owner = s.owner;
         if !keep {
             self.subscriptions.remove(&id);

@@ -69,6 +69,9 @@ pub struct PublicationRecord {
     /// A removal was asked for and is not done yet.
     #[serde(default)]
     pub removing: bool,
+    /// See `PublishRequest::instance`.
+    #[serde(default)]
+    pub instance: Option<String>,
 }
 
 /// What a PUBLISH does (RFC 3903 §4, table in standards.md §10).
@@ -123,7 +126,13 @@ impl Publication {
                 .body
                 .as_ref()
                 .map(|b| String::from_utf8_lossy(b).into_owned()),
-            extra_headers: req.extra_headers.clone(),
+            extra_headers: {
+                let mut h = req.extra_headers.clone();
+                if let Some(sender) = &req.sender {
+                    h.push((svc.site.sender_header.clone(), sender.clone()));
+                }
+                h
+            },
             desired: req.expires,
             desired_until: req
                 .expires
@@ -137,6 +146,7 @@ impl Publication {
             cseq: 0,
             min_expires: 0,
             removing: false,
+            instance: req.instance.clone(),
         };
         Publication {
             id,
@@ -165,10 +175,17 @@ impl Publication {
         }
     }
 
-    pub(crate) fn matches(&self, owner: ModuleId, presentity: &str, event: &str) -> bool {
+    pub(crate) fn matches(
+        &self,
+        owner: ModuleId,
+        presentity: &str,
+        event: &str,
+        instance: Option<&str>,
+    ) -> bool {
         self.owner == owner
             && self.rec.presentity == presentity
             && self.rec.event.eq_ignore_ascii_case(event)
+            && self.rec.instance.as_deref() == instance
     }
 
     pub fn etag(&self) -> Option<&str> {

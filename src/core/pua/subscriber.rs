@@ -114,6 +114,12 @@ pub struct SubscriptionRecord {
     pub last_state: Option<String>,
     pub last_content_type: Option<String>,
     pub last_body: Option<String>,
+    /// See `SubscribeRequest::target`.
+    #[serde(default)]
+    pub target: Option<String>,
+    /// See `SubscribeRequest::next_hop`.
+    #[serde(default)]
+    pub next_hop: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -200,6 +206,8 @@ impl Subscription {
             desired: req.expires,
             desired_until: None,
             refresh_until_unsubscribed: req.refresh_until_unsubscribed,
+            target: req.target,
+            next_hop: req.next_hop,
             call_id: String::new(),
             from_tag: String::new(),
             to_tag: None,
@@ -478,7 +486,12 @@ impl Subscription {
         events: &mut Vec<PuaEvent>,
     ) -> bool {
         let expires = self.wanted_expires(svc, now);
-        let req = self.base_request(svc, self.rec.presentity.clone(), None, expires);
+        let uri = self
+            .rec
+            .target
+            .clone()
+            .unwrap_or_else(|| self.rec.presentity.clone());
+        let req = self.base_request(svc, uri, None, expires);
         self.rec.phase = Phase::NotifyWait;
         self.send(svc, now, req, ReqKind::Initial, expires, events)
     }
@@ -496,6 +509,7 @@ impl Subscription {
             .rec
             .remote_target
             .clone()
+            .or_else(|| self.rec.target.clone())
             .unwrap_or_else(|| self.rec.presentity.clone());
         let req = self.base_request(svc, target, to_tag.as_deref(), expires);
         self.send(svc, now, req, kind, expires, events)
@@ -512,7 +526,8 @@ impl Subscription {
     ) -> bool {
         self.persist(svc);
         let route_set = self.rec.route_set.clone();
-        match svc.send_request(now, TxOwner::Subscription(self.id), &route_set, req) {
+        let hop = self.rec.next_hop.as_deref();
+        match svc.send_request_via(now, TxOwner::Subscription(self.id), &route_set, hop, req) {
             Ok(tx) => {
                 tracing::debug!(id = %self.id, ?kind, expires, call_id = %self.rec.call_id, "SUBSCRIBE sent");
                 self.in_flight = Some(InFlight { tx, kind, expires });
