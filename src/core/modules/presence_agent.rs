@@ -32,7 +32,8 @@ use crate::core::presence::watcherinfo::{
 use crate::core::presence::{DocState, PresenceDoc, DIALOG_INFO, PIDF, WATCHERINFO};
 use crate::core::presence_state::{stamp_dialog_info_version, EventKey, PublishInput};
 use crate::core::routing::{DomainMatch, Route};
-use crate::core::sip::headers::{EventHeader, TerminationReason};
+use crate::core::registrar::uri_equivalent;
+use crate::core::sip::headers::{EventHeader, NameAddr, TerminationReason};
 use crate::core::sip::message::{Method, Peer, Request};
 use crate::core::sip::notifier::{
     Body as NotifierBody, Decision, NotifierDialogId, NotifierEvent, StateChange, SubscribeInfo,
@@ -62,6 +63,26 @@ struct WatcherDialog {
     /// The state it watches (`EventKey` of `event`: `dialog;call-id=…` watches `dialog`).
     key: String,
     status: WatcherStatus,
+    /// The subscriber's Contact URI (its remote target): a BLA phone's identity for the
+    /// sender exclusion (see [`sla_exclusion`]).
+    contact: String,
+}
+
+/// The sender whose `dialog;sla` publications a watcher is not sent (anchors.md §6.3,
+/// pua_bla's `Sender`): the one naming the watcher's Contact (URI equivalence, RFC 3261
+/// §19.1.4; Kamailio compares the bytes), else the one naming the watcher's AOR when that
+/// is not the line itself (phones subscribing under their own AOR).
+fn sla_exclusion(site: &LocalSite, presentity: &str, key: &EventKey, watcher: &str, contact: &str) -> Option<String> {
+    let senders = site.presence.senders(presentity, key);
+    senders
+        .iter()
+        .find(|s| !contact.is_empty() && uri_equivalent(s, contact))
+        .or_else(|| {
+            senders
+                .iter()
+                .find(|s| aor(s) == watcher && watcher != presentity)
+        })
+        .cloned()
 }
 
 impl OfPresentity for WatcherDialog {
@@ -198,6 +219,7 @@ impl PresenceAgentModule {
         presentity: &str,
         event: &str,
         watcher: &str,
+        contact: &str,
         version: u32,
     ) -> Option<NotifierBody> {
         let header = EventHeader::parse(event).ok()?;
@@ -209,9 +231,11 @@ impl PresenceAgentModule {
         }
         let key = EventKey::from_header(&header);
         // A BLA phone is not told its own state (anchors.md §6.3; pua_bla's Sender).
-        let exclude = (key.as_str() == "dialog;sla").then_some(watcher);
+        let exclude = (key.as_str() == "dialog;sla")
+            .then(|| sla_exclusion(site, presentity, &key, watcher, contact))
+            .flatten();
         let ct = Self::body_type(&header.package)?;
-        match site.presence.document(presentity, &key, version, exclude) {
+        match site.presence.document(presentity, &key, version, exclude.as_deref()) {
             Some(b) => Some(NotifierBody::new(ct, b)),
             // No publication (any more): a document without tuples says so (RFC 3863
             // §4.1: the presentity offers no service), rather than a NOTIFY without body,
@@ -241,11 +265,28 @@ impl PresenceAgentModule {
         // version stamped into the shared document.
         let mut views: HashMap<Option<String>, (Option<NotifierBody>, u64)> = HashMap::new();
         for (id, d) in targets {
-            let exclude = (d.key == "dialog;sla").then(|| d.watcher.clone());
+            let exclude = (d.key == "dialog;sla")
+                .then(|| {
+                    sla_exclusion(
+                        &ctx.svc.site,
+                        presentity,
+                        &EventKey::dialog_sla(),
+                        &d.watcher,
+                        &d.contact,
+                    )
+                })
+                .flatten();
             let (base, digest) = views
                 .entry(exclude)
                 .or_insert_with(|| {
-                    let b = self.document_for(&ctx.svc.site, presentity, &d.event, &d.watcher, 0);
+                    let b = self.document_for(
+                        &ctx.svc.site,
+                        presentity,
+                        &d.event,
+                        &d.watcher,
+                        &d.contact,
+                        0,
+                    );
                     let digest = body_digest(b.as_ref());
                     (b, digest)
                 })
@@ -268,6 +309,7 @@ impl PresenceAgentModule {
                             presentity,
                             &d.event,
                             &d.watcher,
+                            &d.contact,
                             version,
                         ) {
                             Some(b) => body = b,
@@ -338,14 +380,13 @@ impl PresenceAgentModule {
         };
         let sender_header = ctx.svc.site.sender_header.clone();
         // `Sender: "Phone 1" <sip:phone1@example.org>` or a bare URI (pua_bla writes the
-        // latter); compared as an AOR with the watchers' From.
-        let sender =
-            req.headers.get(&sender_header).map(
-                |v| match crate::core::sip::headers::NameAddr::parse("Sender", v) {
-                    Ok(n) => aor(&n.uri),
-                    Err(_) => aor(v.trim()),
-                },
-            );
+        // latter); matched with the watchers by `sla_exclusion`.
+        let sender = req.headers.get(&sender_header).map(|v| {
+            match crate::core::sip::headers::NameAddr::parse("Sender", v) {
+                Ok(n) => n.uri,
+                Err(_) => v.trim().to_string(),
+            }
+        });
         let now = ctx.now;
         let input = PublishInput {
             presentity: &presentity,
@@ -405,11 +446,13 @@ impl PresenceAgentModule {
         for (id, d) in pair {
             match (action, d.status) {
                 (RuleAction::Allow, WatcherStatus::Pending) => {
-                    let probe = self.document_for(&ctx.svc.site, presentity, &d.event, watcher, 0);
+                    let site = &ctx.svc.site;
+                    let probe = self.document_for(site, presentity, &d.event, watcher, &d.contact, 0);
                     self.last_sent.insert(id, body_digest(probe.as_ref()));
                     let version = self.next_version(ctx, id);
+                    let site = &ctx.svc.site;
                     let body =
-                        self.document_for(&ctx.svc.site, presentity, &d.event, watcher, version);
+                        self.document_for(site, presentity, &d.event, watcher, &d.contact, version);
                     if let Some(w) = self.dialogs.get_mut(&id) {
                         w.status = WatcherStatus::Active;
                     }
@@ -505,7 +548,21 @@ impl Module for PresenceAgentModule {
             RuleAction::Deny => Decision::reject(403),
             RuleAction::Pending => Decision::pending().for_resource(presentity),
             RuleAction::Allow => {
-                Decision::active(self.document_for(site, &presentity, &event, &watcher, 0))
+                let contact = info
+                    .request
+                    .headers
+                    .get("Contact")
+                    .and_then(|c| NameAddr::parse("Contact", c).ok())
+                    .map(|n| n.uri)
+                    .unwrap_or_default();
+                Decision::active(self.document_for(
+                    site,
+                    &presentity,
+                    &event,
+                    &watcher,
+                    &contact,
+                    0,
+                ))
                     .for_resource(presentity)
             }
         }
@@ -526,6 +583,7 @@ impl Module for PresenceAgentModule {
                         &view.presentity,
                         &view.event_header,
                         &aor(&view.watcher),
+                        &view.remote_target,
                         0,
                     );
                     self.last_sent.insert(*dialog, body_digest(probe.as_ref()));
@@ -538,6 +596,7 @@ impl Module for PresenceAgentModule {
                         event: view.event_header.clone(),
                         key: state_key(&view.event_header),
                         status,
+                        contact: view.remote_target.clone(),
                     },
                 );
                 if view.event == "presence" {
@@ -619,6 +678,7 @@ impl Module for PresenceAgentModule {
                     event: view.event_header.clone(),
                     key: state_key(&view.event_header),
                     status,
+                    contact: view.remote_target.clone(),
                 },
             );
         }

@@ -510,7 +510,8 @@ impl PresenceState {
             .collect()
     }
 
-    fn senders(&self, presentity: &str, event: &EventKey) -> BTreeSet<String> {
+    /// The sender values of the publications of one slot (see [`PublishInput::sender`]).
+    pub fn senders(&self, presentity: &str, event: &EventKey) -> BTreeSet<String> {
         self.slot(presentity, event)
             .map(|s| s.values().filter_map(|p| p.sender.clone()).collect())
             .unwrap_or_default()

@@ -52,6 +52,7 @@ pub fn accept_for(event: &str) -> Option<&'static str> {
         "presence" => Some(crate::core::presence::PIDF),
         "presence.winfo" => Some(crate::core::presence::WATCHERINFO),
         "dialog" => Some(crate::core::presence::DIALOG_INFO),
+        "reg" => Some(crate::core::presence::REGINFO),
         _ => None,
     }
 }

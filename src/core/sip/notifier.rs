@@ -380,6 +380,9 @@ pub struct NotifierDialogView {
     pub content_type: Option<String>,
     /// Whether state is cached for this dialog (refresh NOTIFYs carry it).
     pub has_state: bool,
+    /// Where NOTIFYs go: the subscriber's Contact URI.
+    #[serde(default)]
+    pub remote_target: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -1275,6 +1278,7 @@ impl Notifier {
             call_id: d.call_id.clone(),
             expires_in: ceil_secs(now, d.expires_at),
             content_type: d.content_type.clone(),
+            remote_target: d.remote_target.clone(),
             has_state: d.body.is_some(),
         })
     }
