@@ -61,6 +61,46 @@ pub struct FileConfig {
     pub registrar: Option<FileRegistrar>,
     /// Digest authentication of phones and the SIP users table.
     pub auth: Option<FileAuth>,
+    /// Sources of registrations besides the embedded registrar.
+    pub registrations: Option<FileRegistrations>,
+    /// REGISTER-driven presence; none without it.
+    pub usrloc: Option<FileUsrloc>,
+    /// Bridged line appearance; none without it.
+    pub bla: Option<FileBla>,
+}
+
+/// `[registrations]`
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRegistrations {
+    pub copy_domains: Option<Vec<String>>,
+    pub copy_max_expires: Option<u64>,
+    pub publish_mark: Option<String>,
+    pub reg_event_aors: Option<Vec<String>>,
+    pub reg_event_expires: Option<u64>,
+    pub reg_event_server: Option<String>,
+    pub reg_event_watcher: Option<String>,
+}
+
+/// `[usrloc]`
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileUsrloc {
+    pub enabled: Option<bool>,
+    pub domains: Option<Vec<String>>,
+    pub aors: Option<Vec<String>>,
+    pub patterns: Option<Vec<String>>,
+    pub entity_prefix: Option<String>,
+    pub default_domain: Option<String>,
+    pub closed_linger_secs: Option<u64>,
+}
+
+/// `[bla]`
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileBla {
+    pub enabled: Option<bool>,
+    pub lines: Option<Vec<String>>,
 }
 
 /// `[presence_agent]`
@@ -345,6 +385,23 @@ pub struct RegistrarSettings {
     pub max_contacts_per_aor: usize,
 }
 
+/// `[registrations]`: where bindings come from besides the embedded registrar.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RegistrationsSettings {
+    /// Domains whose REGISTER copies (`t_replicate`) are mirrored, from `sip.trusted` peers.
+    pub copy_domains: Vec<String>,
+    pub copy_max_expires: u32,
+    /// Header whose presence on a copy makes usrloc publish its AOR.
+    pub publish_mark: Option<String>,
+    /// AORs whose `reg` event (RFC 3680) is subscribed.
+    pub reg_event_aors: Vec<String>,
+    pub reg_event_expires: u32,
+    /// First hop of the `reg` subscriptions; `None`: the outbound proxy or the AOR's host.
+    pub reg_event_server: Option<String>,
+    /// From of the `reg` subscriptions; `None`: the gateway's contact AOR.
+    pub reg_event_watcher: Option<String>,
+}
+
 /// One configured SIP user.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UserSettings {
@@ -383,6 +440,9 @@ pub struct Config {
     /// Present when the presence agent is and the registrar is not disabled.
     pub registrar: Option<RegistrarSettings>,
     pub auth: AuthSettings,
+    pub registrations: RegistrationsSettings,
+    pub usrloc: Option<crate::core::modules::usrloc::UsrlocConfig>,
+    pub bla: Option<crate::core::modules::bla::BlaConfig>,
 }
 
 /// One problem, with the dotted key path it concerns (empty for the file as a whole).
@@ -606,6 +666,28 @@ pub fn validate(file: &FileConfig) -> Result<Config, ConfigErrors> {
         }
     }
 
+    let registrations = validate_registrations(
+        file.registrations.as_ref(),
+        presence_agent.as_ref().map(|p| p.domains.as_slice()).unwrap_or(&[]),
+        !engine.trusted.is_empty(),
+        &mut errs,
+    );
+    let usrloc = file
+        .usrloc
+        .as_ref()
+        .filter(|u| u.enabled != Some(false))
+        .map(|u| validate_usrloc(u, registrations.publish_mark.is_some(), &mut errs));
+    let bla = file
+        .bla
+        .as_ref()
+        .filter(|b| b.enabled != Some(false))
+        .map(|b| crate::core::modules::bla::BlaConfig {
+            lines: sip_aors(b.lines.as_deref().unwrap_or(&[]), "bla.lines", &mut errs),
+        });
+    if bla.as_ref().is_some_and(|b| b.lines.is_empty()) {
+        errs.push("bla.lines", "name at least one shared-line AOR");
+    }
+
     if errs.0.is_empty() {
         Ok(Config {
             log,
@@ -618,6 +700,9 @@ pub fn validate(file: &FileConfig) -> Result<Config, ConfigErrors> {
             presence_agent,
             registrar,
             auth,
+            registrations,
+            usrloc,
+            bla,
         })
     } else {
         Err(ConfigErrors(errs.0))
@@ -787,6 +872,147 @@ fn domain_defaults_of(
         out.push((domain, same, other));
     }
     out
+}
+
+/// Domains: trimmed, lowercase, no white space, `@` or `:`.
+fn domain_list(v: &[String], path: &str, errs: &mut Errors) -> Vec<String> {
+    let out: Vec<String> = v.iter().map(|d| d.trim().to_ascii_lowercase()).collect();
+    for d in &out {
+        if d.is_empty() || d.contains(|c: char| c.is_whitespace() || c == '@' || c == ':') {
+            errs.push(path, format!("invalid domain {d:?}"));
+        }
+    }
+    out
+}
+
+/// SIP AORs (`sip:user@domain`), normalised.
+fn sip_aors(v: &[String], path: &str, errs: &mut Errors) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, a) in v.iter().enumerate() {
+        match crate::core::routing::aor_of(a.trim()) {
+            Some(n) if n.contains('@') => out.push(n),
+            _ => errs.push(
+                format!("{path}[{i}]"),
+                format!("invalid AOR {a:?} (expected sip:user@domain)"),
+            ),
+        }
+    }
+    out
+}
+
+fn header_name_ok(h: &str) -> bool {
+    !h.is_empty()
+        && h.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '!' | '%' | '*' | '+' | '`' | '\'' | '~'))
+}
+
+fn validate_registrations(
+    r: Option<&FileRegistrations>,
+    agent_domains: &[String],
+    has_trusted: bool,
+    errs: &mut Errors,
+) -> RegistrationsSettings {
+    let Some(r) = r else {
+        return RegistrationsSettings {
+            copy_max_expires: 3600,
+            reg_event_expires: 600,
+            ..RegistrationsSettings::default()
+        };
+    };
+    let copy_domains = domain_list(
+        r.copy_domains.as_deref().unwrap_or(&[]),
+        "registrations.copy_domains",
+        errs,
+    );
+    for d in copy_domains.iter().filter(|d| agent_domains.contains(d)) {
+        errs.push(
+            "registrations.copy_domains",
+            format!("{d:?} is served by the embedded registrar ([presence_agent] domains); a domain has one registrar"),
+        );
+    }
+    if !copy_domains.is_empty() && !has_trusted {
+        errs.push(
+            "registrations.copy_domains",
+            "REGISTER copies are accepted from sip.trusted peers only: list the proxy there",
+        );
+    }
+    let publish_mark = r.publish_mark.as_ref().map(|h| h.trim().to_string());
+    if let Some(h) = &publish_mark {
+        if !header_name_ok(h) {
+            errs.push("registrations.publish_mark", format!("invalid header name {h:?}"));
+        }
+    }
+    let reg_event_server = r.reg_event_server.as_ref().map(|s| s.trim().to_string());
+    if let Some(s) = &reg_event_server {
+        if crate::core::services::uri_peer(s).is_none() {
+            errs.push(
+                "registrations.reg_event_server",
+                format!("{s:?} is not a SIP URI with a numeric host (e.g. \"sip:127.0.0.1:5070\")"),
+            );
+        }
+    }
+    let reg_event_watcher = r.reg_event_watcher.as_ref().map(|w| w.trim().to_string());
+    if let Some(w) = &reg_event_watcher {
+        if crate::core::routing::aor_of(w).is_none() {
+            errs.push("registrations.reg_event_watcher", format!("invalid SIP URI {w:?}"));
+        }
+    }
+    RegistrationsSettings {
+        copy_domains,
+        copy_max_expires: expires(r.copy_max_expires, "registrations.copy_max_expires", 3600, errs),
+        publish_mark,
+        reg_event_aors: sip_aors(
+            r.reg_event_aors.as_deref().unwrap_or(&[]),
+            "registrations.reg_event_aors",
+            errs,
+        ),
+        reg_event_expires: expires(r.reg_event_expires, "registrations.reg_event_expires", 600, errs),
+        reg_event_server,
+        reg_event_watcher,
+    }
+}
+
+fn validate_usrloc(
+    u: &FileUsrloc,
+    has_mark: bool,
+    errs: &mut Errors,
+) -> crate::core::modules::usrloc::UsrlocConfig {
+    let domains = domain_list(u.domains.as_deref().unwrap_or(&[]), "usrloc.domains", errs);
+    let aors = sip_aors(u.aors.as_deref().unwrap_or(&[]), "usrloc.aors", errs);
+    let patterns: Vec<String> = u
+        .patterns
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| p.trim().to_string())
+        .collect();
+    for (i, p) in patterns.iter().enumerate() {
+        if p.is_empty() || p.contains(char::is_whitespace) {
+            errs.push(format!("usrloc.patterns[{i}]"), format!("invalid pattern {p:?}"));
+        }
+    }
+    if domains.is_empty() && aors.is_empty() && patterns.is_empty() && !has_mark {
+        errs.push(
+            "usrloc",
+            "selects no AOR: set domains, aors or patterns, or registrations.publish_mark",
+        );
+    }
+    let linger = u.closed_linger_secs.unwrap_or(30);
+    if linger > 86_400 {
+        errs.push("usrloc.closed_linger_secs", format!("{linger} is outside 0..=86400"));
+    }
+    crate::core::modules::usrloc::UsrlocConfig {
+        domains,
+        aors,
+        patterns,
+        entity_prefix: u.entity_prefix.clone().filter(|p| !p.trim().is_empty()),
+        default_domain: u
+            .default_domain
+            .clone()
+            .map(|d| d.trim().to_ascii_lowercase())
+            .filter(|d| !d.is_empty()),
+        closed_linger: Duration::from_secs(linger.min(86_400)),
+    }
 }
 
 fn validate_registrar(r: &FileRegistrar, errs: &mut Errors) -> RegistrarSettings {
@@ -1428,7 +1654,10 @@ impl Config {
         use crate::core::sip::digest_server::DigestServerConfig;
         use crate::core::watcher_rules::{RuleAction, RuleDefaults};
         let Some(pa) = &self.presence_agent else {
-            return LocalSiteConfig::default();
+            return LocalSiteConfig {
+                copies_max_expires: self.registrations.copy_max_expires,
+                ..LocalSiteConfig::default()
+            };
         };
         let rule = |r: DefaultRule| match r {
             DefaultRule::Allow => RuleAction::Allow,
@@ -1467,6 +1696,7 @@ impl Config {
                 .collect(),
             sender_header: pa.sender_header.clone(),
             max_subscriptions_per_presentity: pa.max_subscriptions_per_presentity,
+            copies_max_expires: self.registrations.copy_max_expires,
             registrar: self.registrar.as_ref().map(|r| RegistrarConfig {
                 min_expires: r.min_expires,
                 max_expires: r.max_expires,
@@ -1500,6 +1730,37 @@ impl Config {
                     })
                     .collect(),
             }),
+        }
+    }
+
+    /// What the registrar module serves: the embedded registrar's domains (those of the
+    /// presence agent), the copy domains and the `reg` subscriptions, whose watcher
+    /// defaults to the AOR of the engine's Contact.
+    pub fn registrar_module_config(
+        &self,
+        engine: &EngineConfig,
+    ) -> crate::core::modules::registrar::RegistrarModuleConfig {
+        use crate::core::modules::registrar::{RegEventConfig, RegistrarModuleConfig};
+        let r = &self.registrations;
+        RegistrarModuleConfig {
+            domains: self
+                .presence_agent
+                .as_ref()
+                .filter(|_| self.registrar.is_some())
+                .map(|p| p.domains.clone())
+                .unwrap_or_default(),
+            copy_domains: r.copy_domains.clone(),
+            publish_mark: r.publish_mark.clone(),
+            reg_event: RegEventConfig {
+                aors: r.reg_event_aors.clone(),
+                expires: r.reg_event_expires,
+                watcher: r
+                    .reg_event_watcher
+                    .clone()
+                    .or_else(|| crate::core::routing::aor_of(&engine.contact_uri))
+                    .unwrap_or_else(|| engine.contact_uri.clone()),
+                server: r.reg_event_server.clone(),
+            },
         }
     }
 

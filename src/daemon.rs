@@ -30,6 +30,8 @@ use crate::core::modules::admin::AdminModule;
 use crate::core::modules::bridge::BridgeModule;
 use crate::core::modules::presence_agent::PresenceAgentModule;
 use crate::core::modules::registrar::RegistrarModule;
+use crate::core::modules::usrloc::UsrlocModule;
+use crate::core::modules::bla::BlaModule;
 use crate::core::modules::Module;
 use crate::core::persist::{StoreOp, StoredRow};
 use crate::core::sip::Peer;
@@ -134,13 +136,31 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Daemon
         let nonce_key: Vec<u8> = (0..32).map(|_| rand::random::<u8>()).collect();
         engine_config.site = modules_config.site_config(nonce_key);
         let mut modules: Vec<Box<dyn Module>> = vec![Box::new(AdminModule::new())];
+        let mut sources = modules_config.registrar_module_config(&engine_config);
         if let Some(pa) = &modules_config.presence_agent {
             info!(domains = ?pa.domains, "embedded presence agent enabled");
             modules.push(Box::new(PresenceAgentModule::new(pa.domains.clone())));
             if modules_config.registrar.is_some() {
                 info!(domains = ?pa.domains, "embedded registrar enabled");
-                modules.push(Box::new(RegistrarModule::new(pa.domains.clone())));
+            } else {
+                sources.domains.clear();
             }
+        }
+        if !sources.domains.is_empty()
+            || !sources.copy_domains.is_empty()
+            || !sources.reg_event.aors.is_empty()
+        {
+            info!(copies = ?sources.copy_domains, reg_event = ?sources.reg_event.aors, "registration sources enabled");
+            // Before usrloc and bla: their restore reads the restored bindings.
+            modules.push(Box::new(RegistrarModule::with_config(sources)));
+        }
+        if let Some(u) = &modules_config.usrloc {
+            info!(domains = ?u.domains, aors = u.aors.len(), patterns = u.patterns.len(), "usrloc enabled");
+            modules.push(Box::new(UsrlocModule::new(u.clone())));
+        }
+        if let Some(b) = &modules_config.bla {
+            info!(lines = ?b.lines, "bla enabled");
+            modules.push(Box::new(BlaModule::new(b.clone())));
         }
         if let Some(bridge) = modules_config.bridge_module_config(&engine_config) {
             info!(mode = ?bridge.mode, domains = bridge.domains.len(), "presence bridge enabled");

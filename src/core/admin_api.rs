@@ -66,10 +66,14 @@ pub enum AdminCommand {
         domain: String,
     },
     ListUsers,
-    /// Registrar: the bindings of one AOR, or of all.
+    /// Registrar: the bindings of one AOR, or of all, of every source.
     ListBindings {
         aor: Option<String>,
     },
+    /// usrloc: the AORs it publishes and their state.
+    ListUsrloc,
+    /// bla: the shared lines, their phones and the line state.
+    ListBla,
 }
 
 /// One explicit watcher rule.
@@ -101,6 +105,41 @@ pub struct BindingView {
     pub q: Option<String>,
     pub expires_in: u64,
     pub user_agent: Option<String>,
+    /// `registrar` (the embedded one), `copy` (REGISTER copies) or `reg_event` (RFC 3680).
+    pub source: String,
+}
+
+/// One AOR usrloc publishes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsrlocView {
+    pub aor: String,
+    /// `open` (registered) or `closed` (lingering before removal).
+    pub state: String,
+    /// The contacts of the published tuples.
+    pub contacts: Vec<String>,
+    /// Selected by the publish mark of a REGISTER copy.
+    pub marked: bool,
+    /// Seconds until a `closed` publication is removed.
+    pub removed_in: Option<u64>,
+}
+
+/// One phone of a shared line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlaPhoneView {
+    pub contact: String,
+    /// `dialog;sla` subscription state (`init`, `notify_wait`, `active`, ...), if any.
+    pub subscription: Option<String>,
+    /// Live dialogs the phone reported: (id, state).
+    pub dialogs: Vec<(String, String)>,
+    /// The last dialog-info version applied.
+    pub version: Option<u32>,
+}
+
+/// One shared line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlaLineView {
+    pub line: String,
+    pub phones: Vec<BlaPhoneView>,
 }
 
 /// The outcome of a publish: the final SIP response (or a local refusal with a SIP-style
@@ -141,6 +180,8 @@ pub enum AdminReply {
     AgentPublications(Vec<crate::core::presence_state::PublicationView>),
     Users(Vec<crate::core::users::UserEntry>),
     Bindings(Vec<BindingView>),
+    Usrloc(Vec<UsrlocView>),
+    Bla(Vec<BlaLineView>),
     /// A refused command: an HTTP-style code and why.
     Error {
         code: u16,

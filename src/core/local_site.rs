@@ -4,7 +4,9 @@
 //! - the presence state service ([`PresenceState`]: publications, ETags, composed
 //!   documents) for the configured SIP domains;
 //! - watcher authorization ([`WatcherRules`]);
-//! - the location service ([`Registrar`]: bindings other modules read);
+//! - the location service ([`Registrar`]: bindings other modules read), and the bindings
+//!   mirrored from other registrars (REGISTER copies, `reg` events), one [`Registrar`] per
+//!   [`BindingSource`];
 //! - digest authentication of phones ([`DigestServer`] against [`Users`]).
 //!
 //! Modules never reach each other; they reach these through their context. A module that
@@ -13,7 +15,7 @@
 //! choice itself for its callers).
 
 use super::presence_state::{EventKey, PresenceState, PresenceStateConfig};
-use super::registrar::{Registrar, RegistrarConfig};
+use super::registrar::{Binding, BindingSource, Registrar, RegistrarConfig};
 use super::routing::{aor_of, uri_domain};
 use super::sip::digest_server::{DigestServer, DigestServerConfig, StoredSecret};
 use super::users::{ConfigUser, Users};
@@ -34,6 +36,9 @@ pub struct LocalSiteConfig {
     pub max_subscriptions_per_presentity: usize,
     /// `None`: no registrar.
     pub registrar: Option<RegistrarConfig>,
+    /// Longest interval a mirrored REGISTER copy is kept for (0: one hour). Copies are
+    /// never refused for a short interval: the proxy already granted it.
+    pub copies_max_expires: u32,
     /// `None`: requests from untrusted peers are refused (403) rather than challenged.
     pub auth: Option<AuthConfig>,
 }
@@ -62,6 +67,10 @@ pub struct LocalSite {
     pub presence: PresenceState,
     pub rules: WatcherRules,
     pub location: Option<Registrar>,
+    /// Bindings mirrored from REGISTER copies of a proxy that stays the registrar.
+    pub copies: Registrar,
+    /// Bindings mirrored from `reg` event notifications (RFC 3680).
+    pub reg_events: Registrar,
     pub auth: Option<Auth>,
     pub sender_header: String,
     pub max_subscriptions_per_presentity: usize,
@@ -102,6 +111,14 @@ impl LocalSite {
                     r.with_domain_defaults(d, *defaults)
                 }),
             location: c.registrar.clone().map(Registrar::new),
+            copies: Registrar::for_source(
+                RegistrarConfig::mirror(c.copies_max_expires),
+                BindingSource::Copy,
+            ),
+            reg_events: Registrar::for_source(
+                RegistrarConfig::mirror(0),
+                BindingSource::RegEvent,
+            ),
             auth,
             sender_header: if c.sender_header.is_empty() {
                 "Sender".into()
@@ -120,6 +137,30 @@ impl LocalSite {
 
     pub fn serves_domain(&self, domain: &str) -> bool {
         self.domains.iter().any(|d| d.eq_ignore_ascii_case(domain))
+    }
+
+    /// The live bindings of `aor` from every source, embedded registrar first.
+    pub fn bindings_of(&self, aor: &str) -> Vec<(BindingSource, &Binding)> {
+        self.registrars()
+            .flat_map(|r| r.bindings(aor).into_iter().map(move |b| (r.source(), b)))
+            .collect()
+    }
+
+    /// The location service of every source that exists.
+    pub fn registrars(&self) -> impl Iterator<Item = &Registrar> {
+        self.location
+            .iter()
+            .chain(std::iter::once(&self.copies))
+            .chain(std::iter::once(&self.reg_events))
+    }
+
+    /// The bindings of one source (`None`: the embedded registrar is off).
+    pub fn registrar_mut(&mut self, source: BindingSource) -> Option<&mut Registrar> {
+        match source {
+            BindingSource::Registrar => self.location.as_mut(),
+            BindingSource::Copy => Some(&mut self.copies),
+            BindingSource::RegEvent => Some(&mut self.reg_events),
+        }
     }
 
     /// The composed document of `presentity` for `event` as a watcher without a sender

@@ -32,10 +32,12 @@ pub enum StoreTable {
     Rules,
     /// SIP users (digest credentials) managed with `ctl users`.
     Users,
+    /// Records of the modules that follow registrations (usrloc publications, bla phones).
+    ModuleState,
 }
 
 impl StoreTable {
-    pub const ALL: [StoreTable; 9] = [
+    pub const ALL: [StoreTable; 10] = [
         StoreTable::Publications,
         StoreTable::Subscriptions,
         StoreTable::NotifierDialogs,
@@ -45,6 +47,7 @@ impl StoreTable {
         StoreTable::Bindings,
         StoreTable::Rules,
         StoreTable::Users,
+        StoreTable::ModuleState,
     ];
 
     /// The SQL table name.
@@ -59,6 +62,7 @@ impl StoreTable {
             StoreTable::Bindings => "bindings",
             StoreTable::Rules => "rules",
             StoreTable::Users => "users",
+            StoreTable::ModuleState => "module_state",
         }
     }
 }

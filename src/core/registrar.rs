@@ -137,6 +137,20 @@ impl RegistrarConfig {
     }
 }
 
+impl RegistrarConfig {
+    /// The policy of bindings mirrored from another registrar, which already granted them:
+    /// any interval up to `max_expires` (0: one hour), never 423, up to 100 contacts.
+    pub fn mirror(max_expires: u32) -> Self {
+        let max_expires = if max_expires == 0 { ONE_HOUR } else { max_expires };
+        RegistrarConfig {
+            min_expires: 0,
+            max_expires,
+            default_expires: max_expires.min(ONE_HOUR),
+            max_contacts_per_aor: 100,
+        }
+    }
+}
+
 impl Default for RegistrarConfig {
     fn default() -> Self {
         RegistrarConfig {

@@ -174,6 +174,8 @@ pub fn router(commands: mpsc::Sender<AdminCall>, options: AdminHttpOptions) -> R
         .route("/watchers", get(watchers))
         .route("/agent/publications", get(agent_publications))
         .route("/bindings", get(bindings))
+        .route("/usrloc", get(usrloc))
+        .route("/bla", get(bla))
         .route("/users", get(list_users).post(add_user))
         .route("/users/remove", post(remove_user))
         .fallback(not_found)
@@ -314,6 +316,8 @@ fn site_reply(reply: AdminReply) -> Result<Response, ApiError> {
         AdminReply::AgentPublications(v) => Ok(Json(v).into_response()),
         AdminReply::Users(v) => Ok(Json(v).into_response()),
         AdminReply::Bindings(v) => Ok(Json(v).into_response()),
+        AdminReply::Usrloc(v) => Ok(Json(v).into_response()),
+        AdminReply::Bla(v) => Ok(Json(v).into_response()),
         AdminReply::Error { code, reason } => Err(ApiError::new(
             StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST),
             reason,
@@ -392,6 +396,16 @@ async fn bindings(
     axum::extract::Query(q): axum::extract::Query<AorQuery>,
 ) -> Result<Response, ApiError> {
     site_reply(call(&state, AdminCommand::ListBindings { aor: q.aor }).await?)
+}
+
+/// `GET /usrloc`: the AORs usrloc publishes (404 when the module is off).
+async fn usrloc(State(state): State<AppState>) -> Result<Response, ApiError> {
+    site_reply(call(&state, AdminCommand::ListUsrloc).await?)
+}
+
+/// `GET /bla`: the shared lines with their phones and state (404 when the module is off).
+async fn bla(State(state): State<AppState>) -> Result<Response, ApiError> {
+    site_reply(call(&state, AdminCommand::ListBla).await?)
 }
 
 /// `POST /users`: `{"username", "domain", "password"}`; `POST /users/remove` without

@@ -265,7 +265,7 @@ impl Module for AdminModule {
                 let now = ctx.now;
                 let want = aor.as_deref().map(crate::core::local_site::aor);
                 let mut v = Vec::new();
-                if let Some(loc) = ctx.svc.site.location.as_ref() {
+                for loc in ctx.svc.site.registrars() {
                     let aors: Vec<String> = loc.aors().map(str::to_string).collect();
                     for a in aors
                         .iter()
@@ -278,6 +278,7 @@ impl Module for AdminModule {
                                 q: b.q.map(crate::core::registrar::format_qvalue),
                                 expires_in: now.secs_until(b.expires_at),
                                 user_agent: b.user_agent.clone(),
+                                source: loc.source().as_str().to_string(),
                             });
                         }
                     }
@@ -287,7 +288,9 @@ impl Module for AdminModule {
             AdminCommand::SetRule { .. }
             | AdminCommand::ListRules
             | AdminCommand::ListWatchers { .. }
-            | AdminCommand::ListPresentityPublications => return false,
+            | AdminCommand::ListPresentityPublications
+            | AdminCommand::ListUsrloc
+            | AdminCommand::ListBla => return false,
             AdminCommand::Health => {
                 let h = HealthView {
                     status: "ok".into(),

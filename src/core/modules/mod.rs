@@ -8,9 +8,11 @@
 //! ids, outputs) are reached through the [`ModuleCtx`] handed to each hook.
 
 pub mod admin;
+pub mod bla;
 pub mod bridge;
 pub mod presence_agent;
 pub mod registrar;
+pub mod usrloc;
 
 use std::time::Duration;
 

@@ -34,6 +34,11 @@
 //!   fragment whose prefixes were declared on its source's root stays correct.
 //! * No publication: no document (`None`); the caller answers as for a presentity
 //!   without state.
+//! * **Derived tuples** (publications of the `usrloc` module, one tuple per registered
+//!   contact): a derived tuple whose `<contact>` is equivalent (RFC 3261 §19.1.4) to the
+//!   contact of a tuple in any other publication is left out, so a phone that publishes
+//!   its own presence wins over what its REGISTER implies for that device
+//!   ([`drop_derived_tuples`]); other devices of the AOR keep their derived tuples.
 //!
 //! # Dialog-info (`application/dialog-info+xml`, RFC 4235 §4)
 //!
@@ -279,6 +284,32 @@ fn hoisted_declarations(children: &[Elem]) -> Vec<(String, String)> {
     seen.into_iter()
         .filter_map(|(p, u)| u.map(|u| (p, u)))
         .collect()
+}
+
+/// `derived` without the tuples whose `<contact>` is equivalent to a tuple contact of one
+/// of `own` (see the module docs, Derived tuples).
+pub(crate) fn drop_derived_tuples(derived: &Elem, own: &[&Elem]) -> Elem {
+    let contact_of = |t: &Elem| {
+        t.elements()
+            .find(|c| c.name.is(NS_PIDF, "contact"))
+            .map(|c| tree::trim_xml(&own_text(c)).to_string())
+    };
+    let own_contacts: Vec<String> = own
+        .iter()
+        .flat_map(|d| d.elements())
+        .filter(|t| t.name.is(NS_PIDF, "tuple"))
+        .filter_map(contact_of)
+        .collect();
+    let mut out = derived.clone();
+    out.children.retain(|n| match n {
+        Node::Elem(t) if t.name.is(NS_PIDF, "tuple") => !contact_of(t).is_some_and(|c| {
+            own_contacts
+                .iter()
+                .any(|o| crate::core::registrar::uri_equivalent(o, &c))
+        }),
+        _ => true,
+    });
+    out
 }
 
 /// Own character data of an element, concatenated (what `presence::xml` reads as text).

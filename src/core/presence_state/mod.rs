@@ -75,6 +75,10 @@ impl Default for PresenceStateConfig {
     }
 }
 
+/// The origin of publications derived from registrations (the `usrloc` module): their
+/// tuples give way to a device's own (see `compose`, Derived tuples).
+pub const DERIVED_ORIGIN: &str = "usrloc";
+
 /// One PUBLISH as the compositor needs it (RFC 3903 §4). The caller has already answered
 /// 404 for an unknown Request-URI (step 1) and parsed the headers.
 #[derive(Clone, Copy, Debug)]
@@ -492,6 +496,20 @@ impl PresenceState {
             })
             .unwrap_or_default();
         pubs.sort_by_key(|p| std::cmp::Reverse(p.body_seq));
+        let derived = |p: &Publication| p.origin == DERIVED_ORIGIN;
+        if kind == DocKind::Pidf && pubs.iter().any(|p| derived(p)) && pubs.iter().any(|p| !derived(p)) {
+            let own: Vec<&Elem> = pubs.iter().filter(|p| !derived(p)).map(|p| &p.doc).collect();
+            let trimmed: Vec<Option<Elem>> = pubs
+                .iter()
+                .map(|p| derived(p).then(|| compose::drop_derived_tuples(&p.doc, &own)))
+                .collect();
+            let docs: Vec<&Elem> = pubs
+                .iter()
+                .zip(&trimmed)
+                .map(|(p, t)| t.as_ref().unwrap_or(&p.doc))
+                .collect();
+            return compose::compose(kind, presentity, version, &docs);
+        }
         let docs: Vec<&Elem> = pubs.iter().map(|p| &p.doc).collect();
         compose::compose(kind, presentity, version, &docs)
     }
