@@ -668,7 +668,11 @@ pub fn validate(file: &FileConfig) -> Result<Config, ConfigErrors> {
 
     let registrations = validate_registrations(
         file.registrations.as_ref(),
-        presence_agent.as_ref().map(|p| p.domains.as_slice()).unwrap_or(&[]),
+        presence_agent
+            .as_ref()
+            .filter(|_| registrar.is_some())
+            .map(|p| p.domains.as_slice())
+            .unwrap_or(&[]),
         !engine.trusted.is_empty(),
         &mut errs,
     );
@@ -686,6 +690,17 @@ pub fn validate(file: &FileConfig) -> Result<Config, ConfigErrors> {
         });
     if bla.as_ref().is_some_and(|b| b.lines.is_empty()) {
         errs.push("bla.lines", "name at least one shared-line AOR");
+    }
+    let has_source = registrar.is_some()
+        || !registrations.copy_domains.is_empty()
+        || !registrations.reg_event_aors.is_empty();
+    for (section, on) in [("usrloc", usrloc.is_some()), ("bla", bla.is_some())] {
+        if on && !has_source {
+            errs.push(
+                section,
+                "no source of registrations: enable the embedded registrar ([presence_agent]) or set registrations.copy_domains or registrations.reg_event_aors",
+            );
+        }
     }
 
     if errs.0.is_empty() {
@@ -927,7 +942,7 @@ fn validate_registrations(
     for d in copy_domains.iter().filter(|d| agent_domains.contains(d)) {
         errs.push(
             "registrations.copy_domains",
-            format!("{d:?} is served by the embedded registrar ([presence_agent] domains); a domain has one registrar"),
+            format!("{d:?} is served by the embedded registrar ([presence_agent] domains); a domain has one registrar (set [registrar] enabled = false)"),
         );
     }
     if !copy_domains.is_empty() && !has_trusted {

@@ -156,13 +156,13 @@ impl RegistrarModule {
                     let mut expires_at = now + std::time::Duration::from_secs(u64::from(granted));
                     // A document sent again (to a new or refreshed subscription) repeats
                     // the remaining time of its first sending: the same registration
-                    // (Call-ID and CSeq unchanged) never moves its expiry earlier.
+                    // (Call-ID and CSeq unchanged) keeps the expiry it had.
                     if let Some(old) = existing.iter().find(|b| {
                         crate::core::registrar::uri_equivalent(&b.contact, &c.uri)
                             && Some(&b.call_id) == c.call_id.as_ref()
                             && Some(b.cseq) == c.cseq
                     }) {
-                        expires_at = expires_at.max(old.expires_at);
+                        expires_at = old.expires_at;
                     }
                     Binding {
                         aor: reg_aor.clone(),
