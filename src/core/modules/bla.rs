@@ -13,8 +13,8 @@
 //! - when the binding is removed or expires, the subscription is ended (unSUBSCRIBE) and
 //!   the phone's publication removed;
 //! - each NOTIFY's dialog-info document is applied to a per-phone [`DialogTable`]
-//!   (RFC 4235 §4.1 versions: a stale one is ignored, a gap makes the module refresh the
-//!   subscription for full state), then the phone's live dialogs are published for the
+//!   (RFC 4235 §4.1 versions: a stale one is ignored, a partial one after a gap makes the
+//!   module refresh the subscription for full state), then the phone's live dialogs are published for the
 //!   line AOR, event `dialog;sla`, one publication per phone (`instance` = the phone's
 //!   contact), with the phone's contact as sender, so the presence agent (embedded, or
 //!   Kamailio's `handle_publish("$hdr(Sender)")`) does not send it back to that phone.
