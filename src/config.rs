@@ -917,8 +917,13 @@ fn sip_aors(v: &[String], path: &str, errs: &mut Errors) -> Vec<String> {
 
 fn header_name_ok(h: &str) -> bool {
     !h.is_empty()
-        && h.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '!' | '%' | '*' | '+' | '`' | '\'' | '~'))
+        && h.chars().all(|c| {
+            c.is_ascii_alphanumeric()
+                || matches!(
+                    c,
+                    '-' | '_' | '.' | '!' | '%' | '*' | '+' | '`' | '\'' | '~'
+                )
+        })
 }
 
 fn validate_registrations(
@@ -954,7 +959,10 @@ fn validate_registrations(
     let publish_mark = r.publish_mark.as_ref().map(|h| h.trim().to_string());
     if let Some(h) = &publish_mark {
         if !header_name_ok(h) {
-            errs.push("registrations.publish_mark", format!("invalid header name {h:?}"));
+            errs.push(
+                "registrations.publish_mark",
+                format!("invalid header name {h:?}"),
+            );
         }
     }
     let reg_event_server = r.reg_event_server.as_ref().map(|s| s.trim().to_string());
@@ -969,19 +977,32 @@ fn validate_registrations(
     let reg_event_watcher = r.reg_event_watcher.as_ref().map(|w| w.trim().to_string());
     if let Some(w) = &reg_event_watcher {
         if crate::core::routing::aor_of(w).is_none() {
-            errs.push("registrations.reg_event_watcher", format!("invalid SIP URI {w:?}"));
+            errs.push(
+                "registrations.reg_event_watcher",
+                format!("invalid SIP URI {w:?}"),
+            );
         }
     }
     RegistrationsSettings {
         copy_domains,
-        copy_max_expires: expires(r.copy_max_expires, "registrations.copy_max_expires", 3600, errs),
+        copy_max_expires: expires(
+            r.copy_max_expires,
+            "registrations.copy_max_expires",
+            3600,
+            errs,
+        ),
         publish_mark,
         reg_event_aors: sip_aors(
             r.reg_event_aors.as_deref().unwrap_or(&[]),
             "registrations.reg_event_aors",
             errs,
         ),
-        reg_event_expires: expires(r.reg_event_expires, "registrations.reg_event_expires", 600, errs),
+        reg_event_expires: expires(
+            r.reg_event_expires,
+            "registrations.reg_event_expires",
+            600,
+            errs,
+        ),
         reg_event_server,
         reg_event_watcher,
     }
@@ -1003,7 +1024,10 @@ fn validate_usrloc(
         .collect();
     for (i, p) in patterns.iter().enumerate() {
         if p.is_empty() || p.contains(char::is_whitespace) {
-            errs.push(format!("usrloc.patterns[{i}]"), format!("invalid pattern {p:?}"));
+            errs.push(
+                format!("usrloc.patterns[{i}]"),
+                format!("invalid pattern {p:?}"),
+            );
         }
     }
     if domains.is_empty() && aors.is_empty() && patterns.is_empty() && !has_mark {
@@ -1014,7 +1038,10 @@ fn validate_usrloc(
     }
     let linger = u.closed_linger_secs.unwrap_or(30);
     if linger > 86_400 {
-        errs.push("usrloc.closed_linger_secs", format!("{linger} is outside 0..=86400"));
+        errs.push(
+            "usrloc.closed_linger_secs",
+            format!("{linger} is outside 0..=86400"),
+        );
     }
     crate::core::modules::usrloc::UsrlocConfig {
         domains,

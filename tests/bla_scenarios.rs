@@ -45,9 +45,15 @@ fn register_phone(h: &mut Harness, contact: &str, expires: u32, call_id: &str) -
 
 /// A NOTIFY from the phone in the dialog of `sub`.
 fn phone_notify(h: &mut Harness, sub: &Request, cseq: u32, body: &str) -> Vec<Output> {
-    let mut n = h.notify_with_event(sub, "srv1", cseq, "active;expires=600", Some(body), "dialog;sla");
-    n.headers
-        .set("Content-Type", "application/dialog-info+xml");
+    let mut n = h.notify_with_event(
+        sub,
+        "srv1",
+        cseq,
+        "active;expires=600",
+        Some(body),
+        "dialog;sla",
+    );
+    n.headers.set("Content-Type", "application/dialog-info+xml");
     h.peer_request(n)
 }
 
@@ -89,7 +95,10 @@ fn registering_to_a_line_subscribes_dialog_sla_to_the_phone_contact() {
     assert!(sub.headers.get("To").unwrap().contains(LINE));
     assert!(sub.headers.get("Contact").unwrap().contains("gateway@"));
     assert_eq!(sub.headers.get("Expires"), Some("600"));
-    assert_eq!(sub.headers.get("Accept"), Some("application/dialog-info+xml"));
+    assert_eq!(
+        sub.headers.get("Accept"),
+        Some("application/dialog-info+xml")
+    );
     // Not the line: no subscription.
     let outs = registered(&mut h, BOB, "sip:bob@192.0.2.1", 600, "b1", 1);
     assert!(requests(&outs, Method::Subscribe).is_empty());
@@ -115,8 +124,15 @@ fn unregistering_the_phone_unsubscribes_and_removes_its_line_state() {
     let sub_a = register_phone(&mut h, PHONE_A, 600, "a1");
     register_phone(&mut h, PHONE_B, 600, "b1");
     watch_line(&mut h, PHONE_B);
-    let outs = phone_notify(&mut h, &sub_a, 2, &dialog_info(1, &[("call1", "confirmed")]));
-    assert!(notifies_to(&mut h, &outs, PHONE_B).iter().any(|b| b.contains("confirmed")));
+    let outs = phone_notify(
+        &mut h,
+        &sub_a,
+        2,
+        &dialog_info(1, &[("call1", "confirmed")]),
+    );
+    assert!(notifies_to(&mut h, &outs, PHONE_B)
+        .iter()
+        .any(|b| b.contains("confirmed")));
     let outs = registered(&mut h, LINE, PHONE_A, 0, "a1", 2);
     assert!(requests(&outs, Method::Subscribe)
         .iter()
@@ -138,9 +154,14 @@ fn a_phone_notify_reaches_the_other_phones_of_the_line_and_never_itself() {
         let outs = phone_notify(&mut h, &sub_a, v + 1, &dialog_info(v, &[("call1", state)]));
         assert_eq!(final_status(&outs), 200);
         let all = requests(&outs, Method::Notify);
-        assert!(all.iter().all(|n| n.uri != PHONE_A), "A was told its own state: {all:#?}");
+        assert!(
+            all.iter().all(|n| n.uri != PHONE_A),
+            "A was told its own state: {all:#?}"
+        );
         let to_b = notifies_to(&mut h, &outs, PHONE_B);
-        let last = to_b.last().unwrap_or_else(|| panic!("B not told of {state}"));
+        let last = to_b
+            .last()
+            .unwrap_or_else(|| panic!("B not told of {state}"));
         if state == "terminated" {
             assert!(!last.contains("call1"), "{last}");
         } else {
@@ -163,7 +184,10 @@ fn a_partial_document_after_a_version_gap_refreshes_the_subscription_for_full_st
     assert!(refresh.headers.get("To").unwrap().contains("tag=srv1"));
     assert_ne!(refresh.headers.get("Expires"), Some("0"));
     // The state was applied all the same.
-    assert_eq!(lines(&mut h)[0].phones[0].dialogs, [("call1".to_string(), "early".to_string())]);
+    assert_eq!(
+        lines(&mut h)[0].phones[0].dialogs,
+        [("call1".to_string(), "early".to_string())]
+    );
 }
 
 #[test]
@@ -171,9 +195,19 @@ fn a_notify_that_is_not_dialog_info_is_400_and_the_line_state_is_unchanged() {
     let mut h = harness();
     let sub_a = register_phone(&mut h, PHONE_A, 600, "a1");
     phone_notify(&mut h, &sub_a, 2, &dialog_info(1, &[("call1", "early")]));
-    let outs = phone_notify(&mut h, &sub_a, 3, "<dialog-info xmlns='urn:ietf:params:xml:ns:dialog-info'><oops/>");
+    let outs = phone_notify(
+        &mut h,
+        &sub_a,
+        3,
+        "<dialog-info xmlns='urn:ietf:params:xml:ns:dialog-info'><oops/>",
+    );
     assert_eq!(final_status(&outs), 400);
-    let outs = phone_notify(&mut h, &sub_a, 4, "<presence xmlns='urn:ietf:params:xml:ns:pidf' entity='x'/>");
+    let outs = phone_notify(
+        &mut h,
+        &sub_a,
+        4,
+        "<presence xmlns='urn:ietf:params:xml:ns:pidf' entity='x'/>",
+    );
     assert_eq!(final_status(&outs), 400);
     let phone = &lines(&mut h)[0].phones[0];
     assert_eq!(phone.dialogs, [("call1".to_string(), "early".to_string())]);
@@ -214,5 +248,9 @@ fn after_a_restart_live_phones_keep_their_subscription_and_lapsed_ones_are_unsub
     let phones = &lines(&mut h2)[0].phones;
     assert_eq!(phones.len(), 1);
     assert_eq!(phones[0].contact, PHONE_B);
-    assert!(subs.iter().all(|s| s.uri != PHONE_B || s.headers.get("To").unwrap().contains("tag=")), "B got a new dialog: {subs:#?}");
+    assert!(
+        subs.iter()
+            .all(|s| s.uri != PHONE_B || s.headers.get("To").unwrap().contains("tag=")),
+        "B got a new dialog: {subs:#?}"
+    );
 }

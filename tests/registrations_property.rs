@@ -82,8 +82,7 @@ impl Phones {
                 );
                 let mut n =
                     h.notify_with_event(&sub, "srv1", *cseq, &state, Some(&body), "dialog;sla");
-                n.headers
-                    .set("Content-Type", "application/dialog-info+xml");
+                n.headers.set("Content-Type", "application/dialog-info+xml");
                 next.extend(h.peer_request(n));
             }
             pending = next;
@@ -93,7 +92,13 @@ impl Phones {
 
 /// The open tuples' contacts a watcher of the line sees now (a poll, RFC 6665 §4.4.3).
 fn published_open(h: &mut Harness) -> BTreeSet<String> {
-    let mut poll = subscribe(h, LINE, "presence", "sip:watcher@sip.test", "sip:watcher@127.0.0.1:5070;transport=tcp");
+    let mut poll = subscribe(
+        h,
+        LINE,
+        "presence",
+        "sip:watcher@sip.test",
+        "sip:watcher@127.0.0.1:5070;transport=tcp",
+    );
     poll.headers.set("Expires", "0");
     let outs = h.peer_request(poll);
     let n = one_request(&outs, Method::Notify);
@@ -103,7 +108,7 @@ fn published_open(h: &mut Harness) -> BTreeSet<String> {
     body.split("<tuple")
         .skip(1)
         .filter(|t| t.contains("<basic>open</basic>"))
-        .flat_map(|t| contacts(t))
+        .flat_map(contacts)
         .collect()
 }
 
@@ -135,14 +140,28 @@ fn run(ops: Vec<Op>) {
         match op {
             Op::Register { phone, expires } => {
                 cseq[phone] += 1;
-                let outs = registered(&mut h, LINE, PHONES[phone], expires, &format!("ph{phone}"), cseq[phone]);
+                let outs = registered(
+                    &mut h,
+                    LINE,
+                    PHONES[phone],
+                    expires,
+                    &format!("ph{phone}"),
+                    cseq[phone],
+                );
                 assert_eq!(final_status(&outs), 200);
                 live.insert(phone, h.now() + secs(u64::from(expires)));
                 phones.serve(&mut h, outs);
             }
             Op::Unregister { phone } => {
                 cseq[phone] += 1;
-                let outs = registered(&mut h, LINE, PHONES[phone], 0, &format!("ph{phone}"), cseq[phone]);
+                let outs = registered(
+                    &mut h,
+                    LINE,
+                    PHONES[phone],
+                    0,
+                    &format!("ph{phone}"),
+                    cseq[phone],
+                );
                 assert_eq!(final_status(&outs), 200);
                 live.remove(&phone);
                 phones.serve(&mut h, outs);
@@ -172,8 +191,16 @@ fn run(ops: Vec<Op>) {
             }
         }
         let want: BTreeSet<String> = live.keys().map(|p| PHONES[*p].to_string()).collect();
-        assert_eq!(published_open(&mut h), want, "published presence vs live bindings");
-        assert_eq!(bla_subscribed(&mut h), want, "bla subscriptions vs live bindings");
+        assert_eq!(
+            published_open(&mut h),
+            want,
+            "published presence vs live bindings"
+        );
+        assert_eq!(
+            bla_subscribed(&mut h),
+            want,
+            "bla subscriptions vs live bindings"
+        );
     }
 }
 

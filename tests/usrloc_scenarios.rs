@@ -77,7 +77,11 @@ fn tuple_ids_stay_the_same_when_a_binding_is_refreshed() {
     let outs = registered(&mut h, BOB, "sip:bob@192.0.2.1:5060", 600, "c1", 2);
     // Same binding, same document: watchers are not notified again.
     assert!(notified(&mut h, &outs).is_empty(), "a refresh re-published");
-    let id = |b: &str| b.split("tuple id='").nth(1).map(|s| s[..s.find('\'').unwrap()].to_string());
+    let id = |b: &str| {
+        b.split("tuple id='")
+            .nth(1)
+            .map(|s| s[..s.find('\'').unwrap()].to_string())
+    };
     assert!(id(&first).is_some_and(|i| i.starts_with("ul-")), "{first}");
 }
 
@@ -97,7 +101,9 @@ fn last_binding_expiring_publishes_closed_then_removes_the_publication_after_lin
 
     let outs = h.advance(secs(31));
     let bodies = notified(&mut h, &outs);
-    let last = bodies.last().expect("a NOTIFY when the publication was removed");
+    let last = bodies
+        .last()
+        .expect("a NOTIFY when the publication was removed");
     assert!(basics(last).is_empty(), "no tuples left: {last}");
     assert!(usrloc_views(&mut h).is_empty());
 }
@@ -110,7 +116,9 @@ fn unregistering_the_last_binding_publishes_closed() {
     notified(&mut h, &outs);
     let outs = registered(&mut h, BOB, "sip:bob@192.0.2.1:5060", 0, "c1", 2);
     assert_eq!(final_status(&outs), 200);
-    let last = notified(&mut h, &outs).pop().expect("a NOTIFY after the unregister");
+    let last = notified(&mut h, &outs)
+        .pop()
+        .expect("a NOTIFY after the unregister");
     assert_eq!(basics(&last), ["closed"]);
 }
 
@@ -135,7 +143,10 @@ fn registering_again_while_closed_reopens_the_publication() {
 fn a_phone_publishing_its_own_presence_wins_over_the_derived_tuple_of_its_device() {
     let mut h = harness();
     watch(&mut h, BOB);
-    for (c, id) in [("sip:bob@192.0.2.1:5060", "c1"), ("sip:bob@192.0.2.2:5060", "c2")] {
+    for (c, id) in [
+        ("sip:bob@192.0.2.1:5060", "c1"),
+        ("sip:bob@192.0.2.2:5060", "c2"),
+    ] {
         let outs = registered(&mut h, BOB, c, 600, id, 1);
         notified(&mut h, &outs);
     }
@@ -154,7 +165,11 @@ fn a_phone_publishing_its_own_presence_wins_over_the_derived_tuple_of_its_device
     // Device 1 is what it published (closed); device 2 keeps its derived open tuple.
     assert_eq!(contacts(&last).len(), 2, "{last}");
     assert!(last.contains("tuple id='desk'"), "{last}");
-    assert_eq!(basics(&last).iter().filter(|b| *b == "open").count(), 1, "{last}");
+    assert_eq!(
+        basics(&last).iter().filter(|b| *b == "open").count(),
+        1,
+        "{last}"
+    );
     assert!(last.contains("In a meeting"));
 }
 
@@ -188,7 +203,9 @@ fn entity_prefix_names_the_pidf_entity() {
         },
     );
     let (_, outs) = h.admin(AdminCommand::ListPresentityPublications);
-    assert!(matches!(admin_replies(&outs).pop(), Some((_, AdminReply::AgentPublications(v))) if v.is_empty()));
+    assert!(
+        matches!(admin_replies(&outs).pop(), Some((_, AdminReply::AgentPublications(v))) if v.is_empty())
+    );
     watch(&mut h, BOB);
     let outs = registered(&mut h, BOB, "sip:bob@192.0.2.1", 600, "c1", 1);
     let last = notified(&mut h, &outs).pop().unwrap();
@@ -218,7 +235,9 @@ fn register_copy_from_a_trusted_proxy_is_mirrored_answered_200_and_published() {
     let outs = registered(&mut h, dave, "sip:dave@192.0.2.4", 120, "d1", 1);
     assert_eq!(final_status(&outs), 200);
     assert!(notified(&mut h, &outs).is_empty());
-    let (_, outs) = h.admin(AdminCommand::ListBindings { aor: Some(dave.into()) });
+    let (_, outs) = h.admin(AdminCommand::ListBindings {
+        aor: Some(dave.into()),
+    });
     match admin_replies(&outs).pop() {
         Some((_, AdminReply::Bindings(v))) => {
             assert_eq!(v.len(), 1);
@@ -238,7 +257,14 @@ fn register_copy_from_a_trusted_proxy_is_mirrored_answered_200_and_published() {
 #[test]
 fn register_copy_from_an_untrusted_peer_is_refused_403_and_stores_nothing() {
     let mut h = harness();
-    let req = register(&mut h, "sip:dave@pbx.test", "sip:dave@192.0.2.4", 120, "d1", 1);
+    let req = register(
+        &mut h,
+        "sip:dave@pbx.test",
+        "sip:dave@192.0.2.4",
+        120,
+        "d1",
+        1,
+    );
     let outs = h.input(Input::Sip {
         from: stranger(),
         message: xmpp_sip_gateway::core::sip::SipMessage::Request(req),
@@ -250,12 +276,26 @@ fn register_copy_from_an_untrusted_peer_is_refused_403_and_stores_nothing() {
 #[test]
 fn malformed_contact_or_expires_in_a_copy_is_400_and_stores_nothing() {
     let mut h = harness();
-    let mut bad = register(&mut h, "sip:dave@pbx.test", "sip:dave@192.0.2.4", 120, "d1", 1);
+    let mut bad = register(
+        &mut h,
+        "sip:dave@pbx.test",
+        "sip:dave@192.0.2.4",
+        120,
+        "d1",
+        1,
+    );
     bad.headers.set("Contact", "<not a uri");
     let outs = h.peer_request(bad);
     assert_eq!(final_status(&outs), 400);
     assert!(store_ops(&outs).is_empty());
-    let mut bad = register(&mut h, "sip:dave@pbx.test", "sip:dave@192.0.2.4", 120, "d2", 1);
+    let mut bad = register(
+        &mut h,
+        "sip:dave@pbx.test",
+        "sip:dave@192.0.2.4",
+        120,
+        "d2",
+        1,
+    );
     bad.headers.set("Contact", "<sip:dave@192.0.2.4>;q=7");
     let outs = h.peer_request(bad);
     assert_eq!(final_status(&outs), 400);
@@ -333,16 +373,31 @@ fn reg_event_bindings_are_published_and_a_contact_missing_from_a_full_document_i
         &mut h,
         &sub,
         1,
-        &reginfo(0, &[("sip:carol@192.0.2.3", "active", 300), ("sip:carol@192.0.2.4", "active", 300)]),
+        &reginfo(
+            0,
+            &[
+                ("sip:carol@192.0.2.3", "active", 300),
+                ("sip:carol@192.0.2.4", "active", 300),
+            ],
+        ),
     );
     assert_eq!(final_status(&outs), 200);
-    assert_eq!(basics(&notified(&mut h, &outs).pop().unwrap()), ["open", "open"]);
+    assert_eq!(
+        basics(&notified(&mut h, &outs).pop().unwrap()),
+        ["open", "open"]
+    );
     // Kamailio lists an unregistered contact as terminated once, an expired one not at all.
     let outs = reg_notify(
         &mut h,
         &sub,
         2,
-        &reginfo(1, &[("sip:carol@192.0.2.3", "terminated", 300), ("sip:carol@192.0.2.4", "active", 300)]),
+        &reginfo(
+            1,
+            &[
+                ("sip:carol@192.0.2.3", "terminated", 300),
+                ("sip:carol@192.0.2.4", "active", 300),
+            ],
+        ),
     );
     let last = notified(&mut h, &outs).pop().unwrap();
     assert_eq!(contacts(&last), ["sip:carol@192.0.2.4"]);
@@ -354,9 +409,19 @@ fn reg_event_bindings_are_published_and_a_contact_missing_from_a_full_document_i
 fn reg_event_notify_that_is_not_reginfo_is_400_and_changes_nothing() {
     let mut h = harness_with(reg_event_sources(), usrloc_config());
     let sub = accept_reg_subscribe(&mut h);
-    let outs = reg_notify(&mut h, &sub, 1, &reginfo(0, &[("sip:carol@192.0.2.3", "active", 300)]));
+    let outs = reg_notify(
+        &mut h,
+        &sub,
+        1,
+        &reginfo(0, &[("sip:carol@192.0.2.3", "active", 300)]),
+    );
     assert_eq!(final_status(&outs), 200);
-    let outs = reg_notify(&mut h, &sub, 2, "<reginfo xmlns='urn:ietf:params:xml:ns:reginfo'/>");
+    let outs = reg_notify(
+        &mut h,
+        &sub,
+        2,
+        "<reginfo xmlns='urn:ietf:params:xml:ns:reginfo'/>",
+    );
     assert_eq!(final_status(&outs), 400);
     assert_eq!(usrloc_views(&mut h)[0].state, "open");
 }
@@ -390,7 +455,10 @@ fn after_a_restart_nothing_is_published_twice_and_lapsed_bindings_close_at_once(
     h2.clock.set(h.now() + secs(10));
     let outs = h2.input(Input::Restore(rows.clone()));
     assert!(
-        !store_ops(&outs).iter().any(|op| format!("{op:?}").contains("presentity_publications") && format!("{op:?}").contains("Put")),
+        !store_ops(&outs)
+            .iter()
+            .any(|op| format!("{op:?}").contains("presentity_publications")
+                && format!("{op:?}").contains("Put")),
         "restored publications were published again: {outs:#?}"
     );
     assert_eq!(usrloc_views(&mut h2).len(), 2);
@@ -400,7 +468,10 @@ fn after_a_restart_nothing_is_published_twice_and_lapsed_bindings_close_at_once(
     h3.clock.set(h.now() + secs(61));
     h3.input(Input::Restore(rows));
     let views = usrloc_views(&mut h3);
-    let desk = views.iter().find(|v| v.aor == dave).expect("desk-1 still listed");
+    let desk = views
+        .iter()
+        .find(|v| v.aor == dave)
+        .expect("desk-1 still listed");
     assert_eq!(desk.state, "closed");
     let bob = views.iter().find(|v| v.aor == BOB).unwrap();
     assert_eq!(bob.state, "open");

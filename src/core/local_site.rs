@@ -115,10 +115,7 @@ impl LocalSite {
                 RegistrarConfig::mirror(c.copies_max_expires),
                 BindingSource::Copy,
             ),
-            reg_events: Registrar::for_source(
-                RegistrarConfig::mirror(0),
-                BindingSource::RegEvent,
-            ),
+            reg_events: Registrar::for_source(RegistrarConfig::mirror(0), BindingSource::RegEvent),
             auth,
             sender_header: if c.sender_header.is_empty() {
                 "Sender".into()

@@ -50,7 +50,9 @@ pub const STORE_OWNER: &str = "registrar";
 /// Where a set of bindings comes from (product.md, "Where the secondary modules get their
 /// input"). Each source is its own [`Registrar`] with its own store rows; only
 /// [`BindingSource::Registrar`] is authoritative (answers REGISTER for routing).
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum BindingSource {
     /// The embedded registrar (RFC 3261 §10.3).
@@ -83,7 +85,9 @@ impl BindingSource {
     /// The AOR of a row key of this source, if the key is one.
     fn aor_of_key(self, key: &str) -> Option<&str> {
         match self {
-            BindingSource::Registrar => (!key.starts_with("copy:") && !key.starts_with("reg_event:")).then_some(key),
+            BindingSource::Registrar => {
+                (!key.starts_with("copy:") && !key.starts_with("reg_event:")).then_some(key)
+            }
             other => key.strip_prefix(other.as_str())?.strip_prefix(':'),
         }
     }
@@ -141,7 +145,11 @@ impl RegistrarConfig {
     /// The policy of bindings mirrored from another registrar, which already granted them:
     /// any interval up to `max_expires` (0: one hour), never 423, up to 100 contacts.
     pub fn mirror(max_expires: u32) -> Self {
-        let max_expires = if max_expires == 0 { ONE_HOUR } else { max_expires };
+        let max_expires = if max_expires == 0 {
+            ONE_HOUR
+        } else {
+            max_expires
+        };
         RegistrarConfig {
             min_expires: 0,
             max_expires,
@@ -673,7 +681,8 @@ impl Registrar {
         let mut store = Vec::new();
         self.expire_aor(now, aor, &mut events, &mut store);
         let existing = self.aors.get(aor).cloned().unwrap_or_default();
-        let in_scope = |contact: &str| only.is_none_or(|o| o.iter().any(|c| uri_equivalent(c, contact)));
+        let in_scope =
+            |contact: &str| only.is_none_or(|o| o.iter().any(|c| uri_equivalent(c, contact)));
         let mut next: Vec<Binding> = existing
             .iter()
             .filter(|b| !in_scope(&b.contact))
@@ -683,7 +692,10 @@ impl Registrar {
             if next.iter().any(|n| uri_equivalent(&n.contact, &b.contact)) {
                 continue;
             }
-            match existing.iter().find(|e| uri_equivalent(&e.contact, &b.contact)) {
+            match existing
+                .iter()
+                .find(|e| uri_equivalent(&e.contact, &b.contact))
+            {
                 None => events.push(BindingEvent::Added(b.clone())),
                 Some(e) if e.expires_at != b.expires_at => {
                     events.push(BindingEvent::Refreshed(b.clone()))
@@ -693,7 +705,8 @@ impl Registrar {
             next.push(b);
         }
         for e in &existing {
-            if in_scope(&e.contact) && !next.iter().any(|n| uri_equivalent(&n.contact, &e.contact)) {
+            if in_scope(&e.contact) && !next.iter().any(|n| uri_equivalent(&n.contact, &e.contact))
+            {
                 events.push(BindingEvent::Removed(e.clone()));
             }
         }

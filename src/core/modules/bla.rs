@@ -311,7 +311,9 @@ impl Module for BlaModule {
                 match body {
                     Body::DialogInfo(doc) => self.on_dialog_info(ctx, &key, *id, doc),
                     Body::Empty => {}
-                    _ => tracing::warn!(line = %key.0, contact = %key.1, "dialog;sla NOTIFY without dialog-info ignored"),
+                    _ => {
+                        tracing::warn!(line = %key.0, contact = %key.1, "dialog;sla NOTIFY without dialog-info ignored")
+                    }
                 }
             }
             PuaEvent::SubscriptionEnded { id, end, retry_at } => {
@@ -360,7 +362,9 @@ impl Module for BlaModule {
                         },
                     );
                 }
-                Err(e) => tracing::warn!(key = %row.key, error = %e, "bla record unreadable; skipped"),
+                Err(e) => {
+                    tracing::warn!(key = %row.key, error = %e, "bla record unreadable; skipped")
+                }
             }
         }
         let lines: BTreeSet<String> = self.cfg.lines.iter().cloned().collect();

@@ -31,8 +31,8 @@ use crate::core::presence::watcherinfo::{
 };
 use crate::core::presence::{DocState, PresenceDoc, DIALOG_INFO, PIDF, WATCHERINFO};
 use crate::core::presence_state::{stamp_dialog_info_version, EventKey, PublishInput};
-use crate::core::routing::{DomainMatch, Route};
 use crate::core::registrar::uri_equivalent;
+use crate::core::routing::{DomainMatch, Route};
 use crate::core::sip::headers::{EventHeader, NameAddr, TerminationReason};
 use crate::core::sip::message::{Method, Peer, Request};
 use crate::core::sip::notifier::{
@@ -72,7 +72,13 @@ struct WatcherDialog {
 /// pua_bla's `Sender`): the one naming the watcher's Contact (URI equivalence, RFC 3261
 /// §19.1.4; Kamailio compares the bytes), else the one naming the watcher's AOR when that
 /// is not the line itself (phones subscribing under their own AOR).
-fn sla_exclusion(site: &LocalSite, presentity: &str, key: &EventKey, watcher: &str, contact: &str) -> Option<String> {
+fn sla_exclusion(
+    site: &LocalSite,
+    presentity: &str,
+    key: &EventKey,
+    watcher: &str,
+    contact: &str,
+) -> Option<String> {
     let senders = site.presence.senders(presentity, key);
     senders
         .iter()
@@ -235,7 +241,10 @@ impl PresenceAgentModule {
             .then(|| sla_exclusion(site, presentity, &key, watcher, contact))
             .flatten();
         let ct = Self::body_type(&header.package)?;
-        match site.presence.document(presentity, &key, version, exclude.as_deref()) {
+        match site
+            .presence
+            .document(presentity, &key, version, exclude.as_deref())
+        {
             Some(b) => Some(NotifierBody::new(ct, b)),
             // No publication (any more): a document without tuples says so (RFC 3863
             // §4.1: the presentity offers no service), rather than a NOTIFY without body,
@@ -381,12 +390,13 @@ impl PresenceAgentModule {
         let sender_header = ctx.svc.site.sender_header.clone();
         // `Sender: "Phone 1" <sip:phone1@example.org>` or a bare URI (pua_bla writes the
         // latter); matched with the watchers by `sla_exclusion`.
-        let sender = req.headers.get(&sender_header).map(|v| {
-            match crate::core::sip::headers::NameAddr::parse("Sender", v) {
-                Ok(n) => n.uri,
-                Err(_) => v.trim().to_string(),
-            }
-        });
+        let sender =
+            req.headers.get(&sender_header).map(
+                |v| match crate::core::sip::headers::NameAddr::parse("Sender", v) {
+                    Ok(n) => n.uri,
+                    Err(_) => v.trim().to_string(),
+                },
+            );
         let now = ctx.now;
         let input = PublishInput {
             presentity: &presentity,
@@ -447,7 +457,8 @@ impl PresenceAgentModule {
             match (action, d.status) {
                 (RuleAction::Allow, WatcherStatus::Pending) => {
                     let site = &ctx.svc.site;
-                    let probe = self.document_for(site, presentity, &d.event, watcher, &d.contact, 0);
+                    let probe =
+                        self.document_for(site, presentity, &d.event, watcher, &d.contact, 0);
                     self.last_sent.insert(id, body_digest(probe.as_ref()));
                     let version = self.next_version(ctx, id);
                     let site = &ctx.svc.site;
@@ -563,7 +574,7 @@ impl Module for PresenceAgentModule {
                     &contact,
                     0,
                 ))
-                    .for_resource(presentity)
+                .for_resource(presentity)
             }
         }
     }

@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use super::admin::{AdminCommand, AdminReply};
 use super::{Module, ModuleCtx, ModuleId};
+use crate::core::admin_api::UsrlocView;
 use crate::core::handles::AdminRequestId;
 use crate::core::local_site::aor;
 use crate::core::persist::{StoreOp, StoreTable, StoredRow};
@@ -37,7 +38,6 @@ use crate::core::pua::PublishRequest;
 use crate::core::registrar::{BindingChange, BindingEvent, BindingSource};
 use crate::core::routing::uri_domain;
 use crate::core::time::Timestamp;
-use crate::core::admin_api::UsrlocView;
 
 /// Which AORs are published and how.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -138,12 +138,9 @@ impl UsrlocModule {
     }
 
     fn selected_by_config(&self, presentity: &str) -> bool {
-        uri_domain(presentity).is_some_and(|d| {
-            self.cfg
-                .domains
-                .iter()
-                .any(|x| x.eq_ignore_ascii_case(&d))
-        }) || self.cfg.aors.iter().any(|a| aor(a) == presentity)
+        uri_domain(presentity)
+            .is_some_and(|d| self.cfg.domains.iter().any(|x| x.eq_ignore_ascii_case(&d)))
+            || self.cfg.aors.iter().any(|a| aor(a) == presentity)
             || self.cfg.patterns.iter().any(|p| glob_match(p, presentity))
     }
 
@@ -159,7 +156,12 @@ impl UsrlocModule {
         }
     }
 
-    fn document(&self, presentity: &str, tuples: &[(String, String, Option<u16>)], basic: Basic) -> String {
+    fn document(
+        &self,
+        presentity: &str,
+        tuples: &[(String, String, Option<u16>)],
+        basic: Basic,
+    ) -> String {
         build_pidf(&PresenceDoc {
             entity: self.entity(presentity),
             tuples: tuples
@@ -273,10 +275,17 @@ impl UsrlocModule {
             .values()
             .map(|r| UsrlocView {
                 aor: r.aor.clone(),
-                state: if r.remove_at.is_some() { "closed" } else { "open" }.into(),
+                state: if r.remove_at.is_some() {
+                    "closed"
+                } else {
+                    "open"
+                }
+                .into(),
                 contacts: r.tuples.iter().map(|(_, c, _)| c.clone()).collect(),
                 marked: r.marked,
-                removed_in: r.remove_at.map(|at| now.secs_until(Timestamp::from_millis(at))),
+                removed_in: r
+                    .remove_at
+                    .map(|at| now.secs_until(Timestamp::from_millis(at))),
             })
             .collect()
     }
@@ -335,7 +344,9 @@ impl Module for UsrlocModule {
                 Ok(rec) => {
                     self.records.insert(rec.aor.clone(), rec);
                 }
-                Err(e) => tracing::warn!(key = %row.key, error = %e, "usrloc record unreadable; skipped"),
+                Err(e) => {
+                    tracing::warn!(key = %row.key, error = %e, "usrloc record unreadable; skipped")
+                }
             }
         }
         // The registration sources were restored before this module (module order):

@@ -79,7 +79,10 @@ pub fn parse_reginfo(bytes: &[u8]) -> Result<Reginfo, BodyError> {
     let doc = xml::parse_document(bytes)?;
     let root = doc.root();
     if !root.is(Ns::Reginfo, "reginfo") {
-        return Err(wrong(format!("root element <{}> is not <reginfo>", root.name())));
+        return Err(wrong(format!(
+            "root element <{}> is not <reginfo>",
+            root.name()
+        )));
     }
     let version = root
         .attr("version")
@@ -90,7 +93,10 @@ pub fn parse_reginfo(bytes: &[u8]) -> Result<Reginfo, BodyError> {
         .and_then(DocState::parse)
         .ok_or_else(|| wrong("missing or invalid state"))?;
     let mut registrations = Vec::new();
-    for reg in root.children().filter(|c| c.is(Ns::Reginfo, "registration")) {
+    for reg in root
+        .children()
+        .filter(|c| c.is(Ns::Reginfo, "registration"))
+    {
         let aor = non_empty(reg.attr("aor")).ok_or_else(|| wrong("registration without aor"))?;
         let contacts = reg
             .children()
@@ -111,7 +117,9 @@ pub fn parse_reginfo(bytes: &[u8]) -> Result<Reginfo, BodyError> {
 }
 
 fn parse_contact(el: Element) -> Option<RegContact> {
-    let Some(uri) = child(el, "uri").map(|u| u.trimmed().to_string()).filter(|u| !u.is_empty())
+    let Some(uri) = child(el, "uri")
+        .map(|u| u.trimmed().to_string())
+        .filter(|u| !u.is_empty())
     else {
         tracing::debug!("skipping reginfo <contact> without <uri>");
         return None;

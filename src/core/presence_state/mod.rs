@@ -497,8 +497,15 @@ impl PresenceState {
             .unwrap_or_default();
         pubs.sort_by_key(|p| std::cmp::Reverse(p.body_seq));
         let derived = |p: &Publication| p.origin == DERIVED_ORIGIN;
-        if kind == DocKind::Pidf && pubs.iter().any(|p| derived(p)) && pubs.iter().any(|p| !derived(p)) {
-            let own: Vec<&Elem> = pubs.iter().filter(|p| !derived(p)).map(|p| &p.doc).collect();
+        if kind == DocKind::Pidf
+            && pubs.iter().any(|p| derived(p))
+            && pubs.iter().any(|p| !derived(p))
+        {
+            let own: Vec<&Elem> = pubs
+                .iter()
+                .filter(|p| !derived(p))
+                .map(|p| &p.doc)
+                .collect();
             let trimmed: Vec<Option<Elem>> = pubs
                 .iter()
                 .map(|p| derived(p).then(|| compose::drop_derived_tuples(&p.doc, &own)))

@@ -229,7 +229,12 @@ impl PuaService {
             .publications
             .iter()
             .find(|(_, p)| {
-                p.matches(req.owner, &req.presentity, &req.event, req.instance.as_deref())
+                p.matches(
+                    req.owner,
+                    &req.presentity,
+                    &req.event,
+                    req.instance.as_deref(),
+                )
             })
             .map(|(id, _)| *id);
         if let Some(etag) = &req.etag {
