@@ -128,3 +128,89 @@ fn delimiter_must_be_one_character() {
     ));
     assert!(e.has_path("bridge.domains[0].delimiter"), "{e}");
 }
+
+// ----- registration sources, usrloc, bla -----
+
+fn agent() -> &'static str {
+    "[presence_agent]\ndomains = [\"sip.test\"]\n"
+}
+
+#[test]
+fn copy_domains_need_a_trusted_proxy() {
+    let e = errors(&with_sip(&format!(
+        "trusted = []\n{}[registrations]\ncopy_domains = [\"pbx.test\"]\n",
+        agent()
+    )));
+    assert!(e.has_path("registrations.copy_domains"), "{e}");
+}
+
+#[test]
+fn a_copy_domain_of_the_embedded_registrar_is_rejected_unless_the_registrar_is_off() {
+    let text = |registrar: &str| {
+        with_sip(&format!(
+            "trusted = [\"127.0.0.1/32\"]\n{}{registrar}[registrations]\ncopy_domains = [\"sip.test\"]\n",
+            agent()
+        ))
+    };
+    let e = errors(&text(""));
+    assert!(e.has_path("registrations.copy_domains"), "{e}");
+    let ok = config::load_str(&text("[registrar]\nenabled = false\n"), Some(HashMap::new()));
+    assert!(ok.is_ok(), "{:?}", ok.err());
+}
+
+#[test]
+fn bad_reg_event_aor_and_server_name_their_keys() {
+    let e = errors(&with_sip(
+        "[registrations]\nreg_event_aors = [\"sip:ok@x.test\", \"nobody\"]\nreg_event_server = \"sip:registrar.example.org\"\n",
+    ));
+    assert!(e.has_path("registrations.reg_event_aors[1]"), "{e}");
+    assert!(e.has_path("registrations.reg_event_server"), "{e}");
+}
+
+#[test]
+fn usrloc_that_selects_no_aor_is_rejected() {
+    let e = errors(&with_sip(&format!("{}[usrloc]\n", agent())));
+    assert!(e.has_path("usrloc"), "{e}");
+}
+
+#[test]
+fn usrloc_and_bla_without_any_registration_source_are_rejected() {
+    let e = errors(&with_sip(
+        "[usrloc]\ndomains = [\"sip.test\"]\n[bla]\nlines = [\"sip:line1@sip.test\"]\n",
+    ));
+    assert!(e.has_path("usrloc"), "{e}");
+    assert!(e.has_path("bla"), "{e}");
+}
+
+#[test]
+fn bla_needs_lines_and_valid_aors() {
+    let e = errors(&with_sip(&format!("{}[bla]\nlines = []\n", agent())));
+    assert!(e.has_path("bla.lines"), "{e}");
+    let e = errors(&with_sip(&format!("{}[bla]\nlines = [\"line1\"]\n", agent())));
+    assert!(e.has_path("bla.lines[0]"), "{e}");
+}
+
+#[test]
+fn usrloc_bla_and_sources_load_into_the_module_configs() {
+    let c = config::load_str(
+        &with_sip(&format!(
+            "trusted = [\"127.0.0.1/32\"]\n{}[registrations]\ncopy_domains = [\"PBX.test\"]\npublish_mark = \"X-Publish\"\n\
+             reg_event_aors = [\"sip:carol@pbx.test\"]\nreg_event_server = \"sip:127.0.0.1:5070\"\n\
+             [usrloc]\npatterns = [\"sip:*@sip.test\"]\nentity_prefix = \"pres\"\nclosed_linger_secs = 5\n\
+             [bla]\nlines = [\"sip:line1@sip.test\"]\n",
+            agent()
+        )),
+        Some(HashMap::new()),
+    )
+    .expect("valid");
+    assert_eq!(c.registrations.copy_domains, ["pbx.test"]);
+    let u = c.usrloc.as_ref().unwrap();
+    assert_eq!(u.patterns, ["sip:*@sip.test"]);
+    assert_eq!(u.closed_linger, std::time::Duration::from_secs(5));
+    assert_eq!(c.bla.as_ref().unwrap().lines, ["sip:line1@sip.test"]);
+    let m = c.registrar_module_config(&c.engine);
+    assert_eq!(m.domains, ["sip.test"]);
+    assert_eq!(m.reg_event.aors, ["sip:carol@pbx.test"]);
+    assert_eq!(m.reg_event.server.as_deref(), Some("sip:127.0.0.1:5070"));
+    assert!(m.reg_event.watcher.starts_with("sip:"));
+}
