@@ -60,11 +60,15 @@ pub enum CtlCommand {
         #[arg(long)]
         presentity: Option<String>,
     },
-    /// Registrar: the bindings of one AOR, or of all.
+    /// Bindings of one AOR, or of all, from every source (registrar, copy, reg_event).
     Bindings {
         #[arg(long)]
         aor: Option<String>,
     },
+    /// usrloc: the AORs published from registrations (open, or closed until removed).
+    Usrloc,
+    /// bla: the shared lines, their phones, subscriptions and dialogs.
+    Bla,
     /// SIP users (digest credentials) managed at run time.
     Users {
         #[command(subcommand)]
@@ -275,6 +279,10 @@ fn execute(args: &CtlArgs, out: &mut dyn Write) -> Result<i32, CtlError> {
             };
             return finish(&base, "GET", &path, None, Expect::Any, timeout, out);
         }
+        CtlCommand::Usrloc => {
+            return finish(&base, "GET", "/usrloc", None, Expect::Any, timeout, out)
+        }
+        CtlCommand::Bla => return finish(&base, "GET", "/bla", None, Expect::Any, timeout, out),
         CtlCommand::Users { action } => match action {
             UsersCommand::Add {
                 username,

@@ -8,8 +8,9 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use xmpp_sip_gateway::core::modules::admin::{
-    AdminCommand, AdminReply, HealthView, PublicationView, PublishCommand, PublishOutcome,
-    SubscribeCommand, SubscribeOutcome, SubscriptionView,
+    AdminCommand, AdminReply, BlaLineView, BlaPhoneView, HealthView, PublicationView,
+    PublishCommand, PublishOutcome, SubscribeCommand, SubscribeOutcome, SubscriptionView,
+    UsrlocView,
 };
 use xmpp_sip_gateway::ctl::{self, AdminUrl, HttpResponse};
 use xmpp_sip_gateway::io::admin_http::{serve_with, AdminCall, AdminHttpOptions};
@@ -141,11 +142,45 @@ fn answer_all(command: &AdminCommand) -> AdminReply {
             subscriptions: 2,
             notifier_dialogs: 3,
         }),
+        AdminCommand::ListUsrloc => AdminReply::Usrloc(vec![UsrlocView {
+            aor: "sip:bob@sip.test".into(),
+            state: "closed".into(),
+            contacts: vec!["sip:bob@192.0.2.1".into()],
+            marked: false,
+            removed_in: Some(12),
+        }]),
+        AdminCommand::ListBla => AdminReply::Bla(vec![BlaLineView {
+            line: "sip:line1@sip.test".into(),
+            phones: vec![BlaPhoneView {
+                contact: "sip:line1@192.0.2.11".into(),
+                subscription: Some("active".into()),
+                dialogs: vec![("call1".into(), "early".into())],
+                version: Some(3),
+            }],
+        }]),
         other => AdminReply::Error {
             code: 404,
             reason: format!("not scripted: {other:?}"),
         },
     }
+}
+
+#[tokio::test]
+async fn usrloc_and_bla_routes_list_the_module_views() {
+    let h = start(Behaviour::Answer(answer_all), Duration::from_secs(5)).await;
+    let r = http(&h, "GET", "/usrloc", None).await;
+    assert_eq!(r.status, 200);
+    let v = json_body(&r);
+    assert_eq!(v[0]["state"], "closed");
+    assert_eq!(v[0]["removed_in"], 12);
+    let r = http(&h, "GET", "/bla", None).await;
+    assert_eq!(r.status, 200);
+    let v = json_body(&r);
+    assert_eq!(v[0]["phones"][0]["dialogs"][0][1], "early");
+    assert_eq!(
+        *h.seen.lock().unwrap(),
+        vec![AdminCommand::ListUsrloc, AdminCommand::ListBla]
+    );
 }
 
 const PUBLISH: &str = r#"{"presentity":"sip:alice@example.com","expires":3600,"event":"presence",

@@ -154,7 +154,10 @@ fn a_copy_domain_of_the_embedded_registrar_is_rejected_unless_the_registrar_is_o
     };
     let e = errors(&text(""));
     assert!(e.has_path("registrations.copy_domains"), "{e}");
-    let ok = config::load_str(&text("[registrar]\nenabled = false\n"), Some(HashMap::new()));
+    let ok = config::load_str(
+        &text("[registrar]\nenabled = false\n"),
+        Some(HashMap::new()),
+    );
     assert!(ok.is_ok(), "{:?}", ok.err());
 }
 
@@ -186,7 +189,10 @@ fn usrloc_and_bla_without_any_registration_source_are_rejected() {
 fn bla_needs_lines_and_valid_aors() {
     let e = errors(&with_sip(&format!("{}[bla]\nlines = []\n", agent())));
     assert!(e.has_path("bla.lines"), "{e}");
-    let e = errors(&with_sip(&format!("{}[bla]\nlines = [\"line1\"]\n", agent())));
+    let e = errors(&with_sip(&format!(
+        "{}[bla]\nlines = [\"line1\"]\n",
+        agent()
+    )));
     assert!(e.has_path("bla.lines[0]"), "{e}");
 }
 

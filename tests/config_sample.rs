@@ -65,6 +65,9 @@ fn sample_config_examples_in_comments_validate_when_enabled() {
     assert!(c.engine.outbound_proxy.is_some());
     assert_eq!(c.sip.public_host.as_deref(), Some("gw.example.org"));
     assert_eq!(c.registrations.copy_domains, ["pbx.sip.test"]);
-    assert_eq!(c.usrloc.as_ref().map(|u| u.domains.clone()), Some(vec!["sip.test".to_string()]));
+    assert_eq!(
+        c.usrloc.as_ref().map(|u| u.domains.clone()),
+        Some(vec!["sip.test".to_string()])
+    );
     assert_eq!(c.bla.as_ref().map(|b| b.lines.len()), Some(1));
 }
