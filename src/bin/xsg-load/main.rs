@@ -16,6 +16,7 @@ mod gateway;
 mod modes;
 mod pidf;
 mod procfs;
+mod registrations;
 mod sipmsg;
 mod sock;
 mod stats;

@@ -38,6 +38,9 @@ pub enum Mode {
     Agent(crate::agent::AgentArgs),
     /// A small, bounded `agent` run asserting no loss and the right last state (for CI).
     AgentCheck(crate::agent::AgentArgs),
+    /// REGISTER copies → usrloc PUBLISH: throughput, latency, CPU and PSS per binding,
+    /// against a same-run baseline without usrloc.
+    Usrloc(crate::registrations::UsrlocArgs),
 }
 
 /// A send rate: a number per second, or `max` (closed loop).
@@ -339,6 +342,7 @@ pub async fn run(cli: Cli) -> u8 {
         Mode::Scale(a) => (a.target.max_time, a.target.json.clone()),
         Mode::Baseline(a) => (a.duration + 60, a.json.clone()),
         Mode::Agent(a) | Mode::AgentCheck(a) => (a.max_time, a.json.clone()),
+        Mode::Usrloc(a) => (a.max_time, a.json.clone()),
     };
     let work = async {
         match cli.mode {
@@ -348,6 +352,7 @@ pub async fn run(cli: Cli) -> u8 {
             Mode::Baseline(a) => baseline_mode(a).await,
             Mode::Agent(a) => crate::agent::agent(a, false).await,
             Mode::AgentCheck(a) => crate::agent::agent(a, true).await,
+            Mode::Usrloc(a) => crate::registrations::usrloc(a).await,
         }
     };
     let outcome = tokio::select! {
