@@ -265,6 +265,14 @@ class Baresip:
             # the process group is killed after it.
             self.proc.stop(grace=3.0)
 
+    def kill9(self) -> None:
+        """A crash: SIGKILL to the recorded PID (no un-REGISTER, no un-PUBLISH)."""
+        if self.ctrl:
+            self.ctrl.close()
+            self.ctrl = None
+        assert self.proc and self.proc.alive(), f"{self.name} is not running"
+        self.proc.kill9()
+
     def __enter__(self) -> "Baresip":
         return self.start()
 

@@ -84,12 +84,14 @@ class BridgeGateway(GatewayProcess):
         sip_domain: str = SIP_DOMAIN,
         extra_toml: str = "",
         trusted: Optional[list[str]] = None,
+        log_level: str = "info",
     ) -> None:
         super().__init__(
             run_dir,
             outbound_proxy,
             extra_toml=bridge_toml(server, mode, sip_domain) + extra_toml,
             trusted=trusted,
+            log_level=log_level,
         )
         self.mode = mode
 

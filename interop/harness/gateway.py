@@ -14,6 +14,9 @@ import re
 import shutil
 import subprocess
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -122,9 +125,25 @@ def presence_agent_toml(
     realm: str = "sip.test",
     nonce_lifetime_secs: int = 300,
     algorithms: list[str] | None = None,
+    registrar_enabled: bool = True,
 ) -> str:
     """The embedded presence agent + registrar + digest users (`[presence_agent]`,
-    `[registrar]`, `[auth]`, `[[auth.users]]`), for `extra_toml`."""
+    `[registrar]`, `[auth]`, `[[auth.users]]`), for `extra_toml`.
+
+    `registrar_enabled=False` writes `[registrar] enabled = false`: the agent serves the
+    domains' presence while another registrar (Kamailio) holds their bindings, which reach
+    the gateway as REGISTER copies or `reg` events (`registrations_toml`)."""
+    if registrar_enabled:
+        registrar = f"""
+[registrar]
+min_expires = {registrar_min_expires}
+max_expires = {registrar_max_expires}
+"""
+    else:
+        registrar = """
+[registrar]
+enabled = false
+"""
     out = f"""
 [presence_agent]
 domains = {json.dumps(domains)}
@@ -132,11 +151,7 @@ min_expires = {min_expires}
 max_expires = {max_expires}
 same_domain = "{same_domain}"
 other_domains = "{other_domains}"
-
-[registrar]
-min_expires = {registrar_min_expires}
-max_expires = {registrar_max_expires}
-
+{registrar}
 [auth]
 realm = "{realm}"
 nonce_lifetime_secs = {nonce_lifetime_secs}
@@ -151,6 +166,70 @@ domain = "{u.domain}"
 password = "{u.password}"
 """
     return out
+
+
+
+def _toml_opt(key: str, value: object) -> str:
+    """`key = value` (TOML via JSON literals) or nothing when `value` is None."""
+    return "" if value is None else f"{key} = {json.dumps(value)}\n"
+
+
+def registrations_toml(
+    *,
+    copy_domains: Optional[list[str]] = None,
+    copy_max_expires: Optional[int] = None,
+    publish_mark: Optional[str] = None,
+    reg_event_aors: Optional[list[str]] = None,
+    reg_event_expires: Optional[int] = None,
+    reg_event_server: Optional[str] = None,
+    reg_event_watcher: Optional[str] = None,
+) -> str:
+    """`[registrations]`: sources of bindings besides the embedded registrar. REGISTER
+    copies (Kamailio `t_replicate`) for `copy_domains`, accepted from `[sip] trusted` peers
+    only; `reg` event subscriptions (RFC 3680) for `reg_event_aors`, sent to
+    `reg_event_server` (a SIP URI with a numeric host). Keys left None are not written."""
+    return "\n[registrations]\n" + "".join(
+        _toml_opt(k, v)
+        for k, v in (
+            ("copy_domains", copy_domains),
+            ("copy_max_expires", copy_max_expires),
+            ("publish_mark", publish_mark),
+            ("reg_event_aors", reg_event_aors),
+            ("reg_event_expires", reg_event_expires),
+            ("reg_event_server", reg_event_server),
+            ("reg_event_watcher", reg_event_watcher),
+        )
+    )
+
+
+def usrloc_toml(
+    *,
+    domains: Optional[list[str]] = None,
+    aors: Optional[list[str]] = None,
+    patterns: Optional[list[str]] = None,
+    closed_linger_secs: Optional[int] = None,
+    entity_prefix: Optional[str] = None,
+    default_domain: Optional[str] = None,
+) -> str:
+    """`[usrloc]`: REGISTER-driven presence (one `open` tuple per live binding; `closed`
+    when the last one goes, removed after `closed_linger_secs`)."""
+    return "\n[usrloc]\n" + "".join(
+        _toml_opt(k, v)
+        for k, v in (
+            ("domains", domains),
+            ("aors", aors),
+            ("patterns", patterns),
+            ("closed_linger_secs", closed_linger_secs),
+            ("entity_prefix", entity_prefix),
+            ("default_domain", default_domain),
+        )
+    )
+
+
+def bla_toml(lines: list[str]) -> str:
+    """`[bla]`: the shared-line AORs whose registered phones the gateway SUBSCRIBEs
+    (`dialog;sla`) and whose dialog state it publishes for the line."""
+    return f"\n[bla]\nlines = {json.dumps(lines)}\n"
 
 
 @dataclass
@@ -177,7 +256,13 @@ class GatewayProcess:
     """One gateway instance; its ports and store survive restarts."""
 
     def __init__(
-        self, run_dir: Path, outbound_proxy: str, extra_toml: str = "", *, trusted: Optional[list[str]] = None
+        self,
+        run_dir: Path,
+        outbound_proxy: str,
+        extra_toml: str = "",
+        *,
+        trusted: Optional[list[str]] = None,
+        log_level: str = "info",
     ) -> None:
         self.run_dir = run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -193,6 +278,7 @@ class GatewayProcess:
                 store_path=self.store_path,
                 extra=extra_toml,
                 trusted=trusted,
+                log_level=log_level,
             )
         )
         self.proc: Optional[ManagedProcess] = None
@@ -270,6 +356,40 @@ class GatewayProcess:
     def stop(self) -> None:
         if self.proc:
             self.proc.stop(grace=5.0)
+
+    # ---- admin HTTP API (read-only views) --------------------------------------------------
+
+    def admin_get(self, path: str, timeout: float = 10.0) -> Any:
+        """GET `path` of the admin API; the decoded JSON (AssertionError on a non-200)."""
+        url = self.admin_url + path
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:
+                return json.loads(resp.read())
+        except urllib.error.HTTPError as e:
+            raise AssertionError(f"GET {url}: HTTP {e.code}: {e.read()[:500]!r}") from e
+
+    def _admin_list(self, path: str, key: str) -> list[dict]:
+        data = self.admin_get(path)
+        if isinstance(data, dict) and isinstance(data.get(key), list):
+            data = data[key]
+        assert isinstance(data, list), f"GET {path} returned no JSON list: {data!r}"
+        return data
+
+    def bindings(self, aor: Optional[str] = None) -> list[dict]:
+        """`GET /bindings[?aor=]`: every live binding of every source (`source`:
+        registrar, copy or reg_event; `expires_in` in seconds)."""
+        path = "/bindings" + (f"?aor={urllib.parse.quote(aor, safe='')}" if aor else "")
+        return self._admin_list(path, "bindings")
+
+    def usrloc(self) -> list[dict]:
+        """`GET /usrloc`: the AORs usrloc publishes (aor, state open|closed, contacts,
+        marked, removed_in)."""
+        return self._admin_list("/usrloc", "usrloc")
+
+    def bla(self) -> list[dict]:
+        """`GET /bla`: the shared lines with their phones (contact, subscription state,
+        dialogs, version)."""
+        return self._admin_list("/bla", "bla")
 
     # ---- ctl -----------------------------------------------------------------------------
 

@@ -20,6 +20,12 @@ from .procs import LOOPBACK, ManagedProcess, free_port, tail
 
 INTEROP_DIR = Path(__file__).resolve().parent.parent
 CFG = INTEROP_DIR / "kamailio" / "presence.cfg"
+# A plain registrar that copies every REGISTER to GW_URI (t_replicate, `X-Publish: yes`).
+REGISTRAR_REPLICATE_CFG = INTEROP_DIR / "kamailio" / "registrar_replicate.cfg"
+# Registrar + RFC 3680 `reg` event package (pua_reginfo publishes to presence_reginfo).
+REGINFO_CFG = INTEROP_DIR / "kamailio" / "reginfo.cfg"
+# BLA presence server: `dialog;sla` (presence_xml disable_bla 0), handle_publish(Sender).
+PRESENCE_BLA_CFG = INTEROP_DIR / "kamailio" / "presence_bla.cfg"
 
 # Where the Debian package kamailio-sqlite-modules ships the schema.
 SCHEMA_DIRS = [Path("/usr/share/kamailio/db_sqlite"), Path("/usr/local/share/kamailio/db_sqlite")]
@@ -112,9 +118,18 @@ class KamailioPS:
     """A running Kamailio presence server on 127.0.0.1:port."""
 
     def __init__(
-        self, run_dir: Path, *, contact_port: Optional[int] = None, cfg: Path = CFG, children: int = 2
+        self,
+        run_dir: Path,
+        *,
+        contact_port: Optional[int] = None,
+        cfg: Path = CFG,
+        children: int = 2,
+        substdefs: Optional[dict[str, str]] = None,
     ) -> None:
         self.run_dir = run_dir
+        # Further `--substdef=!NAME!value!` of the script (registrar_replicate.cfg: GW_URI;
+        # reginfo.cfg: UL_TIMER), besides KAM_PORT, PS_CONTACT_PORT and DB_FILE.
+        self.substdefs = dict(substdefs or {})
         # The routing script; a test may run a variant of presence.cfg (harness/bridge.py).
         self.cfg = cfg
         # UDP worker processes. One serialises Kamailio's own sqlite writes (db_sqlite sets
@@ -151,6 +166,7 @@ class KamailioPS:
             f"--substdef=!KAM_PORT!{self.port}!",
             f"--substdef=!PS_CONTACT_PORT!{self.contact_port}!",
             f"--substdef=!DB_FILE!{self.db_path}!",
+            *[f"--substdef=!{k}!{v}!" for k, v in self.substdefs.items()],
         ]  # fmt: skip
         (self.run_dir / "kamailio-rundir").mkdir(exist_ok=True)
         self.proc = ManagedProcess("kamailio", argv, self.log_path, cwd=self.run_dir).start()

@@ -290,6 +290,10 @@ pub(crate) struct LocalPublication {
 }
 
 impl LocalPublication {
+    pub(super) fn key(&self) -> super::PubKey {
+        super::PubKey::new(&self.owner, &self.presentity, &self.event, self.instance.as_deref())
+    }
+
     pub fn view(&self, id: PublicationId, now: Timestamp) -> PublicationView {
         PublicationView {
             id: id.to_string(),
@@ -317,16 +321,12 @@ impl PuaService {
         req: PublishRequest,
     ) -> Result<PublicationId, PublishError> {
         let presentity = aor(&req.presentity);
-        let existing = self
-            .local_publications
-            .iter()
-            .find(|(_, p)| {
-                p.owner == req.owner.as_str()
-                    && p.presentity == presentity
-                    && p.event == req.event
-                    && p.instance == req.instance
-            })
-            .map(|(id, _)| *id);
+        let existing = self.find_local(&super::PubKey::new(
+            req.owner.as_str(),
+            &presentity,
+            &req.event,
+            req.instance.as_deref(),
+        ));
         if let Some(etag) = &req.etag {
             let ok = existing
                 .and_then(|id| self.local_publications.get(&id))
@@ -434,7 +434,7 @@ impl PuaService {
                 ));
                 let key = local_publication_key(id);
                 if removed {
-                    self.local_publications.remove(&id);
+                    self.remove_local(id);
                     svc.cancel_timer(TimerKey::Pua(PuaTimer::Publication(id)));
                     svc.store(StoreOp::Delete {
                         table: StoreTable::Publications,
@@ -459,7 +459,7 @@ impl PuaService {
                         Some(Timestamp(rec.expires_at)),
                         &rec,
                     );
-                    self.local_publications.insert(id, rec.clone());
+                    self.insert_local(id, rec.clone());
                 }
                 self.emit(
                     owner,
@@ -510,7 +510,7 @@ impl PuaService {
             return;
         };
         if !rec.refresh {
-            self.local_publications.remove(&id);
+            self.remove_local(id);
             svc.store(StoreOp::Delete {
                 table: StoreTable::Publications,
                 key: local_publication_key(id),
@@ -542,7 +542,7 @@ impl PuaService {
                     TimerKey::Pua(PuaTimer::Publication(id)),
                     Timestamp::from_millis(at.max(now.as_millis())),
                 );
-                self.local_publications.insert(id, rec);
+                self.insert_local(id, rec);
             }
             Err(e) => {
                 tracing::warn!(key = %row.key, error = %e, "unreadable local publication row, ignored")

@@ -171,10 +171,32 @@ pub enum PuaEvent {
     },
 }
 
+/// The identity of a publication among its owner's: owner, presentity, event (ASCII
+/// lowercase) and instance. One publication per key, for the remote and for the local
+/// ones alike; the index saves a scan of every publication on each publish.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct PubKey(String, String, String, Option<String>);
+
+impl PubKey {
+    pub(crate) fn new(owner: &str, presentity: &str, event: &str, instance: Option<&str>) -> Self {
+        PubKey(
+            owner.to_string(),
+            presentity.to_string(),
+            event.to_ascii_lowercase(),
+            instance.map(str::to_string),
+        )
+    }
+}
+
 /// Publications and client subscriptions of every module.
 #[derive(Debug, Default)]
 pub struct PuaService {
     pub(crate) publications: BTreeMap<PublicationId, Publication>,
+    /// [`PubKey`] → remote publication (kept in step by `insert_publication` /
+    /// `remove_publication`).
+    pub_index: HashMap<PubKey, PublicationId>,
+    /// [`PubKey`] → local publication.
+    local_index: HashMap<PubKey, PublicationId>,
     pub(crate) subscriptions: BTreeMap<SubscriptionId, Subscription>,
     /// Call-ID → subscription, so an incoming NOTIFY finds its subscription in one lookup
     /// instead of a scan of every subscription. Kept in step by [`Self::reindex`] after
@@ -226,17 +248,14 @@ impl PuaService {
             return self.publish_local(svc, now, req);
         }
         let existing = self
-            .publications
-            .iter()
-            .find(|(_, p)| {
-                p.matches(
-                    req.owner,
-                    &req.presentity,
-                    &req.event,
-                    req.instance.as_deref(),
-                )
-            })
-            .map(|(id, _)| *id);
+            .pub_index
+            .get(&PubKey::new(
+                req.owner.as_str(),
+                &req.presentity,
+                &req.event,
+                req.instance.as_deref(),
+            ))
+            .copied();
         if let Some(etag) = &req.etag {
             // pua_mi: an entity-tag that no record carries is a local 418 (anchors.md §1.4).
             let ok = existing
@@ -261,7 +280,7 @@ impl PuaService {
                 let keep = p.change(svc, now, change, &mut events);
                 let owner = p.owner;
                 if !keep {
-                    self.publications.remove(&id);
+                    self.remove_publication(id);
                 }
                 for ev in events {
                     self.emit(owner, ev);
@@ -280,7 +299,7 @@ impl PuaService {
                 let mut events = Vec::new();
                 let keep = p.start(svc, now, &mut events);
                 if keep {
-                    self.publications.insert(id, p);
+                    self.insert_publication(id, p);
                 }
                 for ev in events {
                     self.emit(req.owner, ev);
@@ -297,6 +316,32 @@ impl PuaService {
             .get(&id)
             .map(|p| p.op_seq())
             .or_else(|| self.local_publications.get(&id).map(|p| p.op_seq))
+    }
+
+    fn insert_publication(&mut self, id: PublicationId, p: Publication) {
+        self.pub_index.insert(p.key(), id);
+        self.publications.insert(id, p);
+    }
+
+    fn remove_publication(&mut self, id: PublicationId) {
+        if let Some(p) = self.publications.remove(&id) {
+            self.pub_index.remove(&p.key());
+        }
+    }
+
+    pub(super) fn insert_local(&mut self, id: PublicationId, rec: local::LocalPublication) {
+        self.local_index.insert(rec.key(), id);
+        self.local_publications.insert(id, rec);
+    }
+
+    pub(super) fn remove_local(&mut self, id: PublicationId) {
+        if let Some(rec) = self.local_publications.remove(&id) {
+            self.local_index.remove(&rec.key());
+        }
+    }
+
+    pub(super) fn find_local(&self, key: &PubKey) -> Option<PublicationId> {
+        self.local_index.get(key).copied()
     }
 
     pub fn find_publication(
@@ -480,7 +525,7 @@ impl PuaService {
                 let keep = p.on_response(svc, now, tx, response, &mut events);
                 let o = p.owner;
                 if !keep {
-                    self.publications.remove(&id);
+                    self.remove_publication(id);
                 }
                 events.into_iter().for_each(|e| self.emit(o, e));
             }
@@ -532,7 +577,7 @@ impl PuaService {
                 let keep = p.on_timer(svc, now, &mut events);
                 let o = p.owner;
                 if !keep {
-                    self.publications.remove(&id);
+                    self.remove_publication(id);
                 }
                 events.into_iter().for_each(|e| self.emit(o, e));
             }
@@ -611,7 +656,7 @@ impl PuaService {
                             self.next_id = self.next_id.max(rec.id);
                             let mut p = Publication::from_record(owner, rec);
                             p.resume(svc, now, &mut slot);
-                            self.publications.insert(id, p);
+                            self.insert_publication(id, p);
                         }
                         Err(e) => {
                             tracing::warn!(key = %row.key, error = %e, "unreadable publication row, ignored")

@@ -192,6 +192,16 @@ impl Publication {
         self.rec.etag.as_deref()
     }
 
+    /// What [`Self::matches`] compares, for the PUA's index.
+    pub(crate) fn key(&self) -> super::PubKey {
+        super::PubKey::new(
+            self.owner.as_str(),
+            &self.rec.presentity,
+            &self.rec.event,
+            self.rec.instance.as_deref(),
+        )
+    }
+
     pub fn presentity(&self) -> &str {
         &self.rec.presentity
     }
