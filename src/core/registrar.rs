@@ -319,6 +319,10 @@ pub struct Registrar {
     cfg: RegistrarConfig,
     source: BindingSource,
     aors: BTreeMap<String, Vec<Binding>>,
+    /// (earliest expiry, AOR) of every AOR, and each AOR's entry: the next deadline and
+    /// the AORs due without a scan of every binding (kept in step by `set_aor`).
+    deadlines: std::collections::BTreeSet<(Timestamp, String)>,
+    earliest: std::collections::HashMap<String, Timestamp>,
 }
 
 impl Registrar {
@@ -332,6 +336,8 @@ impl Registrar {
             cfg,
             source,
             aors: BTreeMap::new(),
+            deadlines: Default::default(),
+            earliest: Default::default(),
         }
     }
 
@@ -604,16 +610,16 @@ impl Registrar {
 
     /// The earliest binding expiry: when to call [`Registrar::handle_timeout`].
     pub fn next_deadline(&self) -> Option<Timestamp> {
-        self.aors.values().flatten().map(|b| b.expires_at).min()
+        self.deadlines.first().map(|(at, _)| *at)
     }
 
     /// Expires every binding whose time has come (`expires_at <= now`).
     pub fn handle_timeout(&mut self, now: Timestamp) -> (Vec<BindingEvent>, Vec<StoreOp>) {
         let due: Vec<String> = self
-            .aors
+            .deadlines
             .iter()
-            .filter(|(_, l)| l.iter().any(|b| b.expires_at <= now))
-            .map(|(a, _)| a.clone())
+            .take_while(|(at, _)| *at <= now)
+            .map(|(_, a)| a.clone())
             .collect();
         let mut events = Vec::new();
         let mut store = Vec::new();
@@ -746,6 +752,13 @@ impl Registrar {
     }
 
     fn set_aor(&mut self, aor: &str, list: Vec<Binding>) {
+        if let Some(old) = self.earliest.remove(aor) {
+            self.deadlines.remove(&(old, aor.to_string()));
+        }
+        if let Some(min) = list.iter().map(|b| b.expires_at).min() {
+            self.earliest.insert(aor.to_string(), min);
+            self.deadlines.insert((min, aor.to_string()));
+        }
         if list.is_empty() {
             self.aors.remove(aor);
         } else {

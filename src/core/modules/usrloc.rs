@@ -80,6 +80,8 @@ const STORE_PREFIX: &str = "usrloc:";
 pub struct UsrlocModule {
     cfg: UsrlocConfig,
     records: BTreeMap<String, AorRecord>,
+    /// (remove_at, AOR) of the closed records: the timer without a scan of every record.
+    removals: BTreeSet<(u64, String)>,
 }
 
 /// A stable tuple id for a contact (FNV-1a, so the same on every run and machine).
@@ -123,6 +125,7 @@ impl UsrlocModule {
         UsrlocModule {
             cfg,
             records: BTreeMap::new(),
+            removals: BTreeSet::new(),
         }
     }
 
@@ -257,13 +260,28 @@ impl UsrlocModule {
             rec.remove_at = Some((now + self.cfg.closed_linger).as_millis());
             rec.marked = false;
         }
-        self.records.insert(presentity.to_string(), rec);
+        self.put(presentity, rec);
         self.persist(ctx, presentity);
         self.arm(ctx);
     }
 
+    /// Stores `rec` for `presentity`, keeping `removals` in step.
+    fn put(&mut self, presentity: &str, rec: AorRecord) {
+        self.forget(presentity);
+        if let Some(at) = rec.remove_at {
+            self.removals.insert((at, presentity.to_string()));
+        }
+        self.records.insert(presentity.to_string(), rec);
+    }
+
+    fn forget(&mut self, presentity: &str) {
+        if let Some(at) = self.records.remove(presentity).and_then(|r| r.remove_at) {
+            self.removals.remove(&(at, presentity.to_string()));
+        }
+    }
+
     fn arm(&self, ctx: &mut ModuleCtx<'_>) {
-        match self.records.values().filter_map(|r| r.remove_at).min() {
+        match self.removals.first().map(|(at, _)| *at) {
             Some(at) => ctx.set_timer(0, Timestamp::from_millis(at)),
             None => ctx.cancel_timer(0),
         }
@@ -320,14 +338,14 @@ impl Module for UsrlocModule {
     fn on_timer(&mut self, ctx: &mut ModuleCtx<'_>, _token: u64) {
         let now = ctx.now.as_millis();
         let due: Vec<String> = self
-            .records
+            .removals
             .iter()
-            .filter(|(_, r)| r.remove_at.is_some_and(|at| at <= now))
-            .map(|(a, _)| a.clone())
+            .take_while(|(at, _)| *at <= now)
+            .map(|(_, a)| a.clone())
             .collect();
         for presentity in due {
             self.publish(ctx, &presentity, None);
-            self.records.remove(&presentity);
+            self.forget(&presentity);
             self.persist(ctx, &presentity);
             tracing::info!(presentity, "usrloc publication removed after closed");
         }
@@ -342,7 +360,8 @@ impl Module for UsrlocModule {
         }) {
             match serde_json::from_value::<AorRecord>(row.data.clone()) {
                 Ok(rec) => {
-                    self.records.insert(rec.aor.clone(), rec);
+                    let a = rec.aor.clone();
+                    self.put(&a, rec);
                 }
                 Err(e) => {
                     tracing::warn!(key = %row.key, error = %e, "usrloc record unreadable; skipped")
