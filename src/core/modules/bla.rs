@@ -30,10 +30,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::admin::{AdminCommand, AdminReply, BlaLineView, BlaPhoneView};
-use super::{Module, ModuleCtx, ModuleId};
+use super::{restored_state, Module, ModuleCtx, ModuleId};
 use crate::core::handles::AdminRequestId;
 use crate::core::local_site::aor;
-use crate::core::persist::{StoreOp, StoreTable, StoredRow};
+use crate::core::persist::StoredRow;
 use crate::core::presence::dialog_info::{build_dialog_info, DialogInfo, DialogTable};
 use crate::core::presence::{Body, DocState, VersionOutcome, DIALOG_INFO};
 use crate::core::pua::{PuaEvent, PublishRequest, SubscribeRequest, SubscriptionId};
@@ -111,21 +111,12 @@ impl BlaModule {
     }
 
     fn persist(&self, ctx: &mut ModuleCtx<'_>, key: &(String, String)) {
-        let store_key = format!("{STORE_PREFIX}{}|{}", key.0, key.1);
-        match self.phones.get(key) {
-            Some(p) => ctx.svc.put_record(
-                StoreTable::ModuleState,
-                store_key,
-                ModuleId::Bla.as_str(),
-                &key.0,
-                None,
-                &p.rec,
-            ),
-            None => ctx.store(StoreOp::Delete {
-                table: StoreTable::ModuleState,
-                key: store_key,
-            }),
-        }
+        ctx.put_state(
+            format!("{STORE_PREFIX}{}|{}", key.0, key.1),
+            &key.0,
+            None,
+            self.phones.get(key).map(|p| &p.rec),
+        );
     }
 
     fn publish(&self, ctx: &mut ModuleCtx<'_>, line: &str, contact: &str, body: Option<String>) {
@@ -338,34 +329,23 @@ impl Module for BlaModule {
     }
 
     fn on_restore(&mut self, ctx: &mut ModuleCtx<'_>, rows: &[StoredRow]) {
-        for row in rows.iter().filter(|r| {
-            r.table == StoreTable::ModuleState
-                && r.owner == ModuleId::Bla.as_str()
-                && r.key.starts_with(STORE_PREFIX)
-        }) {
-            match serde_json::from_value::<PhoneRecord>(row.data.clone()) {
-                Ok(mut rec) => {
-                    // A subscription the PUA did not keep is none (reconcile makes one).
-                    if rec
-                        .subscription
-                        .is_some_and(|id| ctx.pua.subscription(SubscriptionId(id)).is_none())
-                    {
-                        rec.subscription = None;
-                    }
-                    let key = (rec.line.clone(), rec.contact.clone());
-                    self.phones.insert(
-                        key,
-                        Phone {
-                            rec,
-                            table: DialogTable::new(),
-                            state: "restored".into(),
-                        },
-                    );
-                }
-                Err(e) => {
-                    tracing::warn!(key = %row.key, error = %e, "bla record unreadable; skipped")
-                }
+        for mut rec in restored_state::<PhoneRecord>(rows, ModuleId::Bla, STORE_PREFIX) {
+            // A subscription the PUA did not keep is none (reconcile makes one).
+            if rec
+                .subscription
+                .is_some_and(|id| ctx.pua.subscription(SubscriptionId(id)).is_none())
+            {
+                rec.subscription = None;
             }
+            let key = (rec.line.clone(), rec.contact.clone());
+            self.phones.insert(
+                key,
+                Phone {
+                    rec,
+                    table: DialogTable::new(),
+                    state: "restored".into(),
+                },
+            );
         }
         let lines: BTreeSet<String> = self.cfg.lines.iter().cloned().collect();
         for line in lines {

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use super::ids::IdGenerator;
 use super::local_site::LocalSite;
-use super::persist::{StoreOp, StoredRow};
+use super::persist::{StoreOp, StoreTable, StoredRow};
 use super::pua::{
     PuaEvent, PuaService, PublicationId, PublishError, PublishRequest, SubscribeRequest,
     SubscriptionId,
@@ -108,6 +108,31 @@ impl<'a> ModuleCtx<'a> {
         self.svc.store(op);
     }
 
+    /// Writes (`Some`) or deletes (`None`) this module's record `key` in
+    /// `StoreTable::ModuleState`; `subject` names the resource for operators.
+    pub fn put_state(
+        &mut self,
+        key: String,
+        subject: &str,
+        expires_at: Option<Timestamp>,
+        record: Option<&impl serde::Serialize>,
+    ) {
+        match record {
+            Some(r) => self.svc.put_record(
+                StoreTable::ModuleState,
+                key,
+                self.module.as_str(),
+                subject,
+                expires_at,
+                r,
+            ),
+            None => self.store(StoreOp::Delete {
+                table: StoreTable::ModuleState,
+                key,
+            }),
+        }
+    }
+
     pub fn admin_reply(&mut self, id: AdminRequestId, reply: AdminReply) {
         self.svc.admin_reply(id, reply);
     }
@@ -182,6 +207,29 @@ impl<'a> ModuleCtx<'a> {
             .notify_presentity(self.now, package, presentity, body);
         self.svc.perform_notifier_actions(self.now, actions, None);
     }
+}
+
+/// The records of `module` in `StoreTable::ModuleState` whose key starts with `prefix`
+/// (see [`ModuleCtx::put_state`]); unreadable ones are logged and skipped.
+pub fn restored_state<T: serde::de::DeserializeOwned>(
+    rows: &[StoredRow],
+    module: ModuleId,
+    prefix: &str,
+) -> Vec<T> {
+    rows.iter()
+        .filter(|r| {
+            r.table == StoreTable::ModuleState
+                && r.owner == module.as_str()
+                && r.key.starts_with(prefix)
+        })
+        .filter_map(|row| match serde_json::from_value::<T>(row.data.clone()) {
+            Ok(rec) => Some(rec),
+            Err(e) => {
+                tracing::warn!(module = module.as_str(), key = %row.key, error = %e, "stored record unreadable; skipped");
+                None
+            }
+        })
+        .collect()
 }
 
 /// A module's hooks; every default does nothing. Modules live in the engine, which the

@@ -27,11 +27,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::admin::{AdminCommand, AdminReply};
-use super::{Module, ModuleCtx, ModuleId};
+use super::{restored_state, Module, ModuleCtx, ModuleId};
 use crate::core::admin_api::UsrlocView;
 use crate::core::handles::AdminRequestId;
 use crate::core::local_site::aor;
-use crate::core::persist::{StoreOp, StoreTable, StoredRow};
+use crate::core::persist::StoredRow;
 use crate::core::presence::model::{Basic, Contact, PresenceDoc, Tuple};
 use crate::core::presence::{build_pidf, PIDF};
 use crate::core::pua::PublishRequest;
@@ -184,21 +184,13 @@ impl UsrlocModule {
     }
 
     fn persist(&self, ctx: &mut ModuleCtx<'_>, presentity: &str) {
-        let key = format!("{STORE_PREFIX}{presentity}");
-        match self.records.get(presentity) {
-            Some(rec) => ctx.svc.put_record(
-                StoreTable::ModuleState,
-                key,
-                ModuleId::Usrloc.as_str(),
-                presentity,
-                rec.remove_at.map(Timestamp::from_millis),
-                rec,
-            ),
-            None => ctx.store(StoreOp::Delete {
-                table: StoreTable::ModuleState,
-                key,
-            }),
-        }
+        let rec = self.records.get(presentity);
+        ctx.put_state(
+            format!("{STORE_PREFIX}{presentity}"),
+            presentity,
+            rec.and_then(|r| r.remove_at).map(Timestamp::from_millis),
+            rec,
+        );
     }
 
     fn publish(&self, ctx: &mut ModuleCtx<'_>, presentity: &str, body: Option<String>) {
@@ -353,20 +345,9 @@ impl Module for UsrlocModule {
     }
 
     fn on_restore(&mut self, ctx: &mut ModuleCtx<'_>, rows: &[StoredRow]) {
-        for row in rows.iter().filter(|r| {
-            r.table == StoreTable::ModuleState
-                && r.owner == ModuleId::Usrloc.as_str()
-                && r.key.starts_with(STORE_PREFIX)
-        }) {
-            match serde_json::from_value::<AorRecord>(row.data.clone()) {
-                Ok(rec) => {
-                    let a = rec.aor.clone();
-                    self.put(&a, rec);
-                }
-                Err(e) => {
-                    tracing::warn!(key = %row.key, error = %e, "usrloc record unreadable; skipped")
-                }
-            }
+        for rec in restored_state::<AorRecord>(rows, ModuleId::Usrloc, STORE_PREFIX) {
+            let a = rec.aor.clone();
+            self.put(&a, rec);
         }
         // The registration sources were restored before this module (module order):
         // every AOR with bindings or a record is brought in line now.

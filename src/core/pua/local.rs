@@ -291,7 +291,12 @@ pub(crate) struct LocalPublication {
 
 impl LocalPublication {
     pub(super) fn key(&self) -> super::PubKey {
-        super::PubKey::new(&self.owner, &self.presentity, &self.event, self.instance.as_deref())
+        super::PubKey::new(
+            &self.owner,
+            &self.presentity,
+            &self.event,
+            self.instance.as_deref(),
+        )
     }
 
     pub fn view(&self, id: PublicationId, now: Timestamp) -> PublicationView {

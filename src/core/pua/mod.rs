@@ -436,21 +436,7 @@ impl PuaService {
         if self.unsubscribe_local(svc, id) {
             return true;
         }
-        let old = self.call_id_of(id);
-        let Some(s) = self.subscriptions.get_mut(&id) else {
-            return false;
-        };
-        let mut events = Vec::new();
-        let keep = s.unsubscribe(svc, now, &mut events);
-        let owner = s.owner;
-        if !keep {
-            self.subscriptions.remove(&id);
-        }
-        self.reindex(id, old);
-        for ev in events {
-            self.emit(owner, ev);
-        }
-        true
+        self.drive_subscription(id, |s, events| s.unsubscribe(svc, now, events))
     }
 
     /// Refreshes subscription `id` at once (RFC 6665 §4.1.2.2): an in-dialog SUBSCRIBE,
@@ -458,12 +444,23 @@ impl PuaService {
     /// when a NOTIFY showed a version gap (RFC 4235 §4.1). Nothing happens while a
     /// SUBSCRIBE of it is in flight. Returns whether the subscription exists.
     pub fn refresh(&mut self, svc: &mut Services, now: Timestamp, id: SubscriptionId) -> bool {
+        self.drive_subscription(id, |s, events| s.on_timer(svc, now, events))
+    }
+
+    /// Runs `step` on subscription `id` (which returns whether the record stays), then
+    /// drops it if not, re-indexes its Call-ID and emits its events to the owner. Returns
+    /// whether the subscription existed.
+    fn drive_subscription(
+        &mut self,
+        id: SubscriptionId,
+        step: impl FnOnce(&mut Subscription, &mut Vec<PuaEvent>) -> bool,
+    ) -> bool {
         let old = self.call_id_of(id);
         let Some(s) = self.subscriptions.get_mut(&id) else {
             return false;
         };
         let mut events = Vec::new();
-        let keep = s.on_timer(svc, now, &mut events);
+        let keep = step(s, &mut events);
         let owner = s.owner;
         if !keep {
             self.subscriptions.remove(&id);
