@@ -151,3 +151,95 @@ fn deny_rule_ends_the_xmpp_authorization_with_unsubscribed() {
         "terminated;reason=rejected ends the authorization (standards.md §7.4): {outs:?}"
     );
 }
+
+/// The agent, the embedded registrar, usrloc for the domain and the bridge.
+fn harness_with_usrloc() -> Harness {
+    use xmpp_sip_gateway::core::modules::registrar::RegistrarModule;
+    use xmpp_sip_gateway::core::modules::usrloc::{UsrlocConfig, UsrlocModule};
+    use xmpp_sip_gateway::core::registrar::RegistrarConfig;
+    let config = EngineConfig {
+        outbound_proxy: None,
+        site: LocalSiteConfig {
+            domains: vec!["sip.example".into()],
+            max_subscriptions_per_presentity: 16,
+            registrar: Some(RegistrarConfig::default()),
+            ..LocalSiteConfig::default()
+        },
+        ..test_config()
+    };
+    Harness::with_modules(
+        config,
+        vec![
+            Box::new(PresenceAgentModule::new(vec!["sip.example".into()])),
+            Box::new(RegistrarModule::new(vec!["sip.example".into()])),
+            Box::new(UsrlocModule::new(UsrlocConfig {
+                domains: vec!["sip.example".into()],
+                closed_linger: std::time::Duration::from_secs(30),
+                ..UsrlocConfig::default()
+            })),
+            Box::new(BridgeModule::new(bridge_config(SipSideMode::Notifier))),
+        ],
+    )
+}
+
+fn ben_registers(h: &mut Harness, expires: u32, cseq: u32) -> Vec<Output> {
+    let mut r = Request::new(Method::Register, "sip:sip.example");
+    let b = h.branch();
+    r.headers
+        .push("Via", format!("SIP/2.0/TCP 127.0.0.1:5070;branch={b}"));
+    r.headers.push("Max-Forwards", "70");
+    r.headers.push("From", format!("<{BEN_URI}>;tag=r{b}"));
+    r.headers.push("To", format!("<{BEN_URI}>"));
+    r.headers.push("Call-ID", "ben-reg@phone");
+    r.headers.push("CSeq", format!("{cseq} REGISTER"));
+    r.headers.push("Contact", "<sip:ben@192.0.2.8:5060>");
+    r.headers.push("Expires", expires.to_string());
+    h.peer_request(r)
+}
+
+#[test]
+fn xmpp_watcher_sees_a_registered_phone_available_then_unavailable_when_the_binding_expires() {
+    let mut h = harness_with_usrloc();
+    h.admin(AdminCommand::SetRule {
+        presentity: BEN_URI.into(),
+        watcher: ANNA_URI.into(),
+        action: Some(RuleAction::Allow),
+    });
+    stanza_in(&mut h, pres(ANNA, BEN, PresenceType::Subscribe));
+    h.all.clear();
+    // A phone that never publishes: its REGISTER is its presence (usrloc).
+    ben_registers(&mut h, 120, 1);
+    let to_anna = |outs: &[Output], kind: PresenceType| {
+        presences(outs)
+            .into_iter()
+            .filter(|p| p.kind == kind && p.to.bare() == ANNA)
+            .count()
+    };
+    assert!(to_anna(&h.all, PresenceType::Available) > 0, "{:?}", h.all);
+    h.all.clear();
+    let outs = h.advance(std::time::Duration::from_secs(120));
+    assert!(
+        to_anna(&outs, PresenceType::Unavailable) > 0,
+        "expiry reaches the XMPP watcher as unavailable: {outs:?}"
+    );
+}
+
+#[test]
+fn xmpp_watcher_sees_unavailable_when_the_phone_unregisters() {
+    let mut h = harness_with_usrloc();
+    h.admin(AdminCommand::SetRule {
+        presentity: BEN_URI.into(),
+        watcher: ANNA_URI.into(),
+        action: Some(RuleAction::Allow),
+    });
+    stanza_in(&mut h, pres(ANNA, BEN, PresenceType::Subscribe));
+    ben_registers(&mut h, 600, 1);
+    h.all.clear();
+    let outs = ben_registers(&mut h, 0, 2);
+    assert!(
+        presences(&outs)
+            .iter()
+            .any(|p| p.kind == PresenceType::Unavailable && p.to.bare() == ANNA),
+        "{outs:?}"
+    );
+}
