@@ -194,30 +194,56 @@ fn aors_outside_the_selection_are_not_published() {
 }
 
 #[test]
-fn entity_prefix_names_the_pidf_entity() {
+fn entity_prefix_names_the_pidf_entity_of_the_published_document() {
     let mut h = harness_with(
-        sources(),
+        RegistrarModuleConfig {
+            copy_domains: vec!["remote.test".into()],
+            ..sources()
+        },
         UsrlocConfig {
+            domains: vec!["remote.test".into()],
             entity_prefix: Some("pres".into()),
             ..usrloc_config()
         },
     );
-    let (_, outs) = h.admin(AdminCommand::ListPresentityPublications);
-    assert!(
-        matches!(admin_replies(&outs).pop(), Some((_, AdminReply::AgentPublications(v))) if v.is_empty())
+    let outs = registered(
+        &mut h,
+        "sip:erin@remote.test",
+        "sip:erin@192.0.2.5",
+        120,
+        "e1",
+        1,
     );
-    watch(&mut h, BOB);
-    let outs = registered(&mut h, BOB, "sip:bob@192.0.2.1", 600, "c1", 1);
-    let last = notified(&mut h, &outs).pop().unwrap();
-    // The agent composes under the presentity; the published document itself is usrloc's.
-    let (_, outs2) = h.admin(AdminCommand::ListPresentityPublications);
-    let views = match admin_replies(&outs2).pop() {
-        Some((_, AdminReply::AgentPublications(v))) => v,
-        other => panic!("{other:?}"),
-    };
-    assert_eq!(views.len(), 1);
-    assert_eq!(views[0].origin, "usrloc");
+    let publish = one_request(&outs, Method::Publish);
+    assert_eq!(publish.uri, "sip:erin@remote.test");
+    assert!(
+        body_text(&publish).contains("entity='pres:erin@remote.test'"),
+        "{}",
+        body_text(&publish)
+    );
+}
+
+#[test]
+fn default_domain_completes_an_aor_reported_without_one() {
+    let mut h = harness_with(
+        reg_event_sources(),
+        UsrlocConfig {
+            default_domain: Some("sip.test".into()),
+            ..usrloc_config()
+        },
+    );
+    let sub = accept_reg_subscribe(&mut h);
+    watch(&mut h, REG_AOR);
+    // A registrar without domains reports `sip:carol` for the subscribed sip:carol@sip.test.
+    let body = reginfo(0, &[("sip:carol@192.0.2.3", "active", 300)])
+        .replace(&format!("aor='{REG_AOR}'"), "aor='sip:carol'");
+    let outs = reg_notify(&mut h, &sub, 1, &body);
+    assert_eq!(final_status(&outs), 200);
+    let last = notified(&mut h, &outs)
+        .pop()
+        .expect("carol published under sip:carol@sip.test");
     assert_eq!(basics(&last), ["open"]);
+    assert_eq!(usrloc_views(&mut h)[0].aor, REG_AOR);
 }
 
 #[test]

@@ -137,7 +137,15 @@ impl RegistrarModule {
         let now = ctx.now;
         for reg in &doc.registrations {
             let reg_aor = aor(&reg.aor);
-            if reg_aor != subscribed {
+            // A registrar that does not use domains (Kamailio `use_domain 0`) reports
+            // `sip:carol` for `sip:carol@example.org`: mirrored as reported; usrloc's
+            // `default_domain` completes it.
+            let domainless_match = !reg_aor.contains('@')
+                && subscribed
+                    .split_once(':')
+                    .and_then(|(_, rest)| rest.split_once('@'))
+                    .is_some_and(|(user, _)| Some(user) == reg_aor.split_once(':').map(|(_, u)| u));
+            if reg_aor != subscribed && !domainless_match {
                 tracing::debug!(aor = %reg.aor, subscribed, "reginfo registration for another AOR ignored");
                 continue;
             }

@@ -140,6 +140,23 @@ impl UsrlocModule {
         }
     }
 
+    /// The AORs whose bindings make up `presentity`: itself, and its domainless form when
+    /// `default_domain` is the presentity's domain (the inverse of [`Self::presentity`]).
+    fn source_aors(&self, presentity: &str) -> Vec<String> {
+        let mut out = vec![presentity.to_string()];
+        if let (Some(d), Some((user, domain))) = (
+            &self.cfg.default_domain,
+            presentity
+                .split_once(':')
+                .and_then(|(_, rest)| rest.split_once('@')),
+        ) {
+            if domain.eq_ignore_ascii_case(d) {
+                out.push(format!("sip:{user}"));
+            }
+        }
+        out
+    }
+
     fn selected_by_config(&self, presentity: &str) -> bool {
         uri_domain(presentity)
             .is_some_and(|d| self.cfg.domains.iter().any(|x| x.eq_ignore_ascii_case(&d)))
@@ -215,11 +232,10 @@ impl UsrlocModule {
     /// Brings the publication of `presentity` in line with its live bindings.
     fn reconcile(&mut self, ctx: &mut ModuleCtx<'_>, presentity: &str) {
         let now = ctx.now;
-        let mut bindings: Vec<(String, String, Option<u16>)> = ctx
-            .svc
-            .site
-            .bindings_of(presentity)
-            .into_iter()
+        let mut bindings: Vec<(String, String, Option<u16>)> = self
+            .source_aors(presentity)
+            .iter()
+            .flat_map(|a| ctx.svc.site.bindings_of(a))
             .filter(|(_, b)| b.expires_at > now)
             .map(|(_, b)| (tuple_id(&b.contact), b.contact.clone(), b.q))
             .collect();
